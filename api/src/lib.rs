@@ -1,0 +1,16 @@
+//! The Plexus data model.
+//!
+//! Everything here is pure: no I/O, no async, no clock. The plugin, the controller and the tests share it.
+//!
+//! * [`cni`] — the CNI specification: network configs and config lists, results of every version and the
+//!   conversions between them, version negotiation and the error object.
+//! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
+//! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
+//! * [`nad`] — the NetworkAttachmentDefinition custom resource and how it turns into a delegate config.
+//! * [`validate`] — validation rules shared by the plugin and the controller.
+
+pub mod cni;
+pub mod nad;
+pub mod selection;
+pub mod status;
+pub mod validate;

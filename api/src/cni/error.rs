@@ -63,6 +63,11 @@ impl CniError {
         self
     }
 
+    pub fn with_code(mut self, code: u32) -> Self {
+        self.code = code;
+        self
+    }
+
     pub fn with_version(mut self, version: impl Into<String>) -> Self {
         self.cni_version = version.into();
         self

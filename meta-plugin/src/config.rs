@@ -1,0 +1,304 @@
+//! The Plexus config, read from stdin. Its keys are Multus's, so a Multus config file loads unchanged; keys Plexus
+//! does not know are ignored (and logged at debug level).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plexus_api::cni::{NetworkConfigList, version};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::PlexusError;
+
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+pub const DEFAULT_DELEGATE_TIMEOUT_SECONDS: f64 = 60.0;
+
+/// The config as written (Multus key names).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawConfig {
+    #[serde(default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub plugin_type: String,
+    #[serde(default)]
+    pub delegates: Vec<Value>,
+    #[serde(default)]
+    pub cluster_network: Option<String>,
+    #[serde(default)]
+    pub default_networks: Vec<String>,
+    #[serde(default)]
+    pub bin_dir: Option<String>,
+    #[serde(default)]
+    pub cni_dir: Option<String>,
+    #[serde(default)]
+    pub conf_dir: Option<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    #[serde(default)]
+    pub log_file: Option<String>,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub log_to_stderr: Option<bool>,
+    #[serde(default)]
+    pub namespace_isolation: bool,
+    /// Comma-separated, as in Multus.
+    #[serde(default)]
+    pub global_namespaces: Option<String>,
+    #[serde(default)]
+    pub system_namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    pub multus_namespace: Option<String>,
+    #[serde(default, rename = "readinessindicatorfile")]
+    pub readiness_indicator_file: Option<String>,
+    #[serde(default)]
+    pub capabilities: Map<String, Value>,
+    #[serde(default)]
+    pub runtime_config: Map<String, Value>,
+    /// Plexus's own key: how long one delegate call may take, in seconds.
+    #[serde(default)]
+    pub delegate_timeout_seconds: Option<f64>,
+    /// Everything else (other Multus keys, `prevResult`, `args`, ...).
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub file: Option<PathBuf>,
+    pub to_stderr: bool,
+    /// A `tracing` filter directive (e.g. `debug`).
+    pub level: String,
+}
+
+/// The validated config with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The version the runtime speaks: ADD results are converted to it.
+    pub cni_version: String,
+    pub name: String,
+    pub delegates: Vec<NetworkConfigList>,
+    pub cluster_network: Option<String>,
+    pub default_networks: Vec<String>,
+    pub bin_dirs: Vec<PathBuf>,
+    pub cni_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub log: LogSettings,
+    pub namespace_isolation: bool,
+    pub global_namespaces: Vec<String>,
+    pub system_namespaces: Vec<String>,
+    pub multus_namespace: String,
+    pub readiness_indicator_file: Option<PathBuf>,
+    /// runtimeConfig the runtime passed (kubelet/CRI capability args): for the default network only (R63).
+    pub runtime_config: Map<String, Value>,
+    pub delegate_timeout: Duration,
+    /// Keys Plexus ignored.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Config {
+    /// Decodes and validates the stdin config. Empty stdin is an empty config (DEL must work with it).
+    pub fn load(stdin: &[u8]) -> Result<Self, PlexusError> {
+        let value: Value = if stdin.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(stdin).map_err(|e| PlexusError::Decode(e.to_string()))?
+        };
+        if !value.is_object() {
+            return Err(PlexusError::Decode(
+                "the config must be a JSON object".into(),
+            ));
+        }
+        let raw: RawConfig =
+            serde_json::from_value(value).map_err(|e| PlexusError::InvalidConfig(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    pub fn from_raw(raw: RawConfig) -> Result<Self, PlexusError> {
+        if !raw.cni_version.is_empty() && !version::is_supported(&raw.cni_version) {
+            return Err(PlexusError::IncompatibleVersion {
+                requested: raw.cni_version,
+                supported: version::SUPPORTED.join(", "),
+            });
+        }
+        let delegates = raw
+            .delegates
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let label = d
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("delegates[{i}]"), str::to_owned);
+                NetworkConfigList::from_value(d).map_err(|source| PlexusError::InvalidDelegate {
+                    network: label,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = raw
+            .delegate_timeout_seconds
+            .unwrap_or(DEFAULT_DELEGATE_TIMEOUT_SECONDS);
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(PlexusError::InvalidConfig(format!(
+                "delegateTimeoutSeconds must be a positive number, not {timeout}"
+            )));
+        }
+        let log = LogSettings {
+            file: raw.log_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+            to_stderr: raw.log_to_stderr.unwrap_or(true),
+            level: log_level(raw.log_level.as_deref())?,
+        };
+        let path_list = |s: Option<String>, default: &str| {
+            let s = s
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| default.to_owned());
+            s.split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        };
+        let one_path = |s: Option<String>, default: &str| {
+            PathBuf::from(
+                s.filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| default.to_owned()),
+            )
+        };
+        let global_namespaces = match raw.global_namespaces {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => vec!["default".to_owned()],
+        };
+        let ignored_keys: Vec<String> = raw.other.keys().cloned().collect();
+        Ok(Config {
+            cni_version: raw.cni_version,
+            name: raw.name,
+            delegates,
+            cluster_network: raw.cluster_network.filter(|s| !s.is_empty()),
+            default_networks: raw.default_networks,
+            bin_dirs: path_list(raw.bin_dir, DEFAULT_BIN_DIR),
+            cni_dir: one_path(raw.cni_dir, DEFAULT_CNI_DIR),
+            conf_dir: one_path(raw.conf_dir, DEFAULT_CONF_DIR),
+            kubeconfig: raw.kubeconfig.filter(|s| !s.is_empty()).map(PathBuf::from),
+            log,
+            namespace_isolation: raw.namespace_isolation,
+            global_namespaces,
+            system_namespaces: raw
+                .system_namespaces
+                .unwrap_or_else(|| vec!["kube-system".to_owned()]),
+            multus_namespace: raw
+                .multus_namespace
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "kube-system".to_owned()),
+            readiness_indicator_file: raw
+                .readiness_indicator_file
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            runtime_config: raw.runtime_config,
+            delegate_timeout: Duration::from_secs_f64(timeout),
+            ignored_keys,
+        })
+    }
+
+    /// The version results are rendered in for the runtime (an empty `cniVersion` means 0.1.0, as in libcni).
+    pub fn result_version(&self) -> &str {
+        if self.cni_version.is_empty() {
+            version::IMPLICIT
+        } else {
+            &self.cni_version
+        }
+    }
+}
+
+/// Maps Multus's log levels (`debug`, `verbose`, `error`, `panic`) and tracing's own to a tracing filter.
+fn log_level(level: Option<&str>) -> Result<String, PlexusError> {
+    let level = level.unwrap_or("").trim().to_ascii_lowercase();
+    Ok(match level.as_str() {
+        "" => "info",
+        "panic" | "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "verbose" | "debug" => "debug",
+        "trace" => "trace",
+        other => {
+            return Err(PlexusError::InvalidConfig(format!(
+                "logLevel {other:?} is not one of debug, verbose, info, warn, error, panic, trace"
+            )));
+        }
+    }
+    .to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multus_config_loads_unchanged() {
+        let text = br#"{
+            "cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus",
+            "confDir": "/etc/cni/multus/net.d", "cniDir": "/var/lib/cni/multus", "binDir": "/opt/cni/bin",
+            "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+            "logFile": "/var/log/multus.log", "logLevel": "verbose", "logToStderr": false,
+            "logOptions": {"maxAge": 5}, "namespaceIsolation": true, "globalNamespaces": "default,infra",
+            "systemNamespaces": ["kube-system", "openshift"], "multusNamespace": "kube-system",
+            "readinessindicatorfile": "/run/ready", "retryDeleteOnError": true,
+            "clusterNetwork": "k8s-pod-network", "defaultNetworks": ["extra"],
+            "capabilities": {"portMappings": true, "bandwidth": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}]},
+            "delegates": [{"cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "bridge"}]
+        }"#;
+        let c = Config::load(text).unwrap();
+        assert_eq!(c.cni_version, "0.3.1");
+        assert_eq!(c.delegates.len(), 1);
+        assert_eq!(c.log.level, "debug");
+        assert!(!c.log.to_stderr);
+        assert_eq!(c.global_namespaces, ["default", "infra"]);
+        assert_eq!(c.system_namespaces, ["kube-system", "openshift"]);
+        assert_eq!(c.cluster_network.as_deref(), Some("k8s-pod-network"));
+        assert_eq!(
+            c.readiness_indicator_file,
+            Some(PathBuf::from("/run/ready"))
+        );
+        assert!(c.runtime_config.contains_key("portMappings"));
+        assert!(c.ignored_keys.contains(&"logOptions".to_string()));
+        assert!(c.ignored_keys.contains(&"retryDeleteOnError".to_string()));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(b"").unwrap();
+        assert_eq!(c.bin_dirs, [PathBuf::from(DEFAULT_BIN_DIR)]);
+        assert_eq!(c.cni_dir, PathBuf::from(DEFAULT_CNI_DIR));
+        assert_eq!(c.delegate_timeout, Duration::from_secs(60));
+        assert_eq!(c.result_version(), "0.1.0");
+        assert_eq!(c.global_namespaces, ["default"]);
+        assert_eq!(c.system_namespaces, ["kube-system"]);
+    }
+
+    #[test]
+    fn errors_map_to_the_right_codes() {
+        let code = |t: &[u8]| Config::load(t).unwrap_err().to_cni().code;
+        assert_eq!(code(b"{not json"), 6);
+        assert_eq!(code(b"[1]"), 6);
+        assert_eq!(code(br#"{"cniVersion":"9.9.9"}"#), 1);
+        assert_eq!(code(br#"{"namespaceIsolation":"yes"}"#), 7);
+        assert_eq!(
+            code(br#"{"delegates":[{"name":"x","cniVersion":"1.0.0","type":"../bin/sh"}]}"#),
+            7
+        );
+        assert_eq!(code(br#"{"delegateTimeoutSeconds":0}"#), 7);
+        assert_eq!(code(br#"{"logLevel":"loud"}"#), 7);
+    }
+}

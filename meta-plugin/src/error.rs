@@ -1,0 +1,130 @@
+//! Plexus's errors, and the one place where each maps to a CNI error code.
+
+use plexus_api::cni::{CniError, ErrorCode, config::ConfigError};
+
+/// A delegate plugin that returned an error, with the network and interface it was working on.
+#[derive(Debug, thiserror::Error)]
+#[error("network {network:?} (interface {ifname}): delegate {delegate:?} {command} failed: {msg}")]
+pub struct DelegateFailure {
+    pub network: String,
+    pub ifname: String,
+    pub delegate: String,
+    pub command: &'static str,
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+/// Everything that can make a Plexus command fail.
+#[derive(Debug, thiserror::Error)]
+pub enum PlexusError {
+    #[error("reading stdin failed: {0}")]
+    Stdin(std::io::Error),
+    #[error("stdin is not a valid JSON config: {0}")]
+    Decode(String),
+    #[error("missing or invalid environment variables: {}", .0.join(", "))]
+    Environment(Vec<String>),
+    #[error("CNI version {requested:?} is not supported (supported: {supported})")]
+    IncompatibleVersion {
+        requested: String,
+        supported: String,
+    },
+    #[error("invalid Plexus config: {0}")]
+    InvalidConfig(String),
+    #[error("network {network:?}: {source}")]
+    InvalidDelegate {
+        network: String,
+        source: ConfigError,
+    },
+    #[error("{0}")]
+    Plan(String),
+    #[error("{0}")]
+    Delegate(Box<DelegateFailure>),
+    #[error(
+        "network {network:?} (interface {ifname}): delegate {delegate:?} {command} did not finish within {seconds}s and was killed"
+    )]
+    DelegateTimeout {
+        network: String,
+        ifname: String,
+        delegate: String,
+        command: &'static str,
+        seconds: f64,
+    },
+    #[error("record {path}: {msg}")]
+    Record { path: String, msg: String },
+    #[error(
+        "no record of container {container_id:?} interface {ifname:?}: it was never added, or was deleted"
+    )]
+    UnknownContainer {
+        container_id: String,
+        ifname: String,
+    },
+    #[error("{msg}")]
+    NotReady { msg: String },
+    #[error("{summary}")]
+    Several {
+        summary: String,
+        errors: Vec<PlexusError>,
+    },
+}
+
+impl PlexusError {
+    /// The CNI error object for this failure. This is the only mapping from Plexus errors to codes.
+    pub fn to_cni(&self) -> CniError {
+        let (code, details) = match self {
+            PlexusError::Stdin(_) => (ErrorCode::Io.code(), String::new()),
+            PlexusError::Decode(_) => (ErrorCode::Decoding.code(), String::new()),
+            PlexusError::Environment(_) => (ErrorCode::InvalidEnvironment.code(), String::new()),
+            PlexusError::IncompatibleVersion { .. } => {
+                (ErrorCode::IncompatibleVersion.code(), String::new())
+            }
+            PlexusError::InvalidConfig(_) => (ErrorCode::InvalidConfig.code(), String::new()),
+            PlexusError::InvalidDelegate { source, .. } => (
+                match source {
+                    ConfigError::Json(_) => ErrorCode::Decoding,
+                    ConfigError::UnsupportedVersion { .. } => ErrorCode::IncompatibleVersion,
+                    _ => ErrorCode::InvalidConfig,
+                }
+                .code(),
+                String::new(),
+            ),
+            PlexusError::Plan(_) => (ErrorCode::Selection.code(), String::new()),
+            // A delegate's own code is kept so that the runtime's handling (e.g. 11, try again later) still applies.
+            PlexusError::Delegate(f) => (f.code, f.details.clone()),
+            PlexusError::DelegateTimeout { .. } => {
+                (ErrorCode::DelegateTimeout.code(), String::new())
+            }
+            PlexusError::Record { .. } => (ErrorCode::Record.code(), String::new()),
+            PlexusError::UnknownContainer { .. } => {
+                (ErrorCode::UnknownContainer.code(), String::new())
+            }
+            PlexusError::NotReady { .. } => (ErrorCode::NotAvailable.code(), String::new()),
+            PlexusError::Several { errors, .. } => (
+                errors
+                    .first()
+                    .map(|e| e.to_cni().code)
+                    .unwrap_or(ErrorCode::Internal.code()),
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
+        CniError::new(ErrorCode::Internal, self.to_string())
+            .with_details(details)
+            .with_code(code)
+    }
+
+    /// Folds a list of errors into one (R60): `None` when the list is empty.
+    pub fn combine(what: &str, mut errors: Vec<PlexusError>) -> Option<PlexusError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            n => Some(PlexusError::Several {
+                summary: format!("{what}: {n} errors, first: {}", errors[0]),
+                errors,
+            }),
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! ADD, DEL, CHECK, STATUS and GC over a plan or a record: ordering, prevResult chaining, rollback, and the
+//! best-effort teardown rules of the CNI and multi-network specs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plexus_api::cni::config::RequestExtras;
+use plexus_api::cni::result::CniResult;
+use plexus_api::cni::{NetworkConfigList, version};
+use serde_json::{Map, Value};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::{DelegateFailure, PlexusError};
+use crate::invoke::{self, CniCommand, Invocation, InvokeError};
+use crate::plan::Plan;
+use crate::record::{Loaded, RECORD_FORMAT, Record, RecordState, RecordStore, RecordedAttachment};
+
+/// The sandbox a request is about, from the runtime's environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    /// The runtime's `CNI_ARGS`.
+    pub args: String,
+}
+
+/// What every operation needs: the config, the records and where delegates are found.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub config: Config,
+    pub store: RecordStore,
+    /// `binDir` entries, then the runtime's `CNI_PATH`: where delegate binaries are looked up, and the delegates'
+    /// own `CNI_PATH`.
+    pub path: Vec<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Context {
+    pub fn new(config: Config, runtime_path: &[PathBuf]) -> Self {
+        let mut path = config.bin_dirs.clone();
+        for p in runtime_path {
+            if !path.contains(p) {
+                path.push(p.clone());
+            }
+        }
+        Self {
+            store: RecordStore::new(config.cni_dir.clone()),
+            timeout: config.delegate_timeout,
+            path,
+            config,
+        }
+    }
+}
+
+/// One attachment ready to run: the recorded form and its parsed delegate.
+struct Runnable<'r> {
+    rec: &'r RecordedAttachment,
+    list: NetworkConfigList,
+    version: &'static str,
+}
+
+impl<'r> Runnable<'r> {
+    fn new(rec: &'r RecordedAttachment) -> Result<Self, PlexusError> {
+        let list = NetworkConfigList::from_value(rec.delegate.clone()).map_err(|source| {
+            PlexusError::InvalidDelegate {
+                network: rec.network.clone(),
+                source,
+            }
+        })?;
+        let version = list
+            .negotiated_version()
+            .map_err(|source| PlexusError::InvalidDelegate {
+                network: rec.network.clone(),
+                source,
+            })?;
+        Ok(Self { rec, list, version })
+    }
+
+    /// Runs one plugin of this attachment.
+    fn call(
+        &self,
+        ctx: &Context,
+        sandbox: &Sandbox,
+        command: CniCommand,
+        plugin: usize,
+        prev_result: Option<&Value>,
+    ) -> Result<Vec<u8>, PlexusError> {
+        let extras = RequestExtras {
+            capability_args: Some(&self.rec.capability_args),
+            cni_args: Some(&self.rec.cni_args),
+            prev_result,
+        };
+        let conf = self.list.request_config(plugin, self.version, &extras);
+        let stdin = serde_json::to_vec(&conf).expect("a request config always serialises");
+        let plugin_type = self.list.plugins[plugin].plugin_type();
+        debug!(network = %self.rec.network, ifname = %self.rec.ifname, delegate = plugin_type, command = command.as_str(), "calling delegate");
+        let out = invoke::invoke(&Invocation {
+            command,
+            plugin: plugin_type,
+            container_id: &sandbox.container_id,
+            netns: &sandbox.netns,
+            ifname: &self.rec.ifname,
+            cni_args: &self.rec.env_args,
+            path: &ctx.path,
+            stdin: &stdin,
+            timeout: ctx.timeout,
+        })
+        .map_err(|e| self.delegate_error(command, plugin_type, e, ctx.timeout))?;
+        if !out.stderr.is_empty() {
+            debug!(network = %self.rec.network, delegate = plugin_type, stderr = %String::from_utf8_lossy(&out.stderr), "delegate stderr");
+        }
+        Ok(out.stdout)
+    }
+
+    fn delegate_error(
+        &self,
+        command: CniCommand,
+        delegate: &str,
+        e: InvokeError,
+        timeout: Duration,
+    ) -> PlexusError {
+        let (network, ifname, delegate) = (
+            self.rec.network.clone(),
+            self.rec.ifname.clone(),
+            delegate.to_owned(),
+        );
+        let command = command.as_str();
+        match e {
+            InvokeError::Timeout(_) => PlexusError::DelegateTimeout {
+                network,
+                ifname,
+                delegate,
+                command,
+                seconds: timeout.as_secs_f64(),
+            },
+            InvokeError::Plugin(err) => PlexusError::Delegate(Box::new(DelegateFailure {
+                network,
+                ifname,
+                delegate,
+                command,
+                code: err.code,
+                msg: err.msg,
+                details: err.details,
+            })),
+            other => PlexusError::Delegate(Box::new(DelegateFailure {
+                network,
+                ifname,
+                delegate,
+                command,
+                code: match other {
+                    InvokeError::UnsafeName(_) => plexus_api::cni::ErrorCode::InvalidConfig.code(),
+                    _ => plexus_api::cni::ErrorCode::DelegateFailed.code(),
+                },
+                msg: other.to_string(),
+                details: String::new(),
+            })),
+        }
+    }
+
+    /// ADD through the whole list with prevResult chaining (C47). On failure every plugin of the list is deleted
+    /// in reverse (C57, and the 0.4.0 rule that plugins which never got the ADD get the DEL too).
+    fn add(&self, ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
+        let mut prev: Option<Value> = None;
+        for i in 0..self.list.plugins.len() {
+            let step = self
+                .call(ctx, sandbox, CniCommand::Add, i, prev.as_ref())
+                .and_then(|stdout| {
+                    if stdout.iter().all(u8::is_ascii_whitespace) {
+                        // A plugin that prints nothing leaves the previous result as it was.
+                        return prev
+                            .clone()
+                            .ok_or_else(|| self.bad_result(i, "printed no result"));
+                    }
+                    let parsed = CniResult::from_json(&stdout, self.version)
+                        .map_err(|e| self.bad_result(i, &e.to_string()))?;
+                    parsed
+                        .to_value(self.version)
+                        .map_err(|e| self.bad_result(i, &e.to_string()))
+                });
+            match step {
+                Ok(result) => prev = Some(result),
+                Err(e) => {
+                    if let Err(rollback) = self.del(ctx, sandbox, prev.as_ref()) {
+                        warn!(network = %self.rec.network, error = %rollback, "rollback of a failed attachment left errors");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        prev.ok_or_else(|| self.bad_result(0, "no plugins"))
+    }
+
+    fn bad_result(&self, plugin: usize, why: &str) -> PlexusError {
+        PlexusError::Delegate(Box::new(DelegateFailure {
+            network: self.rec.network.clone(),
+            ifname: self.rec.ifname.clone(),
+            delegate: self.list.plugins[plugin].plugin_type().to_owned(),
+            command: "ADD",
+            code: plexus_api::cni::ErrorCode::Decoding.code(),
+            msg: format!("its result is invalid: {why}"),
+            details: String::new(),
+        }))
+    }
+
+    /// DEL through the list in reverse (C25), each plugin given the final ADD result where the version carries
+    /// one. Keeps going past a failing plugin so that one broken delegate does not leak the others' resources.
+    fn del(
+        &self,
+        ctx: &Context,
+        sandbox: &Sandbox,
+        result: Option<&Value>,
+    ) -> Result<(), PlexusError> {
+        let prev = result.filter(|_| {
+            version::Version::parse(self.version).is_some_and(|v| v.sends_prev_result_on_del())
+        });
+        let errors: Vec<PlexusError> = (0..self.list.plugins.len())
+            .rev()
+            .filter_map(|i| self.call(ctx, sandbox, CniCommand::Del, i, prev).err())
+            .collect();
+        PlexusError::combine(&format!("DEL of network {:?}", self.rec.network), errors)
+            .map_or(Ok(()), Err)
+    }
+
+    /// CHECK in order with the final ADD result, stopping at the first error (C27, C32).
+    fn check(&self, ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
+        let checkable = version::Version::parse(self.version).is_some_and(|v| v.supports_check());
+        if self.list.disable_check || !checkable {
+            debug!(network = %self.rec.network, version = self.version, disable_check = self.list.disable_check, "CHECK skipped");
+            return Ok(());
+        }
+        for i in 0..self.list.plugins.len() {
+            self.call(ctx, sandbox, CniCommand::Check, i, self.rec.result.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// ADD: write the record's intent, attach every network in order, roll back on failure, complete the record, and
+/// return the default network's result in the runtime's version.
+pub fn add(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Result<Value, PlexusError> {
+    let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
+        Loaded::Found(old) if old.state == RecordState::Added => {
+            return Err(PlexusError::Plan(format!(
+                "container {:?} interface {:?} is already attached; DEL it before adding it again",
+                sandbox.container_id, sandbox.ifname
+            )));
+        }
+        Loaded::Found(old) => {
+            // An earlier ADD died or failed half-way: finish its teardown before starting again.
+            warn!(state = ?old.state, "an unfinished record exists; deleting what it attached first");
+            delete_attachments(ctx, &old)?;
+        }
+        Loaded::Corrupt(why) => {
+            return Err(PlexusError::Record {
+                path: ctx
+                    .store
+                    .path(&sandbox.container_id, &sandbox.ifname)
+                    .display()
+                    .to_string(),
+                msg: format!("{why}; DEL the container first"),
+            });
+        }
+        Loaded::Missing => {}
+    }
+    let mut record = Record {
+        format: RECORD_FORMAT,
+        container_id: sandbox.container_id.clone(),
+        ifname: sandbox.ifname.clone(),
+        netns: sandbox.netns.clone(),
+        state: RecordState::Adding,
+        cni_version: ctx.config.result_version().to_owned(),
+        path: ctx.path.clone(),
+        pod: None,
+        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
+    };
+    ctx.store.save(&record)?;
+
+    for i in 0..record.attachments.len() {
+        let outcome = Runnable::new(&record.attachments[i]).and_then(|r| r.add(ctx, sandbox));
+        match outcome {
+            Ok(result) => {
+                info!(network = %record.attachments[i].network, ifname = %record.attachments[i].ifname, "attached");
+                record.attachments[i].result = Some(result);
+            }
+            Err(e) => {
+                // The failed attachment rolled itself back; now the ones before it, in reverse (R52, R58).
+                let done = Record {
+                    attachments: record.attachments[..i].to_vec(),
+                    ..record.clone()
+                };
+                match delete_attachments(ctx, &done) {
+                    Ok(()) => ctx
+                        .store
+                        .remove(lock, &sandbox.container_id, &sandbox.ifname)?,
+                    Err(rollback) => {
+                        warn!(error = %rollback, "rollback left errors; the record stays for the runtime's DEL");
+                        record.state = RecordState::Failed;
+                        ctx.store.save(&record)?;
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    let default = &record.attachments[0];
+    let delegate_version = Runnable::new(default)?.version;
+    let result = default
+        .result
+        .as_ref()
+        .expect("every attachment has a result after a full ADD");
+    let converted = CniResult::from_value(result, delegate_version)
+        .and_then(|r| r.to_value(ctx.config.result_version()));
+    match converted {
+        Ok(converted) => {
+            record.state = RecordState::Added;
+            ctx.store.save(&record)?;
+            Ok(converted)
+        }
+        Err(e) => {
+            // The runtime gets an error, so it must not be left with networks it doesn't know about.
+            let err = PlexusError::Plan(format!(
+                "network {:?}: its result can't be given in CNI version {}: {e}",
+                default.network,
+                ctx.config.result_version()
+            ));
+            match delete_attachments(ctx, &record) {
+                Ok(()) => ctx
+                    .store
+                    .remove(lock, &sandbox.container_id, &sandbox.ifname)?,
+                Err(_) => {
+                    record.state = RecordState::Failed;
+                    ctx.store.save(&record)?;
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+/// DEL every attachment of a record in reverse order, continuing past errors (R58–R60). Delegates are looked up
+/// where the ADD found them as well as in the current path.
+fn delete_attachments(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
+    let missing: Vec<PathBuf> = record
+        .path
+        .iter()
+        .filter(|p| !ctx.path.contains(p))
+        .cloned()
+        .collect();
+    let widened;
+    let ctx = if missing.is_empty() {
+        ctx
+    } else {
+        widened = Context {
+            path: ctx.path.iter().chain(&missing).cloned().collect(),
+            ..ctx.clone()
+        };
+        &widened
+    };
+    let sandbox = Sandbox {
+        container_id: record.container_id.clone(),
+        netns: record.netns.clone(),
+        ifname: record.ifname.clone(),
+        args: String::new(),
+    };
+    let errors: Vec<PlexusError> = record
+        .attachments
+        .iter()
+        .rev()
+        .filter_map(|a| {
+            Runnable::new(a)
+                .and_then(|r| r.del(ctx, &sandbox, a.result.as_ref()))
+                .err()
+        })
+        .collect();
+    PlexusError::combine(
+        &format!("DEL of container {:?}", record.container_id),
+        errors,
+    )
+    .map_or(Ok(()), Err)
+}
+
+/// DEL: from the record when there is one. Without a usable record, DEL falls back to the stdin config's plan, and
+/// fails (rather than claim success) when a corrupt record leaves it nothing to go by.
+pub fn del(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
+    let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    let record = match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
+        Loaded::Found(record) => record,
+        Loaded::Missing if ctx.config.delegates.is_empty() => {
+            debug!("no record and no delegates in the config: nothing to delete");
+            return ctx
+                .store
+                .remove(lock, &sandbox.container_id, &sandbox.ifname);
+        }
+        Loaded::Missing => {
+            debug!("no record: deleting the networks of the stdin config");
+            fallback_record(ctx, sandbox)?
+        }
+        Loaded::Corrupt(why) if ctx.config.delegates.is_empty() => {
+            return Err(PlexusError::Record {
+                path: ctx
+                    .store
+                    .path(&sandbox.container_id, &sandbox.ifname)
+                    .display()
+                    .to_string(),
+                msg: format!(
+                    "{why}; the stdin config names no delegates either, so what this container attached can't be \
+                     known: nothing was deleted and the record was kept for inspection"
+                ),
+            });
+        }
+        Loaded::Corrupt(why) => {
+            warn!(reason = %why, "the record is unusable: deleting the networks of the stdin config instead");
+            fallback_record(ctx, sandbox)?
+        }
+    };
+    // Keep the netns the runtime gives now if the record has none (DEL may come without CNI_NETNS, and vice versa).
+    let record = Record {
+        netns: if sandbox.netns.is_empty() {
+            record.netns
+        } else {
+            sandbox.netns.clone()
+        },
+        ..record
+    };
+    delete_attachments(ctx, &record)?;
+    ctx.store
+        .remove(lock, &sandbox.container_id, &sandbox.ifname)
+}
+
+fn fallback_record(ctx: &Context, sandbox: &Sandbox) -> Result<Record, PlexusError> {
+    let plan = Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)?;
+    Ok(Record {
+        format: RECORD_FORMAT,
+        container_id: sandbox.container_id.clone(),
+        ifname: sandbox.ifname.clone(),
+        netns: sandbox.netns.clone(),
+        state: RecordState::Failed,
+        cni_version: ctx.config.result_version().to_owned(),
+        path: ctx.path.clone(),
+        pod: None,
+        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
+    })
+}
+
+/// CHECK: every attachment of the record, in order, with its recorded result.
+pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
+    require_version(ctx, "CHECK", version::Version(0, 4, 0))?;
+    let _lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    let record = match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
+        Loaded::Found(r) => r,
+        Loaded::Missing => {
+            return Err(PlexusError::UnknownContainer {
+                container_id: sandbox.container_id.clone(),
+                ifname: sandbox.ifname.clone(),
+            });
+        }
+        Loaded::Corrupt(why) => {
+            return Err(PlexusError::Record {
+                path: ctx
+                    .store
+                    .path(&sandbox.container_id, &sandbox.ifname)
+                    .display()
+                    .to_string(),
+                msg: why,
+            });
+        }
+    };
+    if record.state != RecordState::Added {
+        return Err(PlexusError::Plan(format!(
+            "container {:?}: its ADD did not complete (record state {:?})",
+            sandbox.container_id, record.state
+        )));
+    }
+    if record.netns != sandbox.netns {
+        return Err(PlexusError::Environment(vec![format!(
+            "CNI_NETNS={:?} differs from the ADD's {:?}",
+            sandbox.netns, record.netns
+        )]));
+    }
+    for a in &record.attachments {
+        Runnable::new(a)?.check(ctx, sandbox)?;
+    }
+    Ok(())
+}
+
+fn require_version(ctx: &Context, command: &str, min: version::Version) -> Result<(), PlexusError> {
+    let v = version::Version::parse(ctx.config.result_version());
+    if v.is_some_and(|v| v >= min) {
+        Ok(())
+    } else {
+        Err(PlexusError::IncompatibleVersion {
+            requested: format!(
+                "{} (for {command}, which needs {min} or newer)",
+                ctx.config.result_version()
+            ),
+            supported: version::SUPPORTED.join(", "),
+        })
+    }
+}
+
+/// STATUS: the readiness indicator file, then STATUS of every configured delegate that speaks 1.1.0 (C35).
+pub fn status(ctx: &Context) -> Result<(), PlexusError> {
+    require_version(ctx, "STATUS", version::Version(1, 1, 0))?;
+    if let Some(file) = &ctx.config.readiness_indicator_file
+        && !file.exists()
+    {
+        return Err(PlexusError::NotReady {
+            msg: format!(
+                "the default network is not ready: readiness indicator file {} does not exist",
+                file.display()
+            ),
+        });
+    }
+    let sandbox = Sandbox::default();
+    for delegate in &ctx.config.delegates {
+        let rec = RecordedAttachment {
+            index: 0,
+            network: delegate.name.clone(),
+            ifname: String::new(),
+            is_default: false,
+            delegate: delegate.to_value(),
+            capability_args: Map::new(),
+            cni_args: Map::new(),
+            env_args: String::new(),
+            result: None,
+            default_route_requested: false,
+        };
+        let r = Runnable::new(&rec)?;
+        if !version::Version::parse(r.version).is_some_and(|v| v.supports_status_and_gc()) {
+            continue;
+        }
+        for i in 0..r.list.plugins.len() {
+            r.call(ctx, &sandbox, CniCommand::Status, i, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// GC: DEL every recorded sandbox that is not in `valid`, then send GC to each known delegate network with the
+/// attachments that remain valid on it (C38–C42). Keeps going past errors and returns them all.
+pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> {
+    require_version(ctx, "GC", version::Version(1, 1, 0))?;
+    let mut errors = Vec::new();
+    let (records, bad) = ctx.store.list();
+    for b in bad {
+        warn!(record = %b, "GC: unreadable record left alone");
+    }
+    let mut kept = Vec::new();
+    for record in records {
+        if valid
+            .iter()
+            .any(|(c, i)| *c == record.container_id && *i == record.ifname)
+        {
+            kept.push(record);
+            continue;
+        }
+        info!(container = %record.container_id, ifname = %record.ifname, "GC: deleting a stale sandbox");
+        let sandbox = Sandbox {
+            container_id: record.container_id.clone(),
+            netns: String::new(),
+            ifname: record.ifname.clone(),
+            args: String::new(),
+        };
+        if let Err(e) = del(ctx, &sandbox) {
+            errors.push(e);
+        }
+    }
+    // Each delegate network once: the configured ones, then those found in the kept records.
+    let mut networks: Vec<Value> = ctx
+        .config
+        .delegates
+        .iter()
+        .map(NetworkConfigList::to_value)
+        .collect();
+    for r in &kept {
+        for a in &r.attachments {
+            if !networks
+                .iter()
+                .any(|n| n.get("name") == a.delegate.get("name"))
+            {
+                networks.push(a.delegate.clone());
+            }
+        }
+    }
+    for delegate in networks {
+        let name = delegate
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let attachments: Vec<Value> = kept
+            .iter()
+            .flat_map(|r| r.attachments.iter().map(move |a| (r, a)))
+            .filter(|(_, a)| a.delegate.get("name").and_then(Value::as_str) == Some(name.as_str()))
+            .map(|(r, a)| serde_json::json!({"containerID": r.container_id, "ifname": a.ifname}))
+            .collect();
+        let rec = RecordedAttachment {
+            index: 0,
+            network: name.clone(),
+            ifname: String::new(),
+            is_default: false,
+            delegate,
+            capability_args: Map::new(),
+            cni_args: Map::new(),
+            env_args: String::new(),
+            result: None,
+            default_route_requested: false,
+        };
+        let r = match Runnable::new(&rec) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if r.list.disable_gc
+            || !version::Version::parse(r.version).is_some_and(|v| v.supports_status_and_gc())
+        {
+            continue;
+        }
+        for i in 0..r.list.plugins.len() {
+            let mut conf = r
+                .list
+                .request_config(i, r.version, &RequestExtras::default());
+            let obj = conf.as_object_mut().expect("request configs are objects");
+            obj.insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(attachments.clone()),
+            );
+            obj.insert(
+                "cni.dev/attachments".into(),
+                Value::Array(attachments.clone()),
+            );
+            let stdin = serde_json::to_vec(&conf).expect("serialises");
+            let plugin_type = r.list.plugins[i].plugin_type();
+            let outcome = invoke::invoke(&Invocation {
+                command: CniCommand::Gc,
+                plugin: plugin_type,
+                container_id: "",
+                netns: "",
+                ifname: "",
+                cni_args: "",
+                path: &ctx.path,
+                stdin: &stdin,
+                timeout: ctx.timeout,
+            });
+            if let Err(e) = outcome {
+                errors.push(r.delegate_error(CniCommand::Gc, plugin_type, e, ctx.timeout));
+            }
+        }
+    }
+    PlexusError::combine("GC", errors).map_or(Ok(()), Err)
+}

@@ -1,0 +1,376 @@
+//! On-node records of attached plans.
+//!
+//! A record holds everything DEL and CHECK need (each attachment's delegate config, interface name, runtime
+//! arguments and result), so they never need the API server, the NAD or the stdin config. Records live in `cniDir`,
+//! one file per sandbox interface, written atomically (temp file, fsync, rename, fsync of the directory) with mode
+//! 0600. Every operation on a sandbox holds that sandbox's lock file for its whole duration.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::PlexusError;
+
+/// Format version of the record file.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// Where a plan's ADD got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecordState {
+    /// Written before the first delegate ran; results may be missing. DEL treats every attachment as possibly there.
+    Adding,
+    /// The ADD finished; every attachment has its result.
+    Added,
+    /// The ADD failed and its rollback did not finish; the runtime's DEL completes it.
+    Failed,
+}
+
+/// One attachment as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedAttachment {
+    pub index: usize,
+    /// The network's display name (`namespace/name` for a NAD, the config's name otherwise).
+    pub network: String,
+    pub ifname: String,
+    pub is_default: bool,
+    /// The delegate config (a conflist) exactly as run.
+    pub delegate: Value,
+    /// Capability arguments offered to the delegate's plugins (each got only those it declared).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub capability_args: Map<String, Value>,
+    /// Extra `args.cni` merged into each plugin's config.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub cni_args: Map<String, Value>,
+    /// `CNI_ARGS` passed to the delegate.
+    #[serde(default)]
+    pub env_args: String,
+    /// The final ADD result, in the delegate's version; `None` until the attachment succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Whether the selection asked for this attachment to carry the default route.
+    #[serde(default)]
+    pub default_route_requested: bool,
+}
+
+/// A plan as stored on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub format: u32,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    pub state: RecordState,
+    /// The version the runtime spoke at ADD.
+    pub cni_version: String,
+    /// Where the delegate binaries were found at ADD (binDir, then CNI_PATH): DEL looks there too, so it works
+    /// with an empty config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<PathBuf>,
+    /// Pod identity when known (Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    pub attachments: Vec<RecordedAttachment>,
+}
+
+/// The pod a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub uid: String,
+}
+
+/// The records of one node.
+#[derive(Debug, Clone)]
+pub struct RecordStore {
+    dir: PathBuf,
+}
+
+/// A held lock on one sandbox's records. Released on drop.
+pub struct SandboxLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+/// What reading a record found.
+#[derive(Debug)]
+pub enum Loaded {
+    Found(Record),
+    Missing,
+    /// The file exists but can't be used; the text says why.
+    Corrupt(String),
+}
+
+impl RecordStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> Result<(), PlexusError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| {
+                record_err(
+                    &self.dir,
+                    format!("cannot create the record directory: {e}"),
+                )
+            })
+    }
+
+    fn key(container_id: &str, ifname: &str) -> String {
+        // Both parts are validated CNI identifiers: no '/', so the key is a plain file name.
+        format!("{container_id}-{ifname}")
+    }
+
+    pub fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.json", Self::key(container_id, ifname)))
+    }
+
+    fn lock_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.lock", Self::key(container_id, ifname)))
+    }
+
+    /// Takes the sandbox's exclusive lock, waiting for another Plexus process that holds it.
+    pub fn lock(&self, container_id: &str, ifname: &str) -> Result<SandboxLock, PlexusError> {
+        self.ensure_dir()?;
+        let path = self.lock_path(container_id, ifname);
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| record_err(&path, format!("cannot open the lock file: {e}")))?;
+            let lock = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| record_err(&path, format!("cannot lock: {e}")))?;
+            // The holder before us may have removed the lock file (end of DEL): then our lock is on an orphaned
+            // inode and another process could lock a new file at the same path. Start again in that case.
+            let same = match (lock.metadata(), fs::metadata(&path)) {
+                (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+                _ => false,
+            };
+            if same {
+                return Ok(SandboxLock { _lock: lock, path });
+            }
+        }
+    }
+
+    pub fn load(&self, container_id: &str, ifname: &str) -> Loaded {
+        let path = self.path(container_id, ifname);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+            Err(e) => return Loaded::Corrupt(format!("cannot read {}: {e}", path.display())),
+        };
+        match serde_json::from_slice::<Record>(&text) {
+            Ok(r)
+                if r.format == RECORD_FORMAT
+                    && r.container_id == container_id
+                    && r.ifname == ifname =>
+            {
+                Loaded::Found(r)
+            }
+            Ok(r) => Loaded::Corrupt(format!(
+                "{} holds format {} for {}/{}, expected format {RECORD_FORMAT} for {container_id}/{ifname}",
+                path.display(),
+                r.format,
+                r.container_id,
+                r.ifname
+            )),
+            Err(e) => Loaded::Corrupt(format!("{} is not a valid record: {e}", path.display())),
+        }
+    }
+
+    /// Writes the record atomically: a reader sees the old record or the new one, never a mix, even across a crash.
+    pub fn save(&self, record: &Record) -> Result<(), PlexusError> {
+        self.ensure_dir()?;
+        let path = self.path(&record.container_id, &record.ifname);
+        let tmp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            Self::key(&record.container_id, &record.ifname),
+            std::process::id()
+        ));
+        let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            record_err(&path, format!("cannot write: {e}"))
+        })
+    }
+
+    /// Removes the record (and, while still holding it, the lock file).
+    pub fn remove(
+        &self,
+        lock: SandboxLock,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), PlexusError> {
+        let path = self.path(container_id, ifname);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(record_err(&path, format!("cannot remove: {e}"))),
+        }
+        let _ = fs::remove_file(&lock.path);
+        let _ = File::open(&self.dir).and_then(|d| d.sync_all());
+        drop(lock);
+        Ok(())
+    }
+
+    /// Every record on the node (for GC). Unreadable ones are returned as errors with their file names.
+    pub fn list(&self) -> (Vec<Record>, Vec<String>) {
+        let mut records = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (records, bad);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            match fs::read(entry.path()).map(|t| serde_json::from_slice::<Record>(&t)) {
+                Ok(Ok(r)) => records.push(r),
+                Ok(Err(e)) => bad.push(format!("{name}: {e}")),
+                Err(e) => bad.push(format!("{name}: {e}")),
+            }
+        }
+        records.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        (records, bad)
+    }
+}
+
+fn record_err(path: &Path, msg: String) -> PlexusError {
+    PlexusError::Record {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(id: &str) -> Record {
+        Record {
+            format: RECORD_FORMAT,
+            container_id: id.into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            state: RecordState::Adding,
+            cni_version: "1.0.0".into(),
+            path: vec!["/opt/cni/bin".into()],
+            pod: None,
+            attachments: vec![RecordedAttachment {
+                index: 0,
+                network: "n".into(),
+                ifname: "eth0".into(),
+                is_default: true,
+                delegate: serde_json::json!({"name":"n","plugins":[{"type":"bridge"}]}),
+                capability_args: Map::new(),
+                cni_args: Map::new(),
+                env_args: String::new(),
+                result: None,
+                default_route_requested: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn save_load_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path().join("records"));
+        let lock = store.lock("c1", "eth0").unwrap();
+        let r = record("c1");
+        store.save(&r).unwrap();
+        let mode = fs::metadata(store.path("c1", "eth0"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        match store.load("c1", "eth0") {
+            Loaded::Found(got) => assert_eq!(got, r),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.list().0.len(), 1);
+        store.remove(lock, "c1", "eth0").unwrap();
+        assert!(matches!(store.load("c1", "eth0"), Loaded::Missing));
+        assert_eq!(
+            fs::read_dir(store.dir()).unwrap().count(),
+            0,
+            "no record, lock or temp file left"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_mismatched_records_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        fs::write(store.path("c1", "eth0"), b"{ half a rec").unwrap();
+        assert!(matches!(store.load("c1", "eth0"), Loaded::Corrupt(_)));
+        fs::write(
+            store.path("c2", "eth0"),
+            serde_json::to_vec(&record("other")).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(store.load("c2", "eth0"), Loaded::Corrupt(_)));
+        let (_, bad) = store.list();
+        assert_eq!(bad.len(), 1);
+    }
+
+    #[test]
+    fn the_lock_excludes_other_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        let held = store.lock("c1", "eth0").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = store.clone();
+        let t = std::thread::spawn(move || {
+            let _l = other.lock("c1", "eth0").unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "second holder got in"
+        );
+        store.remove(held, "c1", "eth0").unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("second holder never got the lock");
+        t.join().unwrap();
+    }
+}

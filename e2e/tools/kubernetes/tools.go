@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools only records the commands this wrapper module builds; it is never compiled.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)

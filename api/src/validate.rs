@@ -214,6 +214,9 @@ mod tests {
         assert!(problems[0].contains("\"Bad_Name\""), "{problems:?}");
         assert!(problems[1].contains("not valid JSON"), "{problems:?}");
 
+        let problems = validate_nad(&nad("a.b", None)).unwrap_err();
+        assert!(problems[0].contains("cannot be selected"), "{problems:?}");
+
         let problems = validate_nad(&nad("a", Some("[1]"))).unwrap_err();
         assert!(
             problems[0].contains("JSON object, not a list"),

@@ -14,6 +14,7 @@ pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_DELEGATE_TIMEOUT_SECONDS: f64 = 60.0;
+pub const DEFAULT_API_TIMEOUT_SECONDS: f64 = 10.0;
 
 /// The config as written (Multus key names).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,6 +64,12 @@ pub struct RawConfig {
     /// Plexus's own key: how long one delegate call may take, in seconds.
     #[serde(default)]
     pub delegate_timeout_seconds: Option<f64>,
+    /// Plexus's own key: how long one Kubernetes API call may take, in seconds.
+    #[serde(default)]
+    pub api_timeout_seconds: Option<f64>,
+    /// Plexus's own key: record an Event on the pod for each attached network (default true).
+    #[serde(default)]
+    pub pod_events: Option<bool>,
     /// Everything else (other Multus keys, `prevResult`, `args`, ...).
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -99,6 +106,8 @@ pub struct Config {
     /// runtimeConfig the runtime passed (kubelet/CRI capability args): for the default network only (R63).
     pub runtime_config: Map<String, Value>,
     pub delegate_timeout: Duration,
+    pub api_timeout: Duration,
+    pub pod_events: bool,
     /// Keys Plexus ignored.
     pub ignored_keys: Vec<String>,
 }
@@ -143,14 +152,26 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let timeout = raw
-            .delegate_timeout_seconds
-            .unwrap_or(DEFAULT_DELEGATE_TIMEOUT_SECONDS);
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(PlexusError::InvalidConfig(format!(
-                "delegateTimeoutSeconds must be a positive number, not {timeout}"
-            )));
-        }
+        let seconds = |key: &str, value: Option<f64>, default: f64| {
+            let v = value.unwrap_or(default);
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(PlexusError::InvalidConfig(format!(
+                    "{key} must be a positive number, not {v}"
+                )))
+            }
+        };
+        let delegate_timeout = seconds(
+            "delegateTimeoutSeconds",
+            raw.delegate_timeout_seconds,
+            DEFAULT_DELEGATE_TIMEOUT_SECONDS,
+        )?;
+        let api_timeout = seconds(
+            "apiTimeoutSeconds",
+            raw.api_timeout_seconds,
+            DEFAULT_API_TIMEOUT_SECONDS,
+        )?;
         let log = LogSettings {
             file: raw.log_file.filter(|f| !f.is_empty()).map(PathBuf::from),
             to_stderr: raw.log_to_stderr.unwrap_or(true),
@@ -206,7 +227,9 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             runtime_config: raw.runtime_config,
-            delegate_timeout: Duration::from_secs_f64(timeout),
+            delegate_timeout,
+            api_timeout,
+            pod_events: raw.pod_events.unwrap_or(true),
             ignored_keys,
         })
     }

@@ -38,6 +38,8 @@ pub enum PlexusError {
     },
     #[error("{0}")]
     Plan(String),
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
     #[error("{0}")]
     Delegate(Box<DelegateFailure>),
     #[error(
@@ -89,6 +91,7 @@ impl PlexusError {
                 String::new(),
             ),
             PlexusError::Plan(_) => (ErrorCode::Selection.code(), String::new()),
+            PlexusError::Kubernetes(_) => (ErrorCode::Kubernetes.code(), String::new()),
             // A delegate's own code is kept so that the runtime's handling (e.g. 11, try again later) still applies.
             PlexusError::Delegate(f) => (f.code, f.details.clone()),
             PlexusError::DelegateTimeout { .. } => {

@@ -11,9 +11,11 @@ pub mod logging;
 pub mod ops;
 pub mod plan;
 pub mod record;
+pub mod source;
 
 use std::path::PathBuf;
 
+use plexus_api::cni::CniError;
 use plexus_api::cni::result::VersionInfo;
 use plexus_api::cni::version;
 use serde_json::Value;
@@ -23,7 +25,12 @@ use crate::config::Config;
 use crate::error::PlexusError;
 use crate::invoke::CniCommand;
 use crate::ops::{Context, Sandbox};
-use crate::plan::{Plan, valid_interface_name};
+use crate::plan::{Plan, PodArgs, valid_interface_name};
+use crate::record::PodRef;
+use crate::source::{KubeSource, NetworkSource, PodEvent};
+use plexus_api::cni::result::CniResult;
+use plexus_api::status::{NetworkStatus, print_statuses, statuses_from_result};
+use tracing::warn;
 
 /// The CNI environment variables of one request.
 #[derive(Debug, Clone)]
@@ -103,17 +110,13 @@ pub fn valid_container_id(id: &str) -> bool {
 /// What a successful command prints on stdout (nothing for DEL, CHECK, STATUS and GC).
 pub type Output = Option<String>;
 
-/// Runs one CNI request. The error carries the version to put in the error object when one is known.
-pub fn run(
-    env_lookup: impl Fn(&str) -> Option<String>,
-    stdin: &[u8],
-) -> Result<Output, (PlexusError, String)> {
-    let no_version = |e| (e, String::new());
-    let env = CniEnv::from_lookup(env_lookup).map_err(no_version)?;
+/// Runs one CNI request: what to print on success, or the CNI error object (with the runtime's version when known).
+pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, CniError> {
+    let env = CniEnv::from_lookup(env_lookup).map_err(|e| e.to_cni())?;
     if env.command == CniCommand::Version {
-        return version_reply(stdin).map(Some).map_err(no_version);
+        return version_reply(stdin).map(Some).map_err(|e| e.to_cni());
     }
-    let config = Config::load(stdin).map_err(no_version)?;
+    let config = Config::load(stdin).map_err(|e| e.to_cni())?;
     let _log = logging::init(&config.log);
     let reply_version = config.result_version().to_owned();
     let span = info_span!(
@@ -126,25 +129,17 @@ pub fn run(
     if !config.ignored_keys.is_empty() {
         debug!(keys = ?config.ignored_keys, "config keys Plexus does not use were ignored");
     }
-    let outcome = dispatch(&env, config, stdin);
-    if let Err(e) = &outcome {
+    dispatch(&env, config, stdin).map_err(|e| {
         tracing::error!(error = %e, "request failed");
-    }
-    outcome.map_err(|e| (e, reply_version))
+        e.to_cni().with_version(reply_version)
+    })
 }
 
 fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, PlexusError> {
-    if config.kubeconfig.is_some() {
-        debug!(
-            "kubeconfig is set; Kubernetes lookups are not part of this build, using the static delegates"
-        );
-    }
     let ctx = Context::new(config, &env.path);
     match env.command {
         CniCommand::Add => {
-            let plan =
-                Plan::from_static_config(&ctx.config, &env.sandbox.ifname, &env.sandbox.args)?;
-            let result = ops::add(&ctx, &env.sandbox, &plan)?;
+            let result = add(&ctx, &env.sandbox)?;
             Ok(Some(
                 serde_json::to_string(&result).expect("results serialise"),
             ))
@@ -155,6 +150,128 @@ fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, Plexus
         CniCommand::Gc => ops::gc(&ctx, &valid_attachments(stdin)?).map(|()| None),
         CniCommand::Version => unreachable!("answered before the config is loaded"),
     }
+}
+
+/// ADD. Static mode (no kubeconfig, or a sandbox that is not a pod): the configured delegates. Kubernetes mode:
+/// read the pod and its NADs, attach, then publish network-status (one PATCH) and the pod's events.
+fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
+    let kubeconfig = ctx.config.kubeconfig.clone();
+    let pod_args = PodArgs::from_cni_args(&sandbox.args);
+    let (Some(kubeconfig), Some(pod_args)) = (kubeconfig, pod_args) else {
+        if ctx.config.kubeconfig.is_some() {
+            debug!("CNI_ARGS names no pod: attaching the configured delegates only");
+        }
+        let plan = Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)?;
+        return ops::add(ctx, sandbox, &plan, None).map(|added| added.result);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PlexusError::Kubernetes(format!("cannot start the async runtime: {e}")))?;
+    let (source, pod, plan) = runtime.block_on(async {
+        let source = KubeSource::new(&kubeconfig, ctx.config.api_timeout).await?;
+        let pod = source::pod_with_retry(
+            &source,
+            &pod_args.namespace,
+            &pod_args.name,
+            pod_args.uid.as_deref(),
+        )
+        .await?;
+        let requests = plan::pod_requests(&ctx.config, &pod)?;
+        let resolved = source::resolve(&source, &ctx.config, &pod, &requests).await?;
+        let env_args = plan::delegate_cni_args(&sandbox.args, &pod, &sandbox.container_id);
+        let plan = Plan::for_pod(
+            &ctx.config,
+            &pod,
+            &requests,
+            resolved,
+            &sandbox.ifname,
+            &env_args,
+        )?;
+        Ok::<_, PlexusError>((source, pod, plan))
+    })?;
+    let pod_ref = PodRef {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+    };
+    let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
+
+    let statuses = network_statuses(&added.record);
+    let events: Vec<PodEvent> = if ctx.config.pod_events {
+        attach_events(&added.record, &statuses)
+    } else {
+        Vec::new()
+    };
+    let published = runtime.block_on(async {
+        let status = print_statuses(&statuses);
+        let (status, events) = tokio::join!(
+            source.publish_status(&pod, &status),
+            source.record_events(&pod, &events)
+        );
+        if let Err(e) = events {
+            warn!(error = %e, "could not record the pod's events");
+        }
+        status
+    });
+    if let Err(e) = published {
+        // Consumers rely on network-status (as with Multus, a pod without it does not start): undo the ADD.
+        if let Err(undo) = ops::undo(ctx, &added.record) {
+            warn!(error = %undo, "undoing the ADD after the failed status update left errors");
+        }
+        return Err(PlexusError::Kubernetes(format!(
+            "pod {}/{}: networks attached but network-status could not be written, so the ADD was undone: {e}",
+            pod.namespace, pod.name
+        )));
+    }
+    Ok(added.result)
+}
+
+/// The network-status entries of every attachment, in order.
+pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
+    record
+        .attachments
+        .iter()
+        .flat_map(|a| {
+            let version = a
+                .delegate
+                .get("cniVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(version::IMPLICIT);
+            let result = a
+                .result
+                .as_ref()
+                .and_then(|r| CniResult::from_value(r, version).ok());
+            statuses_from_result(
+                &a.network,
+                a.is_default,
+                result.as_ref(),
+                a.default_route_requested,
+            )
+        })
+        .collect()
+}
+
+/// One `AddedInterface` event per attachment, worded as Multus words it.
+fn attach_events(record: &record::Record, statuses: &[NetworkStatus]) -> Vec<PodEvent> {
+    record
+        .attachments
+        .iter()
+        .map(|a| {
+            let ips: Vec<&str> = statuses
+                .iter()
+                .filter(|s| {
+                    s.name == a.network && s.interface.as_deref().is_none_or(|i| i == a.ifname)
+                })
+                .flat_map(|s| s.ips.iter().map(String::as_str))
+                .collect();
+            PodEvent {
+                reason: "AddedInterface".into(),
+                message: format!("Add {} [{}] from {}", a.ifname, ips.join(", "), a.network),
+                warning: false,
+            }
+        })
+        .collect()
 }
 
 /// VERSION (C36): echo the requested version with the list Plexus speaks.

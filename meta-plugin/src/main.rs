@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => plexus_cni::run(|k| std::env::var(k).ok(), &stdin),
-        Err(e) => Err((PlexusError::Stdin(e), String::new())),
+        Err(e) => Err(PlexusError::Stdin(e).to_cni()),
     };
     let mut out = std::io::stdout().lock();
     match outcome {
@@ -19,8 +19,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
-        Err((e, version)) => {
-            let _ = writeln!(out, "{}", e.to_cni().with_version(version).to_json());
+        Err(e) => {
+            let _ = writeln!(out, "{}", e.to_json());
             ExitCode::FAILURE
         }
     }

@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::error::{DelegateFailure, PlexusError};
 use crate::invoke::{self, CniCommand, Invocation, InvokeError};
 use crate::plan::Plan;
-use crate::record::{Loaded, RECORD_FORMAT, Record, RecordState, RecordStore, RecordedAttachment};
+use crate::record::{
+    Loaded, PodRef, RECORD_FORMAT, Record, RecordState, RecordStore, RecordedAttachment,
+};
 
 /// The sandbox a request is about, from the runtime's environment.
 #[derive(Debug, Clone, Default)]
@@ -237,9 +239,23 @@ impl<'r> Runnable<'r> {
     }
 }
 
+/// What a successful ADD produced.
+#[derive(Debug)]
+pub struct Added {
+    /// The default network's result in the runtime's version: what goes on stdout.
+    pub result: Value,
+    /// The completed record (every attachment with its result).
+    pub record: Record,
+}
+
 /// ADD: write the record's intent, attach every network in order, roll back on failure, complete the record, and
 /// return the default network's result in the runtime's version.
-pub fn add(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Result<Value, PlexusError> {
+pub fn add(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    plan: &Plan,
+    pod: Option<PodRef>,
+) -> Result<Added, PlexusError> {
     let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
     match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(old) if old.state == RecordState::Added => {
@@ -273,7 +289,7 @@ pub fn add(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Result<Value, Plexu
         state: RecordState::Adding,
         cni_version: ctx.config.result_version().to_owned(),
         path: ctx.path.clone(),
-        pod: None,
+        pod,
         attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
     };
     ctx.store.save(&record)?;
@@ -317,7 +333,10 @@ pub fn add(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Result<Value, Plexu
         Ok(converted) => {
             record.state = RecordState::Added;
             ctx.store.save(&record)?;
-            Ok(converted)
+            Ok(Added {
+                result: converted,
+                record,
+            })
         }
         Err(e) => {
             // The runtime gets an error, so it must not be left with networks it doesn't know about.
@@ -380,6 +399,14 @@ fn delete_attachments(ctx: &Context, record: &Record) -> Result<(), PlexusError>
         errors,
     )
     .map_or(Ok(()), Err)
+}
+
+/// Undoes a completed ADD whose follow-up failed (e.g. network-status could not be published): DEL everything,
+/// and drop the record when that worked.
+pub fn undo(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
+    let lock = ctx.store.lock(&record.container_id, &record.ifname)?;
+    delete_attachments(ctx, record)?;
+    ctx.store.remove(lock, &record.container_id, &record.ifname)
 }
 
 /// DEL: from the record when there is one. Without a usable record, DEL falls back to the stdin config's plan, and
@@ -527,6 +554,7 @@ pub fn status(ctx: &Context) -> Result<(), PlexusError> {
             env_args: String::new(),
             result: None,
             default_route_requested: false,
+            default_route: None,
         };
         let r = Runnable::new(&rec)?;
         if !version::Version::parse(r.version).is_some_and(|v| v.supports_status_and_gc()) {
@@ -608,6 +636,7 @@ pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> 
             env_args: String::new(),
             result: None,
             default_route_requested: false,
+            default_route: None,
         };
         let r = match Runnable::new(&rec) {
             Ok(r) => r,

@@ -54,9 +54,12 @@ pub struct RecordedAttachment {
     /// The final ADD result, in the delegate's version; `None` until the attachment succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// Whether the selection asked for this attachment to carry the default route.
+    /// Whether this attachment carries the pod's default route (for network-status).
     #[serde(default)]
     pub default_route_requested: bool,
+    /// Gateways the selection's `default-route` asked for (R33).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<Vec<std::net::IpAddr>>,
 }
 
 /// A plan as stored on the node.
@@ -303,6 +306,7 @@ mod tests {
                 env_args: String::new(),
                 result: None,
                 default_route_requested: false,
+                default_route: None,
             }],
         }
     }

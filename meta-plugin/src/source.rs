@@ -1,0 +1,391 @@
+//! Where pods, NADs and on-disk network configs come from, and where network-status goes.
+//!
+//! [`NetworkSource`] is the seam between planning and the outside world: [`KubeSource`] asks the API server (thin
+//! mode); a node daemon's watch-backed cache can implement the same trait later (thick mode).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use plexus_api::cni::NetworkConfigList;
+use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, pick_on_disk_config};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::error::PlexusError;
+use crate::plan::{NetworkRef, NetworkRequest, PodView, ResolvedNetwork};
+
+/// A source failure: the API server said no, or could not be reached in time.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+    #[error("{what}: no answer within {seconds}s")]
+    Timeout { what: String, seconds: f64 },
+    #[error("kubeconfig {path}: {msg}")]
+    Kubeconfig { path: String, msg: String },
+}
+
+impl From<SourceError> for PlexusError {
+    fn from(e: SourceError) -> Self {
+        PlexusError::Kubernetes(e.to_string())
+    }
+}
+
+/// An event about the pod, for `kubectl describe pod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEvent {
+    pub reason: String,
+    pub message: String,
+    pub warning: bool,
+}
+
+/// What planning reads and publishing writes.
+pub trait NetworkSource {
+    /// The pod, or `None` when it does not exist.
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<PodView>, SourceError>>;
+    /// The NAD's `spec.config`: `None` when there is no such NAD, `Some(None)` when it has no config.
+    fn nad_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Option<String>>, SourceError>>;
+    /// Writes the pod's network-status annotation (one request).
+    fn publish_status(
+        &self,
+        pod: &PodView,
+        status: &str,
+    ) -> impl Future<Output = Result<(), SourceError>>;
+    /// Records events on the pod.
+    fn record_events(
+        &self,
+        pod: &PodView,
+        events: &[PodEvent],
+    ) -> impl Future<Output = Result<(), SourceError>>;
+}
+
+/// The API server, asked directly, every call bounded by a timeout.
+#[derive(Clone)]
+pub struct KubeSource {
+    client: kube::Client,
+    timeout: Duration,
+}
+
+impl KubeSource {
+    pub async fn new(kubeconfig: &Path, timeout: Duration) -> Result<Self, SourceError> {
+        let kc_err = |msg: String| SourceError::Kubeconfig {
+            path: kubeconfig.display().to_string(),
+            msg,
+        };
+        let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| kc_err(e.to_string()))?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| kc_err(e.to_string()))?;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client = kube::Client::try_from(config).map_err(|e| kc_err(e.to_string()))?;
+        Ok(Self { client, timeout })
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: impl Fn() -> String,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, SourceError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(SourceError::Api {
+                what: what(),
+                source,
+            }),
+            Err(_) => Err(SourceError::Timeout {
+                what: what(),
+                seconds: self.timeout.as_secs_f64(),
+            }),
+        }
+    }
+}
+
+impl NetworkSource for KubeSource {
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodView>, SourceError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = self
+            .bounded(|| format!("GET pod {namespace}/{name}"), api.get_opt(name))
+            .await?;
+        Ok(pod.map(|p| PodView {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: p.metadata.uid.unwrap_or_default(),
+            annotations: p.metadata.annotations.unwrap_or_default(),
+        }))
+    }
+
+    async fn nad_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Option<String>>, SourceError> {
+        let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), namespace);
+        let nad = self
+            .bounded(
+                || format!("GET network-attachment-definition {namespace}/{name}"),
+                api.get_opt(name),
+            )
+            .await?;
+        Ok(nad.map(|n| n.spec.config))
+    }
+
+    async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {plexus_api::status::NETWORK_STATUS_ANNOTATION: status}}
+        });
+        let params = PatchParams::default();
+        self.bounded(
+            || format!("PATCH pod {}/{} network-status", pod.namespace, pod.name),
+            api.patch(&pod.name, &params, &Patch::Merge(&patch)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_events(&self, pod: &PodView, events: &[PodEvent]) -> Result<(), SourceError> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let posts = events.iter().map(|e| {
+            let event = Event {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{}.", pod.name)),
+                    ..ObjectMeta::default()
+                },
+                involved_object: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    namespace: Some(pod.namespace.clone()),
+                    name: Some(pod.name.clone()),
+                    uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+                    ..ObjectReference::default()
+                },
+                reason: Some(e.reason.clone()),
+                message: Some(e.message.clone()),
+                type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
+                reporting_component: Some("plexus".into()),
+                reporting_instance: Some(hostname()),
+                source: Some(k8s_openapi::api::core::v1::EventSource {
+                    component: Some("plexus".into()),
+                    host: Some(hostname()),
+                }),
+                first_timestamp: Some(Time(now)),
+                last_timestamp: Some(Time(now)),
+                event_time: Some(MicroTime(now)),
+                action: Some("Attach".into()),
+                count: Some(1),
+                ..Event::default()
+            };
+            let api = api.clone();
+            async move {
+                self.bounded(
+                    || {
+                        format!(
+                            "POST event {} on pod {}/{}",
+                            e.reason, pod.namespace, pod.name
+                        )
+                    },
+                    async move { api.create(&PostParams::default(), &event).await },
+                )
+                .await
+            }
+        });
+        try_join_all(posts).await?;
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// Reads the pod, retrying briefly while it does not exist yet (the runtime can be faster than the API cache),
+/// then failing: never a silent "no networks".
+pub async fn pod_with_retry<S: NetworkSource>(
+    source: &S,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<PodView, PlexusError> {
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match source.pod(namespace, name).await? {
+            Some(pod) => {
+                if let Some(uid) = uid
+                    && !pod.uid.is_empty()
+                    && pod.uid != uid
+                {
+                    return Err(PlexusError::Plan(format!(
+                        "pod {namespace}/{name}: its UID is {} but the runtime asked for {uid}: the pod was replaced",
+                        pod.uid
+                    )));
+                }
+                return Ok(pod);
+            }
+            None if attempt < 5 => {
+                debug!(attempt, "pod not found yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            None => break,
+        }
+    }
+    Err(PlexusError::Plan(format!(
+        "pod {namespace}/{name} was not found in the API server"
+    )))
+}
+
+/// Fetches every requested network's config, concurrently, and turns each into a delegate config list.
+pub async fn resolve<S: NetworkSource>(
+    source: &S,
+    config: &Config,
+    pod: &PodView,
+    requests: &[NetworkRequest],
+) -> Result<Vec<ResolvedNetwork>, PlexusError> {
+    let lookups = requests
+        .iter()
+        .map(|r| resolve_one(source, config, pod, &r.reference));
+    try_join_all(lookups).await
+}
+
+async fn resolve_one<S: NetworkSource>(
+    source: &S,
+    config: &Config,
+    pod: &PodView,
+    reference: &NetworkRef,
+) -> Result<ResolvedNetwork, PlexusError> {
+    let pod_label = format!("pod {}/{}", pod.namespace, pod.name);
+    let invalid = |network: String, e| PlexusError::InvalidDelegate { network, source: e };
+    match reference {
+        NetworkRef::Delegate(i) => {
+            let list = config.delegates[*i].clone();
+            Ok(ResolvedNetwork {
+                display: list.name.clone(),
+                config: list,
+            })
+        }
+        NetworkRef::Path(path) => {
+            let list = load_path(path)?;
+            Ok(ResolvedNetwork {
+                display: list.name.clone(),
+                config: list,
+            })
+        }
+        NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
+            let display = format!("{namespace}/{name}");
+            let spec = source.nad_config(namespace, name).await?;
+            let from_nad = match &spec {
+                Some(text) => nad_config(name, text.as_deref()).map_err(|e| {
+                    PlexusError::Plan(format!("{pod_label}: network {display}: {e}"))
+                })?,
+                None if matches!(reference, NetworkRef::Nad { .. }) => {
+                    return Err(PlexusError::Plan(format!(
+                        "{pod_label}: network {display}: no such NetworkAttachmentDefinition"
+                    )));
+                }
+                None => None,
+            };
+            match from_nad {
+                Some(value) => NetworkConfigList::from_value(value)
+                    .map(|list| ResolvedNetwork {
+                        display: display.clone(),
+                        config: list,
+                    })
+                    .map_err(|e| invalid(display, e)),
+                // R7 steps 2–3: the on-disk network named after the NAD.
+                None => {
+                    let search = pick_on_disk_config(name, &read_conf_dir(&config.conf_dir));
+                    for skipped in &search.skipped {
+                        warn!(file = %skipped.file, reason = %skipped.reason, "confDir file skipped");
+                    }
+                    match search.chosen {
+                        Some(found) => Ok(ResolvedNetwork {
+                            display: if spec.is_some() {
+                                display
+                            } else {
+                                found.config.name.clone()
+                            },
+                            config: found.config,
+                        }),
+                        None => Err(PlexusError::Plan(format!(
+                            "{pod_label}: network {display}: {} and no config named {name:?} in {} (R8)",
+                            if spec.is_some() {
+                                "the NetworkAttachmentDefinition has no spec.config"
+                            } else {
+                                "there is no such NetworkAttachmentDefinition"
+                            },
+                            config.conf_dir.display()
+                        ))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `*.conf`, `*.conflist` and `*.json` files of a directory, as (file name, content). Unreadable files are
+/// left out (and logged).
+pub fn read_conf_dir(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ![".conf", ".conflist", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
+            continue;
+        }
+        match std::fs::read_to_string(entry.path()) {
+            Ok(text) => files.push((name, text)),
+            Err(e) => warn!(file = %name, error = %e, "cannot read confDir file"),
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A conf/conflist by path; a directory means the lexically first conf/conflist in it.
+fn load_path(path: &Path) -> Result<NetworkConfigList, PlexusError> {
+    let file: PathBuf = if path.is_dir() {
+        read_conf_dir(path)
+            .first()
+            .map(|(name, _)| path.join(name))
+            .ok_or_else(|| {
+                PlexusError::InvalidConfig(format!(
+                    "clusterNetwork {}: no CNI config in it",
+                    path.display()
+                ))
+            })?
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read(&file).map_err(|e| {
+        PlexusError::InvalidConfig(format!("clusterNetwork {}: {e}", file.display()))
+    })?;
+    NetworkConfigList::parse(&text).map_err(|e| PlexusError::InvalidDelegate {
+        network: file.display().to_string(),
+        source: e,
+    })
+}

@@ -1,0 +1,211 @@
+//! Helpers for the end-to-end tests: a real kube-apiserver (started by `e2e/cluster up`, found through
+//! `KUBECONFIG`), objects applied with the real kubectl, and `plexus` run as the runtime runs it for a pod.
+//!
+//! Every test works in a Kubernetes namespace of its own and a network namespace of its own; both go away on drop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use plexus_tests::*;
+use serde_json::{Value, json};
+
+/// The admin kubeconfig of the running test control plane.
+pub fn kubeconfig() -> PathBuf {
+    let path = std::env::var("KUBECONFIG")
+        .expect("KUBECONFIG is not set: start the control plane with `e2e/cluster up` and export what it prints");
+    PathBuf::from(path)
+}
+
+/// Runs kubectl against the test control plane; panics with its output on failure.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (e2e/cluster env puts it there)");
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A Kubernetes namespace for one test. Deleted on drop (it stays Terminating: there is no controller-manager).
+pub struct KubeNamespace {
+    pub name: String,
+}
+
+impl KubeNamespace {
+    pub fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", unique("").trim_start_matches('-'));
+        kubectl(&["create", "namespace", &name], None);
+        Self { name }
+    }
+}
+
+impl Drop for KubeNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl_output(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+/// Creates a NetworkAttachmentDefinition; `config` of `None` leaves `spec` empty.
+pub fn create_nad(namespace: &str, name: &str, config: Option<&Value>) {
+    let spec = match config {
+        Some(c) => json!({"config": c.to_string()}),
+        None => json!({}),
+    };
+    let nad = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace}, "spec": spec
+    });
+    kubectl(&["apply", "-f", "-"], Some(&nad.to_string()));
+}
+
+/// Creates a Pod object (it stays Pending: no scheduler, no kubelet — the test plays the runtime) and returns its
+/// UID.
+pub fn create_pod(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+    let annotations: serde_json::Map<String, Value> =
+        annotations.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
+    kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid}"], None)
+}
+
+/// The pod's annotations.
+pub fn pod_annotations(namespace: &str, name: &str) -> serde_json::Map<String, Value> {
+    let pod: Value = serde_json::from_str(&kubectl(&["get", "pod", "-n", namespace, name, "-o", "json"], None)).unwrap();
+    pod["metadata"]["annotations"].as_object().cloned().unwrap_or_default()
+}
+
+/// The pod's network-status entries.
+pub fn network_status(namespace: &str, name: &str) -> Vec<Value> {
+    let annotations = pod_annotations(namespace, name);
+    let text = annotations
+        .get("k8s.v1.cni.cncf.io/network-status")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("pod {namespace}/{name} has no network-status: {annotations:?}"));
+    serde_json::from_str(text).unwrap()
+}
+
+/// Events recorded on the pod: (reason, message).
+pub fn pod_events(namespace: &str, name: &str) -> Vec<(String, String)> {
+    let selector = format!("involvedObject.name={name}");
+    let list: Value =
+        serde_json::from_str(&kubectl(&["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"], None))
+            .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["reason"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// A pod sandbox under test: its network namespace, its lease store and record directory, and a default network
+/// (ptp + host-local) given as the config's first delegate.
+pub struct PodSandbox {
+    pub netns: Netns,
+    pub data: tempfile::TempDir,
+    pub cni_dir: tempfile::TempDir,
+    pub conf_dir: tempfile::TempDir,
+    pub container_id: String,
+    pub default_prefix: String,
+}
+
+impl PodSandbox {
+    pub fn new() -> Self {
+        let (_, prefix) = subnet();
+        Self {
+            netns: Netns::new(),
+            data: tempfile::tempdir().unwrap(),
+            cni_dir: tempfile::tempdir().unwrap(),
+            conf_dir: tempfile::tempdir().unwrap(),
+            container_id: unique("ctr"),
+            default_prefix: prefix,
+        }
+    }
+
+    /// A Plexus config in Kubernetes mode; `extra` keys are merged in on top.
+    pub fn config(&self, extra: Value) -> Value {
+        let mut config = json!({
+            "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+            "kubeconfig": kubeconfig(), "binDir": plugins_dir(), "cniDir": self.cni_dir.path(),
+            "confDir": self.conf_dir.path(), "logLevel": "debug",
+            "delegates": [{"cniVersion": "1.0.0", "name": "pod-net", "type": "ptp",
+                "ipam": {"type": "host-local", "subnet": format!("{}.0/24", self.default_prefix),
+                         "dataDir": self.data.path()}}]
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            config[k] = v;
+        }
+        config
+    }
+
+    /// host-local IPAM keeping its leases in this sandbox's data dir.
+    pub fn host_local(&self, subnet: &str) -> Value {
+        json!({"type": "host-local", "subnet": subnet, "dataDir": self.data.path()})
+    }
+
+    /// A `plexus` call for pod `namespace/name`.
+    pub fn call<'a>(&'a self, command: &'a str, pod_args: &'a str) -> Call<'a> {
+        let mut call = Call::new(command, &self.container_id, Box::leak(self.netns.path().into_boxed_str()));
+        call.args = pod_args;
+        call
+    }
+
+    pub fn assert_clean(&self) {
+        assert_eq!(self.netns.link_names(), Vec::<String>::new(), "interfaces left in the namespace");
+        assert_eq!(leases(self.data.path()), Vec::<String>::new(), "host-local leases left");
+        assert_eq!(record_files(self.cni_dir.path()), Vec::<String>::new(), "records left");
+    }
+}
+
+impl Default for PodSandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `CNI_ARGS` as kubelet/containerd pass them.
+pub fn pod_args(namespace: &str, name: &str, uid: &str, container_id: &str) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID={uid}"
+    )
+}
+
+/// A kubeconfig like the real one but pointing at a port where nothing listens: the API server is down.
+pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("server:") {
+            out.push_str(&format!("    server: https://127.0.0.1:{port}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let path = dir.join("dead.kubeconfig");
+    std::fs::write(&path, out).unwrap();
+    path
+}

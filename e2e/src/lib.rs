@@ -38,7 +38,12 @@ pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl on PATH (e2e/cluster env puts it there)");
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -77,21 +82,41 @@ pub fn create_nad(namespace: &str, name: &str, config: Option<&Value>) {
 /// Creates a Pod object (it stays Pending: no scheduler, no kubelet — the test plays the runtime) and returns its
 /// UID.
 pub fn create_pod(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations: serde_json::Map<String, Value> =
-        annotations.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
     });
     kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
-    kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid}"], None)
+    kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    )
 }
 
 /// The pod's annotations.
 pub fn pod_annotations(namespace: &str, name: &str) -> serde_json::Map<String, Value> {
-    let pod: Value = serde_json::from_str(&kubectl(&["get", "pod", "-n", namespace, name, "-o", "json"], None)).unwrap();
-    pod["metadata"]["annotations"].as_object().cloned().unwrap_or_default()
+    let pod: Value = serde_json::from_str(&kubectl(
+        &["get", "pod", "-n", namespace, name, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    pod["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The pod's network-status entries.
@@ -107,14 +132,30 @@ pub fn network_status(namespace: &str, name: &str) -> Vec<Value> {
 /// Events recorded on the pod: (reason, message).
 pub fn pod_events(namespace: &str, name: &str) -> Vec<(String, String)> {
     let selector = format!("involvedObject.name={name}");
-    let list: Value =
-        serde_json::from_str(&kubectl(&["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"], None))
-            .unwrap();
+    let list: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            &selector,
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
     list["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["reason"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_owned(),
+                e["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -165,15 +206,31 @@ impl PodSandbox {
 
     /// A `plexus` call for pod `namespace/name`.
     pub fn call<'a>(&'a self, command: &'a str, pod_args: &'a str) -> Call<'a> {
-        let mut call = Call::new(command, &self.container_id, Box::leak(self.netns.path().into_boxed_str()));
+        let mut call = Call::new(
+            command,
+            &self.container_id,
+            Box::leak(self.netns.path().into_boxed_str()),
+        );
         call.args = pod_args;
         call
     }
 
     pub fn assert_clean(&self) {
-        assert_eq!(self.netns.link_names(), Vec::<String>::new(), "interfaces left in the namespace");
-        assert_eq!(leases(self.data.path()), Vec::<String>::new(), "host-local leases left");
-        assert_eq!(record_files(self.cni_dir.path()), Vec::<String>::new(), "records left");
+        assert_eq!(
+            self.netns.link_names(),
+            Vec::<String>::new(),
+            "interfaces left in the namespace"
+        );
+        assert_eq!(
+            leases(self.data.path()),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            record_files(self.cni_dir.path()),
+            Vec::<String>::new(),
+            "records left"
+        );
     }
 }
 

@@ -12,8 +12,12 @@ const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
 /// Checks every network-status entry field by field against what `ip -n` shows in the pod's namespace.
 fn assert_status_matches_netns(status: &[Value], netns: &Netns) {
     for entry in status {
-        let ifname = entry["interface"].as_str().unwrap_or_else(|| panic!("no interface in {entry}"));
-        let link = netns.link(ifname).unwrap_or_else(|| panic!("status names {ifname}, which is not in the netns"));
+        let ifname = entry["interface"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no interface in {entry}"));
+        let link = netns
+            .link(ifname)
+            .unwrap_or_else(|| panic!("status names {ifname}, which is not in the netns"));
         assert_eq!(entry["mac"], link["address"], "mac of {ifname}");
         let addrs: Vec<String> = link["addr_info"]
             .as_array()
@@ -22,7 +26,12 @@ fn assert_status_matches_netns(status: &[Value], netns: &Netns) {
             .filter(|a| a["scope"] == "global")
             .map(|a| a["local"].as_str().unwrap().to_owned())
             .collect();
-        let ips: Vec<String> = entry["ips"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+        let ips: Vec<String> = entry["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ips, addrs, "ips of {ifname}");
         if let Some(mtu) = entry.get("mtu") {
             assert_eq!(*mtu, link["mtu"], "mtu of {ifname}");
@@ -43,17 +52,35 @@ fn comma_form_with_custom_and_repeated_interface_names() {
     let ns = KubeNamespace::new("comma");
     let other = KubeNamespace::new("other");
     let sb = PodSandbox::new();
+    // Two attachments share this bridge. A bridge takes the lowest MAC of its ports unless one is set, which would
+    // make the bridge plugin's CHECK of the first attachment fail once the second joins: fix it, as admins do.
     let bridge = unique("plxb");
     let _bridge = HostLink::adopt(&bridge);
+    sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
+    sh(&[
+        "ip",
+        "link",
+        "set",
+        &bridge,
+        "address",
+        "02:00:c6:12:00:01",
+        "up",
+    ]);
     let (s1, _) = subnet();
     let (s2, _) = subnet();
     create_nad(
         &ns.name,
         "net-a",
-        Some(&json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge", "bridge": bridge, "ipam": sb.host_local(&s1)}]})),
+        Some(
+            &json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge", "bridge": bridge, "ipam": sb.host_local(&s1)}]}),
+        ),
     );
     // A single config without a name: the NAD's name is injected (R9).
-    create_nad(&other.name, "net-b", Some(&json!({"cniVersion": "0.4.0", "type": "ptp", "ipam": sb.host_local(&s2)})));
+    create_nad(
+        &other.name,
+        "net-b",
+        Some(&json!({"cniVersion": "0.4.0", "type": "ptp", "ipam": sb.host_local(&s2)})),
+    );
     let annotation = format!("net-a, net-a@extra0, {}/net-b", other.name);
     let uid = create_pod(&ns.name, "web", &[(NETWORKS, &annotation)]);
     let args = pod_args(&ns.name, "web", &uid, &sb.container_id);
@@ -66,7 +93,13 @@ fn comma_form_with_custom_and_repeated_interface_names() {
     let status = network_status(&ns.name, "web");
     let summary: Vec<(String, String, bool)> = status
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().into(), e["interface"].as_str().unwrap().into(), e["default"] == true))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["interface"].as_str().unwrap().into(),
+                e["default"] == true,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -82,7 +115,8 @@ fn comma_form_with_custom_and_repeated_interface_names() {
     let events = pod_events(&ns.name, "web");
     for ifname in ["eth0", "net1", "extra0", "net3"] {
         assert!(
-            events.iter().any(|(reason, msg)| reason == "AddedInterface" && msg.starts_with(&format!("Add {ifname} ["))),
+            events.iter().any(|(reason, msg)| reason == "AddedInterface"
+                && msg.starts_with(&format!("Add {ifname} ["))),
             "no AddedInterface event for {ifname}: {events:?}"
         );
     }
@@ -117,7 +151,9 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     create_nad(
         &ns.name,
         "by-args",
-        Some(&json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge", "bridge": args_bridge, "ipam": sb.host_local(&s2)}]})),
+        Some(
+            &json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge", "bridge": args_bridge, "ipam": sb.host_local(&s2)}]}),
+        ),
     );
     let selection = json!([
         {"name": "rich", "interface": "rich0", "ips": [format!("{p1}.7/24")], "mac": "0a:58:c6:13:00:07",
@@ -132,12 +168,29 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     sb.call("ADD", &args).ok(&config);
 
     assert_eq!(names_in(&sb.netns), ["eth0", "net2", "rich0"]);
-    assert_eq!(sb.netns.ipv4("rich0"), [format!("{p1}.7/24")], "ips → runtimeConfig.ips → static IPAM");
-    assert_eq!(sb.netns.link("rich0").unwrap()["address"], "0a:58:c6:13:00:07", "mac → tuning");
-    assert_eq!(sb.netns.ipv4("net2"), [format!("{p2}.9/24")], "cni-args → args.cni.ips → host-local");
+    assert_eq!(
+        sb.netns.ipv4("rich0"),
+        [format!("{p1}.7/24")],
+        "ips → runtimeConfig.ips → static IPAM"
+    );
+    assert_eq!(
+        sb.netns.link("rich0").unwrap()["address"],
+        "0a:58:c6:13:00:07",
+        "mac → tuning"
+    );
+    assert_eq!(
+        sb.netns.ipv4("net2"),
+        [format!("{p2}.9/24")],
+        "cni-args → args.cni.ips → host-local"
+    );
     // bandwidth → the bandwidth plugin shaped the host side of rich0's veth.
     let record: Value = serde_json::from_slice(
-        &std::fs::read(sb.cni_dir.path().join(format!("{}-eth0.json", sb.container_id))).unwrap(),
+        &std::fs::read(
+            sb.cni_dir
+                .path()
+                .join(format!("{}-eth0.json", sb.container_id)),
+        )
+        .unwrap(),
     )
     .unwrap();
     let rich = &record["attachments"][1];
@@ -145,7 +198,11 @@ fn json_form_with_every_key_the_kernel_here_supports() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i.get("sandbox").is_none() && i["name"] != rich_bridge.as_str() && !i["name"].as_str().unwrap().starts_with("bwp"))
+        .find(|i| {
+            i.get("sandbox").is_none()
+                && i["name"] != rich_bridge.as_str()
+                && !i["name"].as_str().unwrap().starts_with("bwp")
+        })
         .unwrap()["name"]
         .as_str()
         .unwrap()
@@ -154,7 +211,10 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     assert!(qdisc.contains("tbf"), "no tbf on {host_veth}: {qdisc}");
     // portMappings → portmap's DNAT rule for the host port.
     let nat = sh(&["iptables", "-t", "nat", "-S"]);
-    assert!(nat.contains(&format!("--dport {host_port}")), "no DNAT for {host_port}");
+    assert!(
+        nat.contains(&format!("--dport {host_port}")),
+        "no DNAT for {host_port}"
+    );
 
     let status = network_status(&ns.name, "rich-pod");
     assert_eq!(status.len(), 3);
@@ -163,7 +223,10 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     sb.call("CHECK", &args).ok(&config);
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
-    assert!(!sh(&["iptables", "-t", "nat", "-S"]).contains(&format!("--dport {host_port}")), "DNAT rule left");
+    assert!(
+        !sh(&["iptables", "-t", "nat", "-S"]).contains(&format!("--dport {host_port}")),
+        "DNAT rule left"
+    );
     assert!(!HostLink::exists(&host_veth));
 }
 
@@ -172,15 +235,31 @@ fn a_key_the_network_cannot_honour_fails_before_anything_runs() {
     let ns = KubeNamespace::new("caps");
     let sb = PodSandbox::new();
     let (s1, _) = subnet();
-    create_nad(&ns.name, "plain", Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})));
+    create_nad(
+        &ns.name,
+        "plain",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
     let config = sb.config(json!({}));
     for (i, (key, value, capability)) in [
         ("mac", json!("0a:58:00:00:00:01"), "mac"),
         ("ips", json!(["198.18.0.5/24"]), "ips"),
-        ("portMappings", json!([{"hostPort": 8080, "containerPort": 80}]), "portMappings"),
-        ("bandwidth", json!({"ingressRate": 1000, "ingressBurst": 100}), "bandwidth"),
+        (
+            "portMappings",
+            json!([{"hostPort": 8080, "containerPort": 80}]),
+            "portMappings",
+        ),
+        (
+            "bandwidth",
+            json!({"ingressRate": 1000, "ingressBurst": 100}),
+            "bandwidth",
+        ),
         // No InfiniBand hardware here: this checks the capability gate, not an IB plugin.
-        ("infiniband-guid", json!("00:11:22:33:44:55:66:77"), "infinibandGUID"),
+        (
+            "infiniband-guid",
+            json!("00:11:22:33:44:55:66:77"),
+            "infinibandGUID",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -193,7 +272,10 @@ fn a_key_the_network_cannot_honour_fails_before_anything_runs() {
         let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
         let msg = e["msg"].as_str().unwrap();
         assert_eq!(e["code"], 102, "{e}");
-        assert!(msg.contains(&pod) && msg.contains("plain") && msg.contains(capability), "{msg}");
+        assert!(
+            msg.contains(&pod) && msg.contains("plain") && msg.contains(capability),
+            "{msg}"
+        );
         sb.assert_clean();
     }
 }
@@ -208,13 +290,21 @@ fn the_default_network_annotation_replaces_the_cluster_network() {
     create_nad(
         &ns.name,
         "alt",
-        Some(&json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": bridge, "ipam": sb.host_local(&s1)})),
+        Some(
+            &json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": bridge, "ipam": sb.host_local(&s1)}),
+        ),
     );
     let uid = create_pod(&ns.name, "alt-pod", &[(DEFAULT_NETWORK, "alt")]);
     let args = pod_args(&ns.name, "alt-pod", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     let result = sb.call("ADD", &args).ok(&config);
-    assert!(result["ips"][0]["address"].as_str().unwrap().starts_with(&p1), "{result}");
+    assert!(
+        result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&p1),
+        "{result}"
+    );
     assert_eq!(names_in(&sb.netns), ["eth0"]);
     let status = network_status(&ns.name, "alt-pod");
     assert_eq!(status.len(), 1);
@@ -232,7 +322,11 @@ fn default_networks_except_in_system_namespaces() {
     let system = KubeNamespace::new("system");
     let sb = PodSandbox::new();
     let (s1, p1) = subnet();
-    create_nad(&admin.name, "extra", Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})));
+    create_nad(
+        &admin.name,
+        "extra",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
     let config = sb.config(json!({
         "multusNamespace": admin.name, "defaultNetworks": ["extra"], "systemNamespaces": [system.name]
     }));
@@ -250,7 +344,11 @@ fn default_networks_except_in_system_namespaces() {
     let uid = create_pod(&system.name, "sys", &[]);
     let args = pod_args(&system.name, "sys", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
-    assert_eq!(names_in(&sb.netns), ["eth0"], "no defaultNetworks in a system namespace");
+    assert_eq!(
+        names_in(&sb.netns),
+        ["eth0"],
+        "no defaultNetworks in a system namespace"
+    );
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
 }
@@ -265,7 +363,9 @@ fn namespace_isolation_allows_own_and_global_namespaces_only() {
     let nad = json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)});
     create_nad(&global.name, "shared", Some(&nad));
     create_nad(&foreign.name, "private", Some(&nad));
-    let config = sb.config(json!({"namespaceIsolation": true, "globalNamespaces": format!("default,{}", global.name)}));
+    let config = sb.config(
+        json!({"namespaceIsolation": true, "globalNamespaces": format!("default,{}", global.name)}),
+    );
 
     let refused = format!("{}/private", foreign.name);
     let uid = create_pod(&own.name, "nosy", &[(NETWORKS, &refused)]);
@@ -273,7 +373,10 @@ fn namespace_isolation_allows_own_and_global_namespaces_only() {
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     let msg = e["msg"].as_str().unwrap();
     assert_eq!(e["code"], 102, "{e}");
-    assert!(msg.contains("nosy") && msg.contains(&refused) && msg.contains("namespaceIsolation"), "{msg}");
+    assert!(
+        msg.contains("nosy") && msg.contains(&refused) && msg.contains("namespaceIsolation"),
+        "{msg}"
+    );
     sb.assert_clean();
 
     let allowed = format!("{}/shared", global.name);
@@ -292,8 +395,16 @@ fn a_nad_without_config_uses_the_conf_dir_file_of_its_name() {
     let (s1, p1) = subnet();
     create_nad(&ns.name, "from-disk", None);
     let conflist = json!({"cniVersion": "1.0.0", "name": "from-disk", "plugins": [{"type": "ptp", "ipam": sb.host_local(&s1)}]});
-    std::fs::write(sb.conf_dir.path().join("20-from-disk.conflist"), conflist.to_string()).unwrap();
-    std::fs::write(sb.conf_dir.path().join("10-other.conf"), br#"{"cniVersion":"1.0.0","name":"other","type":"bridge"}"#).unwrap();
+    std::fs::write(
+        sb.conf_dir.path().join("20-from-disk.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        sb.conf_dir.path().join("10-other.conf"),
+        br#"{"cniVersion":"1.0.0","name":"other","type":"bridge"}"#,
+    )
+    .unwrap();
     let uid = create_pod(&ns.name, "disk", &[(NETWORKS, "from-disk")]);
     let args = pod_args(&ns.name, "disk", &uid, &sb.container_id);
     let config = sb.config(json!({}));
@@ -326,7 +437,12 @@ fn bad_requests_fail_before_any_delegate_runs() {
     assert!(e["msg"].as_str().unwrap().contains("not found"), "{e}");
     // A pod replaced under the same name (another UID) is refused.
     create_pod(&ns.name, "replaced", &[]);
-    let args = pod_args(&ns.name, "replaced", "00000000-0000-0000-0000-000000000000", &sb.container_id);
+    let args = pod_args(
+        &ns.name,
+        "replaced",
+        "00000000-0000-0000-0000-000000000000",
+        &sb.container_id,
+    );
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     assert!(e["msg"].as_str().unwrap().contains("UID"), "{e}");
     sb.assert_clean();
@@ -337,16 +453,41 @@ fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
     let ns = KubeNamespace::new("del");
     let sb = PodSandbox::new();
     let (s1, _) = subnet();
-    create_nad(&ns.name, "gone", Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})));
+    create_nad(
+        &ns.name,
+        "gone",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
     let uid = create_pod(&ns.name, "doomed", &[(NETWORKS, "gone")]);
     let args = pod_args(&ns.name, "doomed", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&sb.config(json!({})));
     assert_eq!(names_in(&sb.netns), ["eth0", "net1"]);
 
-    kubectl(&["delete", "pod", "-n", &ns.name, "doomed", "--grace-period=0", "--force"], None);
-    kubectl(&["delete", "network-attachment-definition", "-n", &ns.name, "gone"], None);
+    kubectl(
+        &[
+            "delete",
+            "pod",
+            "-n",
+            &ns.name,
+            "doomed",
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
+    kubectl(
+        &[
+            "delete",
+            "network-attachment-definition",
+            "-n",
+            &ns.name,
+            "gone",
+        ],
+        None,
+    );
     let dir = tempfile::tempdir().unwrap();
-    let down = sb.config(json!({"kubeconfig": dead_kubeconfig(dir.path()), "apiTimeoutSeconds": 2}));
+    let down =
+        sb.config(json!({"kubeconfig": dead_kubeconfig(dir.path()), "apiTimeoutSeconds": 2}));
     sb.call("DEL", &args).ok(&down);
     sb.assert_clean();
 
@@ -363,7 +504,11 @@ fn a_real_cni_client_drives_plexus() {
     let ns = KubeNamespace::new("cnitool");
     let sb = PodSandbox::new();
     let (s1, p1) = subnet();
-    create_nad(&ns.name, "side", Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})));
+    create_nad(
+        &ns.name,
+        "side",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
     let uid = create_pod(&ns.name, "tooled", &[(NETWORKS, "side")]);
 
     // cnitool (libcni) finds the network config in NETCONFPATH and plexus in CNI_PATH.
@@ -373,12 +518,19 @@ fn a_real_cni_client_drives_plexus() {
     let mut plexus_conf = sb.config(json!({}));
     plexus_conf["name"] = json!("plexus-net");
     let conflist = json!({"cniVersion": "1.0.0", "name": "plexus-net", "plugins": [plexus_conf]});
-    std::fs::write(confs.path().join("00-plexus.conflist"), conflist.to_string()).unwrap();
+    std::fs::write(
+        confs.path().join("00-plexus.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
     let cnitool = |command: &str| {
         let out = std::process::Command::new("cnitool")
             .args([command, "plexus-net", &sb.netns.path()])
             .env("NETCONFPATH", confs.path())
-            .env("CNI_PATH", format!("{}:{}", bin.path().display(), plugins_dir().display()))
+            .env(
+                "CNI_PATH",
+                format!("{}:{}", bin.path().display(), plugins_dir().display()),
+            )
             .env("CNI_ARGS", pod_args(&ns.name, "tooled", &uid, "cnitool"))
             .env("CNI_IFNAME", "eth0")
             .output()

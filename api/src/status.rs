@@ -125,8 +125,24 @@ pub fn statuses_from_result(
         .routes
         .iter()
         .filter(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_unspecified())
-        .filter_map(|r| r.gw.map(|gw| gw.to_string()))
-        .collect();
+        .filter_map(|r| {
+            // A default route without `gw` goes through its family's gateway from `ips` (CNI: "if gw is
+            // missing, the matching ips[].gateway may be used").
+            r.gw.or_else(|| {
+                result
+                    .ips
+                    .iter()
+                    .filter_map(|ip| ip.gateway)
+                    .find(|gw| gw.is_ipv4() == r.dst.addr().is_ipv4())
+            })
+            .map(|gw| gw.to_string())
+        })
+        .fold(Vec::new(), |mut seen, gw| {
+            if !seen.contains(&gw) {
+                seen.push(gw);
+            }
+            seen
+        });
     let base = NetworkStatus {
         dns: (!result.dns.is_empty()).then(|| result.dns.clone()),
         gateway: gateway.clone(),
@@ -374,6 +390,22 @@ mod tests {
             "no gateway IP: the first sandbox entry"
         );
         assert!(statuses[1].default_route.is_empty());
+    }
+
+    #[test]
+    fn a_default_route_without_gw_uses_its_familys_ip_gateway() {
+        let result = CniResult {
+            interfaces: vec![iface("eth0", "0a:00:00:00:00:01", NETNS)],
+            ips: vec![
+                ip("fd00::5/64", Some("fd00::1"), Some(0)),
+                ip("10.1.0.5/24", Some("10.1.0.1"), Some(0)),
+            ],
+            routes: vec![route("0.0.0.0/0", None), route("10.8.0.0/16", None)],
+            ..CniResult::default()
+        };
+        let statuses = statuses_from_result("cluster", true, Some(&result), true);
+        assert_eq!(statuses[0].gateway, ["10.1.0.1"]);
+        assert_eq!(statuses[0].default_route, ["10.1.0.1"]);
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl PodSandbox {
     pub fn config(&self, extra: Value) -> Value {
         let mut config = json!({
             "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-            "kubeconfig": kubeconfig(), "binDir": plugins_dir(), "cniDir": self.cni_dir.path(),
+            "kubeconfig": std::env::var("KUBECONFIG").ok(), "binDir": plugins_dir(), "cniDir": self.cni_dir.path(),
             "confDir": self.conf_dir.path(), "logLevel": "debug",
             "delegates": [{"cniVersion": "1.0.0", "name": "pod-net", "type": "ptp",
                 "ipam": {"type": "host-local", "subnet": format!("{}.0/24", self.default_prefix),

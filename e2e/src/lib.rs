@@ -266,3 +266,31 @@ pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
     std::fs::write(&path, out).unwrap();
     path
 }
+
+/// The API requests Plexus made (user agent `plexus/…`) on objects in `namespace`, from the API server's audit log
+/// (written next to the kubeconfig by `e2e/cluster`): (verb, resource, name), in order.
+pub fn plexus_api_requests(namespace: &str) -> Vec<(String, String, String)> {
+    let log = kubeconfig()
+        .parent()
+        .expect("kubeconfig has a folder")
+        .join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("plexus/"))
+        })
+        .filter(|e| e["objectRef"]["namespace"] == namespace)
+        .map(|e| {
+            let field = |k: &str| e["objectRef"][k].as_str().unwrap_or_default().to_owned();
+            (
+                e["verb"].as_str().unwrap_or_default().to_owned(),
+                field("resource"),
+                field("name"),
+            )
+        })
+        .collect()
+}

@@ -112,6 +112,26 @@ fn comma_form_with_custom_and_repeated_interface_names() {
     );
     assert_status_matches_netns(&status, &sb.netns);
 
+    // API requests of this ADD: the pod, each distinct NAD once (net-a is selected twice), one PATCH of
+    // network-status, and one event per attachment.
+    let mut requests = plexus_api_requests(&ns.name);
+    requests.extend(plexus_api_requests(&other.name));
+    let count = |verb: &str, resource: &str| {
+        requests
+            .iter()
+            .filter(|(v, r, _)| v == verb && r == resource)
+            .count()
+    };
+    assert_eq!(count("get", "pods"), 1, "{requests:?}");
+    assert_eq!(
+        count("get", "network-attachment-definitions"),
+        2,
+        "{requests:?}"
+    );
+    assert_eq!(count("patch", "pods"), 1, "{requests:?}");
+    assert_eq!(count("create", "events"), 4, "{requests:?}");
+    assert_eq!(requests.len(), 8, "{requests:?}");
+
     let events = pod_events(&ns.name, "web");
     for ifname in ["eth0", "net1", "extra0", "net3"] {
         assert!(

@@ -93,6 +93,11 @@ impl KubeSource {
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
+        // Names Plexus in the API server's audit log and metrics.
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("plexus/", env!("CARGO_PKG_VERSION"))),
+        ));
         let client = kube::Client::try_from(config).map_err(|e| kc_err(e.to_string()))?;
         Ok(Self { client, timeout })
     }
@@ -261,10 +266,25 @@ pub async fn resolve<S: NetworkSource>(
     pod: &PodView,
     requests: &[NetworkRequest],
 ) -> Result<Vec<ResolvedNetwork>, PlexusError> {
-    let lookups = requests
+    // A network selected twice (net-a,net-a) is fetched once.
+    let mut distinct: Vec<&NetworkRef> = Vec::new();
+    for r in requests {
+        if !distinct.contains(&&r.reference) {
+            distinct.push(&r.reference);
+        }
+    }
+    let fetched =
+        try_join_all(distinct.iter().map(|r| resolve_one(source, config, pod, r))).await?;
+    Ok(requests
         .iter()
-        .map(|r| resolve_one(source, config, pod, &r.reference));
-    try_join_all(lookups).await
+        .map(|r| {
+            let i = distinct
+                .iter()
+                .position(|d| **d == r.reference)
+                .expect("every reference is in distinct");
+            fetched[i].clone()
+        })
+        .collect())
 }
 
 async fn resolve_one<S: NetworkSource>(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use plexus_api::cni::config::RequestExtras;
 use plexus_api::cni::result::CniResult;
 use plexus_api::cni::{NetworkConfigList, version};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -270,14 +270,11 @@ pub fn add(
             delete_attachments(ctx, &old)?;
         }
         Loaded::Corrupt(why) => {
-            return Err(PlexusError::Record {
-                path: ctx
-                    .store
-                    .path(&sandbox.container_id, &sandbox.ifname)
-                    .display()
-                    .to_string(),
-                msg: format!("{why}; DEL the container first"),
-            });
+            return Err(unusable_record(
+                ctx,
+                sandbox,
+                format!("{why}; DEL the container first"),
+            ));
         }
         Loaded::Missing => {}
     }
@@ -359,6 +356,14 @@ pub fn add(
     }
 }
 
+fn unusable_record(ctx: &Context, sandbox: &Sandbox, msg: String) -> PlexusError {
+    let path = ctx.store.path(&sandbox.container_id, &sandbox.ifname);
+    PlexusError::Record {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
 /// DEL every attachment of a record in reverse order, continuing past errors (R58–R60). Delegates are looked up
 /// where the ADD found them as well as in the current path.
 fn delete_attachments(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
@@ -426,17 +431,14 @@ pub fn del(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
             fallback_record(ctx, sandbox)?
         }
         Loaded::Corrupt(why) if ctx.config.delegates.is_empty() => {
-            return Err(PlexusError::Record {
-                path: ctx
-                    .store
-                    .path(&sandbox.container_id, &sandbox.ifname)
-                    .display()
-                    .to_string(),
-                msg: format!(
+            return Err(unusable_record(
+                ctx,
+                sandbox,
+                format!(
                     "{why}; the stdin config names no delegates either, so what this container attached can't be \
                      known: nothing was deleted and the record was kept for inspection"
                 ),
-            });
+            ));
         }
         Loaded::Corrupt(why) => {
             warn!(reason = %why, "the record is unusable: deleting the networks of the stdin config instead");
@@ -485,14 +487,7 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
             });
         }
         Loaded::Corrupt(why) => {
-            return Err(PlexusError::Record {
-                path: ctx
-                    .store
-                    .path(&sandbox.container_id, &sandbox.ifname)
-                    .display()
-                    .to_string(),
-                msg: why,
-            });
+            return Err(unusable_record(ctx, sandbox, why));
         }
     };
     if record.state != RecordState::Added {
@@ -543,19 +538,7 @@ pub fn status(ctx: &Context) -> Result<(), PlexusError> {
     }
     let sandbox = Sandbox::default();
     for delegate in &ctx.config.delegates {
-        let rec = RecordedAttachment {
-            index: 0,
-            network: delegate.name.clone(),
-            ifname: String::new(),
-            is_default: false,
-            delegate: delegate.to_value(),
-            capability_args: Map::new(),
-            cni_args: Map::new(),
-            env_args: String::new(),
-            result: None,
-            default_route_requested: false,
-            default_route: None,
-        };
+        let rec = RecordedAttachment::for_network(&delegate.name, delegate.to_value());
         let r = Runnable::new(&rec)?;
         if !version::Version::parse(r.version).is_some_and(|v| v.supports_status_and_gc()) {
             continue;
@@ -625,19 +608,7 @@ pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> 
             .filter(|(_, a)| a.delegate.get("name").and_then(Value::as_str) == Some(name.as_str()))
             .map(|(r, a)| serde_json::json!({"containerID": r.container_id, "ifname": a.ifname}))
             .collect();
-        let rec = RecordedAttachment {
-            index: 0,
-            network: name.clone(),
-            ifname: String::new(),
-            is_default: false,
-            delegate,
-            capability_args: Map::new(),
-            cni_args: Map::new(),
-            env_args: String::new(),
-            result: None,
-            default_route_requested: false,
-            default_route: None,
-        };
+        let rec = RecordedAttachment::for_network(&name, delegate);
         let r = match Runnable::new(&rec) {
             Ok(r) => r,
             Err(e) => {

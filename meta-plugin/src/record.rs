@@ -62,6 +62,25 @@ pub struct RecordedAttachment {
     pub default_route: Option<Vec<std::net::IpAddr>>,
 }
 
+impl RecordedAttachment {
+    /// A bare attachment of a delegate network with no sandbox behind it (for STATUS and GC requests).
+    pub fn for_network(network: &str, delegate: Value) -> Self {
+        Self {
+            index: 0,
+            network: network.to_owned(),
+            ifname: String::new(),
+            is_default: false,
+            delegate,
+            capability_args: Map::new(),
+            cni_args: Map::new(),
+            env_args: String::new(),
+            result: None,
+            default_route_requested: false,
+            default_route: None,
+        }
+    }
+}
+
 /// A plan as stored on the node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -216,21 +216,7 @@ impl PodSandbox {
     }
 
     pub fn assert_clean(&self) {
-        assert_eq!(
-            self.netns.link_names(),
-            Vec::<String>::new(),
-            "interfaces left in the namespace"
-        );
-        assert_eq!(
-            leases(self.data.path()),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            record_files(self.cni_dir.path()),
-            Vec::<String>::new(),
-            "records left"
-        );
+        assert_nothing_left(&self.netns, self.data.path(), self.cni_dir.path());
     }
 }
 

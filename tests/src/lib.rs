@@ -252,6 +252,21 @@ pub fn record_files(cni_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Asserts that a sandbox left nothing behind: no interface in its namespace, no host-local lease, no record.
+pub fn assert_nothing_left(netns: &Netns, lease_dir: &Path, cni_dir: &Path) {
+    assert_eq!(
+        netns.link_names(),
+        Vec::<String>::new(),
+        "interfaces left in the namespace"
+    );
+    assert_eq!(
+        leases(lease_dir),
+        Vec::<String>::new(),
+        "host-local leases left"
+    );
+    assert_eq!(record_files(cni_dir), Vec::<String>::new(), "records left");
+}
+
 /// Writes an executable shell script into `dir`.
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);

@@ -81,21 +81,7 @@ impl ThreeNetworks {
     }
 
     fn assert_clean(&self, host_interfaces: &[String]) {
-        assert_eq!(
-            self.ns.link_names(),
-            Vec::<String>::new(),
-            "interfaces left in the namespace"
-        );
-        assert_eq!(
-            leases(self.data.path()),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            record_files(self.cni_dir.path()),
-            Vec::<String>::new(),
-            "records left"
-        );
+        assert_nothing_left(&self.ns, self.data.path(), self.cni_dir.path());
         assert_eq!(
             bridge_ports(&self.bridge),
             Vec::<String>::new(),

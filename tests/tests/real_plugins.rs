@@ -612,3 +612,36 @@ fn bad_requests_get_cni_errors() {
             .contains(&json!("0.3.1"))
     );
 }
+
+#[test]
+fn host_device_moves_a_host_link_in_and_back_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let ns = Netns::new();
+    // A veth pair stands in for a NIC: host-device moves one end into the pod and back on DEL.
+    let pair = HostLink::veth();
+    let device = format!("{}p", pair.name);
+    let (s1, p1) = subnet();
+    let (_, p2) = subnet();
+    let config = json!({
+        "cniVersion": "1.0.0", "binDir": plugins_dir(), "cniDir": dir.path(),
+        "delegates": [
+            {"cniVersion": "1.0.0", "name": "pod-net", "type": "ptp",
+             "ipam": {"type": "host-local", "subnet": s1, "dataDir": data.path()}},
+            {"cniVersion": "1.0.0", "name": "nic-net", "type": "host-device", "device": device,
+             "ipam": {"type": "static", "addresses": [{"address": format!("{p2}.4/24")}]}}
+        ]
+    });
+    let call = Call::new("ADD", "c-hostdev", leak(ns.path()));
+    let r = call.ok(&config);
+    assert!(r["ips"][0]["address"].as_str().unwrap().starts_with(&p1));
+    assert_eq!(ns.ipv4("net1"), [format!("{p2}.4/24")]);
+    assert!(!HostLink::exists(&device), "the device left the host");
+    Call::new("CHECK", "c-hostdev", leak(ns.path())).ok(&config);
+    Call::new("DEL", "c-hostdev", leak(ns.path())).ok(&config);
+    assert!(
+        HostLink::exists(&device),
+        "DEL gave the device back to the host"
+    );
+    assert_nothing_left(&ns, data.path(), dir.path());
+}

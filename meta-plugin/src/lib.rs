@@ -205,10 +205,9 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     };
     let published = runtime.block_on(async {
         let status = print_statuses(&statuses);
-        let (status, events) = tokio::join!(
-            source.publish_status(&pod, &status),
-            source.record_events(&pod, &events)
-        );
+        // Sequential on one connection, like the lookups (see source::resolve).
+        let status = source.publish_status(&pod, &status).await;
+        let events = source.record_events(&pod, &events).await;
         if let Err(e) = events {
             warn!(error = %e, "could not record the pod's events");
         }

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -211,7 +210,10 @@ impl NetworkSource for KubeSource {
                 .await
             }
         });
-        try_join_all(posts).await?;
+        // One after another on the client's one kept-alive connection (see `resolve`).
+        for post in posts {
+            post.await?;
+        }
         Ok(())
     }
 }
@@ -273,8 +275,13 @@ pub async fn resolve<S: NetworkSource>(
             distinct.push(&r.reference);
         }
     }
-    let fetched =
-        try_join_all(distinct.iter().map(|r| resolve_one(source, config, pod, r))).await?;
+    // One after another, on the one kept-alive connection: kube's client speaks HTTP/1.1, so concurrent requests
+    // would each open a TLS connection of their own. Measured with scripts/bench (pod + 3 NADs + status + events
+    // on loopback): a median ADD of 162 ms concurrent against 77 ms sequential. HTTP/2 multiplexing would give both.
+    let mut fetched = Vec::with_capacity(distinct.len());
+    for reference in &distinct {
+        fetched.push(resolve_one(source, config, pod, reference).await?);
+    }
     Ok(requests
         .iter()
         .map(|r| {

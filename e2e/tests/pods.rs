@@ -180,11 +180,15 @@ fn json_form_with_every_key_the_kernel_here_supports() {
          "bandwidth": {"ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 8000000, "egressBurst": 800000},
          "portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "TCP"}]},
         // cni-args reach the delegates as args.cni: host-local takes the address from args.cni.ips.
-        {"name": "by-args", "namespace": ns.name, "cni-args": {"ips": [format!("{p2}.9")]}}
+        // default-route moves the pod's default route from eth0 to this interface (R33).
+        {"name": "by-args", "namespace": ns.name, "cni-args": {"ips": [format!("{p2}.9")]},
+         "default-route": [format!("{p2}.1")]}
     ]);
     let uid = create_pod(&ns.name, "rich-pod", &[(NETWORKS, &selection.to_string())]);
     let args = pod_args(&ns.name, "rich-pod", &uid, &sb.container_id);
-    let config = sb.config(json!({}));
+    // The default network installs a default route of its own, which default-route must take away.
+    let mut config = sb.config(json!({}));
+    config["delegates"][0]["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
     sb.call("ADD", &args).ok(&config);
 
     assert_eq!(names_in(&sb.netns), ["eth0", "net2", "rich0"]);
@@ -236,9 +240,26 @@ fn json_form_with_every_key_the_kernel_here_supports() {
         "no DNAT for {host_port}"
     );
 
+    let routes = sh(&["ip", "-n", &sb.netns.name, "-4", "route", "show", "default"]);
+    assert_eq!(
+        routes.trim(),
+        format!("default via {p2}.1 dev net2"),
+        "default-route"
+    );
+
     let status = network_status(&ns.name, "rich-pod");
     assert_eq!(status.len(), 3);
     assert_status_matches_netns(&status, &sb.netns);
+    assert_eq!(
+        status[2]["default-route"],
+        json!([format!("{p2}.1")]),
+        "{status:?}"
+    );
+    assert_eq!(status[2]["gateway"], json!([format!("{p2}.1")]));
+    assert!(
+        status[0].get("gateway").is_none() && status[0].get("default-route").is_none(),
+        "{status:?}"
+    );
 
     sb.call("CHECK", &args).ok(&config);
     sb.call("DEL", &args).ok(&config);

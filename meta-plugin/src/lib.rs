@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod invoke;
 pub mod logging;
+pub mod netns;
 pub mod ops;
 pub mod plan;
 pub mod record;
@@ -226,8 +227,13 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     Ok(added.result)
 }
 
-/// The network-status entries of every attachment, in order.
+/// The network-status entries of every attachment, in order. When a selection took the default route (R33), its
+/// entry shows the requested gateways and the other attachments show none.
 pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
+    let taken = record
+        .attachments
+        .iter()
+        .find(|a| !a.is_default && a.default_route.is_some());
     record
         .attachments
         .iter()
@@ -241,12 +247,32 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
                 .result
                 .as_ref()
                 .and_then(|r| CniResult::from_value(r, version).ok());
-            statuses_from_result(
+            let mut entries = statuses_from_result(
                 &a.network,
                 a.is_default,
                 result.as_ref(),
                 a.default_route_requested,
-            )
+            );
+            if let Some(chosen) = taken {
+                let requested: Vec<String> = chosen
+                    .default_route
+                    .iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                for entry in &mut entries {
+                    if a.index != chosen.index {
+                        entry.gateway.clear();
+                        entry.default_route.clear();
+                    } else if !requested.is_empty()
+                        && entry.interface.as_deref().is_none_or(|i| i == a.ifname)
+                    {
+                        entry.gateway = requested.clone();
+                        entry.default_route = requested.clone();
+                    }
+                }
+            }
+            entries
         })
         .collect()
 }

@@ -16,6 +16,7 @@ use crate::invoke::{self, CniCommand, Invocation, InvokeError};
 use crate::plan::Plan;
 use crate::record::{
     Loaded, PodRef, RECORD_FORMAT, Record, RecordState, RecordStore, RecordedAttachment,
+    SandboxLock,
 };
 
 /// The sandbox a request is about, from the runtime's environment.
@@ -300,24 +301,38 @@ pub fn add(
             }
             Err(e) => {
                 // The failed attachment rolled itself back; now the ones before it, in reverse (R52, R58).
-                let done = Record {
-                    attachments: record.attachments[..i].to_vec(),
-                    ..record.clone()
-                };
-                match delete_attachments(ctx, &done) {
-                    Ok(()) => ctx
-                        .store
-                        .remove(lock, &sandbox.container_id, &sandbox.ifname)?,
-                    Err(rollback) => {
-                        warn!(error = %rollback, "rollback left errors; the record stays for the runtime's DEL");
-                        record.state = RecordState::Failed;
-                        ctx.store.save(&record)?;
-                    }
-                }
+                roll_back(ctx, lock, &mut record, i)?;
                 return Err(e);
             }
         }
     }
+    // R33: a selection that asked for the default route gets it, and the other interfaces lose theirs.
+    if let Some(chosen) = record
+        .attachments
+        .iter()
+        .find(|a| !a.is_default && a.default_route.is_some())
+    {
+        let gateways = chosen.default_route.clone().unwrap_or_default();
+        match crate::netns::set_default_route(
+            std::path::Path::new(&sandbox.netns),
+            &chosen.ifname,
+            &gateways,
+        ) {
+            Ok(change) => {
+                info!(network = %chosen.network, ifname = %chosen.ifname, ?change, "default route moved")
+            }
+            Err(e) => {
+                let err = PlexusError::Plan(format!(
+                    "network {:?}: cannot give interface {} the default route: {e}",
+                    chosen.network, chosen.ifname
+                ));
+                let all = record.attachments.len();
+                roll_back(ctx, lock, &mut record, all)?;
+                return Err(err);
+            }
+        }
+    }
+
     let default = &record.attachments[0];
     let delegate_version = Runnable::new(default)?.version;
     let result = default
@@ -342,15 +357,8 @@ pub fn add(
                 default.network,
                 ctx.config.result_version()
             ));
-            match delete_attachments(ctx, &record) {
-                Ok(()) => ctx
-                    .store
-                    .remove(lock, &sandbox.container_id, &sandbox.ifname)?,
-                Err(_) => {
-                    record.state = RecordState::Failed;
-                    ctx.store.save(&record)?;
-                }
-            }
+            let all = record.attachments.len();
+            roll_back(ctx, lock, &mut record, all)?;
             Err(err)
         }
     }
@@ -361,6 +369,28 @@ fn unusable_record(ctx: &Context, sandbox: &Sandbox, msg: String) -> PlexusError
     PlexusError::Record {
         path: path.display().to_string(),
         msg,
+    }
+}
+
+/// Undoes a failed ADD: DEL the first `attempted` attachments in reverse. The record goes when that worked, and
+/// otherwise stays (state Failed) for the runtime's DEL to finish.
+fn roll_back(
+    ctx: &Context,
+    lock: SandboxLock,
+    record: &mut Record,
+    attempted: usize,
+) -> Result<(), PlexusError> {
+    let done = Record {
+        attachments: record.attachments[..attempted].to_vec(),
+        ..record.clone()
+    };
+    match delete_attachments(ctx, &done) {
+        Ok(()) => ctx.store.remove(lock, &record.container_id, &record.ifname),
+        Err(rollback) => {
+            warn!(error = %rollback, "rollback left errors; the record stays for the runtime's DEL");
+            record.state = RecordState::Failed;
+            ctx.store.save(record)
+        }
     }
 }
 

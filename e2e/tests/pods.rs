@@ -593,3 +593,63 @@ fn a_real_cni_client_drives_plexus() {
     cnitool("del");
     sb.assert_clean();
 }
+
+#[test]
+fn cluster_network_by_nad_name_conf_name_or_path() {
+    let admin = KubeNamespace::new("clusternet");
+    let apps = KubeNamespace::new("clusterapps");
+    let sb = PodSandbox::new();
+    let (s1, p1) = subnet();
+    let (s2, p2) = subnet();
+    let (s3, p3) = subnet();
+    // 1. A NAD in multusNamespace.
+    create_nad(
+        &admin.name,
+        "cluster-nad",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
+    // 2. A conf in confDir, found by its network name.
+    let on_disk = json!({"cniVersion": "1.0.0", "name": "cluster-conf", "type": "ptp", "ipam": sb.host_local(&s2)});
+    std::fs::write(
+        sb.conf_dir.path().join("50-cluster.conf"),
+        on_disk.to_string(),
+    )
+    .unwrap();
+    // 3. A conflist by absolute path.
+    let file = sb.conf_dir.path().join("by-path.conflist");
+    let by_path = json!({"cniVersion": "1.0.0", "name": "cluster-path", "plugins": [{"type": "ptp", "ipam": sb.host_local(&s3)}]});
+    std::fs::write(&file, by_path.to_string()).unwrap();
+
+    for (i, (cluster_network, prefix, status_name)) in [
+        (
+            "cluster-nad".to_string(),
+            &p1,
+            format!("{}/cluster-nad", admin.name),
+        ),
+        ("cluster-conf".to_string(), &p2, "cluster-conf".to_string()),
+        (file.display().to_string(), &p3, "cluster-path".to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pod = format!("app-{i}");
+        let uid = create_pod(&apps.name, &pod, &[]);
+        let args = pod_args(&apps.name, &pod, &uid, &sb.container_id);
+        let config =
+            sb.config(json!({"clusterNetwork": cluster_network, "multusNamespace": admin.name}));
+        let result = sb.call("ADD", &args).ok(&config);
+        assert!(
+            result["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with(prefix.as_str()),
+            "{cluster_network}: {result}"
+        );
+        let status = network_status(&apps.name, &pod);
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0]["name"], status_name.as_str());
+        assert_status_matches_netns(&status, &sb.netns);
+        sb.call("DEL", &args).ok(&config);
+        sb.assert_clean();
+    }
+}

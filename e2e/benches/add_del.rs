@@ -24,6 +24,7 @@ use plexus_api::cni::NetworkConfigList;
 use plexus_api::cni::config::RequestExtras;
 use plexus_api::cni::result::CniResult;
 use plexus_cni::invoke::{CniCommand, Invocation, invoke};
+use plexus_e2e::{PrivateCluster, pod_args, repo};
 use plexus_tests::*;
 use serde_json::{Value, json};
 
@@ -38,7 +39,7 @@ fn main() {
     let release = plexus_release_bin();
     let plugins = plugins_dir();
     let multus = tool_bin("multus").join("multus");
-    let mut cluster = PrivateCluster::up();
+    let cluster = PrivateCluster::up();
 
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("ipam");
@@ -62,9 +63,9 @@ fn main() {
     // The API objects: the default network's NAD in the "system" namespace, the two others in each pod namespace,
     // and one pod per timed iteration and mode, all made before timing starts.
     let total = warmup + iterations;
-    cluster.kubectl(&["create", "namespace", "bench-system"]);
+    cluster.kubectl(&["create", "namespace", "bench-system"], "");
     for ns in ["bench-plexus", "bench-multus"] {
-        cluster.kubectl(&["create", "namespace", ns]);
+        cluster.kubectl(&["create", "namespace", ns], "");
         let mut objects = vec![
             nad("bench-system", "pod-net", &pod_net),
             nad(ns, "mv-net", &mv_net),
@@ -77,26 +78,29 @@ fn main() {
                 "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}));
         }
         let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        cluster.kubectl_stdin(&["apply", "-f", "-"], &list.to_string());
+        cluster.kubectl(&["apply", "-f", "-"], &list.to_string());
     }
     let uids = |ns: &str| -> Vec<String> {
         (0..total)
             .map(|i| {
-                cluster.kubectl(&[
-                    "get",
-                    "pod",
-                    "-n",
-                    ns,
-                    &format!("pod-{i}"),
-                    "-o",
-                    "jsonpath={.metadata.uid}",
-                ])
+                cluster.kubectl(
+                    &[
+                        "get",
+                        "pod",
+                        "-n",
+                        ns,
+                        &format!("pod-{i}"),
+                        "-o",
+                        "jsonpath={.metadata.uid}",
+                    ],
+                    "",
+                )
             })
             .collect()
     };
     let plexus_uids = uids("bench-plexus");
     let multus_uids = uids("bench-multus");
-    cluster.mark_audit();
+    let mark = audit_lines(&cluster);
 
     let cni_dir = |name: &str| work.path().join(name);
     let static_plexus = json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": plugins,
@@ -125,7 +129,7 @@ fn main() {
             let run = |command: &str, binary: &Path, config: &Value, args: &str| {
                 exec(binary, command, &id, &netns, &plugins, args, config)
             };
-            let before = cluster.audit_len();
+            let before = api_requests(&cluster, mark);
             let (add, del) = match *mode {
                 "bare" => bare(&lists, &plugins, &id, &netns),
                 "plexus" => (
@@ -136,35 +140,19 @@ fn main() {
                     run("ADD", &multus, &static_multus, ""),
                     run("DEL", &multus, &static_multus, ""),
                 ),
-                "plexus-k8s" => {
-                    let args = pod_args(
-                        "bench-plexus",
-                        &format!("pod-{round}"),
-                        &plexus_uids[round],
-                        &id,
-                    );
-                    let add = run("ADD", &release, &k8s_plexus, &args);
-                    let middle = cluster.audit_len();
-                    let del = run("DEL", &release, &k8s_plexus, &args);
+                "plexus-k8s" | "multus-k8s" => {
+                    let (binary, config, ns, uids) = if *mode == "plexus-k8s" {
+                        (&release, &k8s_plexus, "bench-plexus", &plexus_uids)
+                    } else {
+                        (&multus, &k8s_multus, "bench-multus", &multus_uids)
+                    };
+                    let args = pod_args(ns, &format!("pod-{round}"), &uids[round], &id);
+                    let add = run("ADD", binary, config, &args);
+                    let middle = api_requests(&cluster, mark);
+                    let del = run("DEL", binary, config, &args);
                     if round >= warmup {
                         api[m].0 += middle - before;
-                        api[m].1 += cluster.audit_len() - middle;
-                    }
-                    (add, del)
-                }
-                "multus-k8s" => {
-                    let args = pod_args(
-                        "bench-multus",
-                        &format!("pod-{round}"),
-                        &multus_uids[round],
-                        &id,
-                    );
-                    let add = run("ADD", &multus, &k8s_multus, &args);
-                    let middle = cluster.audit_len();
-                    let del = run("DEL", &multus, &k8s_multus, &args);
-                    if round >= warmup {
-                        api[m].0 += middle - before;
-                        api[m].1 += cluster.audit_len() - middle;
+                        api[m].1 += api_requests(&cluster, mark) - middle;
                     }
                     (add, del)
                 }
@@ -300,12 +288,6 @@ fn nad(namespace: &str, name: &str, config: &Value) -> Value {
            "metadata": {"name": name, "namespace": namespace}, "spec": {"config": config.to_string()}})
 }
 
-fn pod_args(namespace: &str, name: &str, uid: &str, id: &str) -> String {
-    format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={uid}"
-    )
-}
-
 /// target/release/plexus, next to this bench executable (target/release/deps/add_del-…).
 fn plexus_release_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -329,93 +311,29 @@ fn tool_bin(tool: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// A control plane of the bench's own, stopped on drop.
-struct PrivateCluster {
-    state: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    audit_mark: usize,
+/// API requests on the bench namespaces, not made by kubectl, completed after the first `skip` lines of the log.
+fn api_requests(cluster: &PrivateCluster, skip: usize) -> usize {
+    let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
+    text.lines()
+        .skip(skip)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            let ns = e["objectRef"]["namespace"].as_str().unwrap_or_default();
+            e["stage"] == "ResponseComplete"
+                && ns.starts_with("bench-")
+                && !e["userAgent"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("kubectl")
+        })
+        .count()
 }
 
-impl PrivateCluster {
-    fn up() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(repo().join("e2e/cluster"))
-            .arg("up")
-            .env("PLEXUS_E2E_STATE", state.path())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "e2e/cluster up failed");
-        let text = String::from_utf8(out.stdout).unwrap();
-        let kubeconfig = PathBuf::from(
-            text.lines()
-                .last()
-                .unwrap()
-                .strip_prefix("KUBECONFIG=")
-                .unwrap(),
-        );
-        Self {
-            state,
-            kubeconfig,
-            audit_mark: 0,
-        }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.kubectl_stdin(args, "")
-    }
-
-    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let kubectl = tool_bin("kubernetes").join("kubectl");
-        let mut child = Command::new(kubectl)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Audit entries (completed requests) not made by kubectl, since the mark.
-    fn audit_len(&self) -> usize {
-        let text = std::fs::read_to_string(self.state.path().join("audit.log")).unwrap_or_default();
-        text.lines()
-            .skip(self.audit_mark)
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| {
-                let ns = e["objectRef"]["namespace"].as_str().unwrap_or_default();
-                e["stage"] == "ResponseComplete"
-                    && ns.starts_with("bench-")
-                    && !e["userAgent"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .starts_with("kubectl")
-            })
-            .count()
-    }
-
-    fn mark_audit(&mut self) {
-        let text = std::fs::read_to_string(self.state.path().join("audit.log")).unwrap_or_default();
-        self.audit_mark = text.lines().count();
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("e2e/cluster"))
-            .arg("down")
-            .env("PLEXUS_E2E_STATE", self.state.path())
-            .status();
-    }
+fn audit_lines(cluster: &PrivateCluster) -> usize {
+    std::fs::read_to_string(cluster.audit_log())
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 fn ms(d: Duration) -> f64 {

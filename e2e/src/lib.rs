@@ -29,15 +29,30 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The pinned kubectl, built by `e2e/tools/install kubernetes` (instant when cached).
+pub fn kubectl_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(repo().join("e2e/tools/install"))
+            .arg("kubernetes")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run e2e/tools/install");
+        assert!(out.status.success(), "e2e/tools/install kubernetes failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl")
+    })
+    .clone()
+}
+
 pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(kubectl_bin())
         .args(args)
         .env("KUBECONFIG", kubeconfig())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl on PATH (e2e/cluster env puts it there)");
+        .expect("run kubectl");
     child
         .stdin
         .take()
@@ -279,4 +294,80 @@ pub fn plexus_api_requests(namespace: &str) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// A control plane of a test's (or the benchmark's) own: `e2e/cluster up` with a private state dir, stopped on drop.
+pub struct PrivateCluster {
+    pub state: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    running: bool,
+}
+
+impl PrivateCluster {
+    pub fn up() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let out = cluster_command(state.path(), "up");
+        let last = out.lines().last().unwrap_or_default();
+        let kubeconfig = PathBuf::from(
+            last.strip_prefix("KUBECONFIG=")
+                .expect("up ends with KUBECONFIG=<path>"),
+        );
+        Self {
+            state,
+            kubeconfig,
+            running: true,
+        }
+    }
+
+    pub fn down(&mut self) {
+        cluster_command(self.state.path(), "down");
+        self.running = false;
+    }
+
+    /// kubectl against this control plane; panics when it fails.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new(kubectl_bin())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The API server's audit log (one JSON line per request).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state.path().join("audit.log")
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = Command::new(repo().join("e2e/cluster"))
+                .arg("down")
+                .env("PLEXUS_E2E_STATE", self.state.path())
+                .status();
+        }
+    }
+}
+
+fn cluster_command(state: &Path, command: &str) -> String {
+    let out = Command::new(repo().join("e2e/cluster"))
+        .arg(command)
+        .env("PLEXUS_E2E_STATE", state)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run e2e/cluster");
+    assert!(out.status.success(), "e2e/cluster {command} failed");
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -1,85 +1,10 @@
 //! DEL with the API server really stopped: this test starts a control plane of its own (`e2e/cluster up` with a
 //! private state dir), attaches a pod through it, stops it (`e2e/cluster down`), and then deletes the pod's networks.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plexus_e2e::*;
 use serde_json::json;
-
-/// A private control plane, stopped on drop.
-struct PrivateCluster {
-    state: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    running: bool,
-}
-
-impl PrivateCluster {
-    fn up() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let out = cluster(state.path(), "up");
-        let last = out.lines().last().unwrap_or_default();
-        let kubeconfig = PathBuf::from(
-            last.strip_prefix("KUBECONFIG=")
-                .expect("up ends with KUBECONFIG=<path>"),
-        );
-        Self {
-            state,
-            kubeconfig,
-            running: true,
-        }
-    }
-
-    fn down(&mut self) {
-        cluster(self.state.path(), "down");
-        self.running = false;
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: &str) -> String {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        if self.running {
-            let _ = Command::new(repo().join("e2e/cluster"))
-                .arg("down")
-                .env("PLEXUS_E2E_STATE", self.state.path())
-                .status();
-        }
-    }
-}
-
-fn cluster(state: &Path, command: &str) -> String {
-    let out = Command::new(repo().join("e2e/cluster"))
-        .arg(command)
-        .env("PLEXUS_E2E_STATE", state)
-        .output()
-        .expect("run e2e/cluster");
-    assert!(
-        out.status.success(),
-        "e2e/cluster {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn del_with_the_api_server_stopped() {

@@ -15,6 +15,8 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_DELEGATE_TIMEOUT_SECONDS: f64 = 60.0;
 pub const DEFAULT_API_TIMEOUT_SECONDS: f64 = 10.0;
+/// As long as Multus waits for its readiness indicator file.
+pub const DEFAULT_READINESS_TIMEOUT_SECONDS: f64 = 45.0;
 
 /// The config as written (Multus key names).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +66,9 @@ pub struct RawConfig {
     /// Plexus's own key: how long one delegate call may take, in seconds.
     #[serde(default)]
     pub delegate_timeout_seconds: Option<f64>,
+    /// Plexus's own key: how long ADD and DEL wait for `readinessindicatorfile`, in seconds.
+    #[serde(default)]
+    pub readiness_timeout_seconds: Option<f64>,
     /// Plexus's own key: how long one Kubernetes API call may take, in seconds.
     #[serde(default)]
     pub api_timeout_seconds: Option<f64>,
@@ -103,6 +108,7 @@ pub struct Config {
     pub system_namespaces: Vec<String>,
     pub multus_namespace: String,
     pub readiness_indicator_file: Option<PathBuf>,
+    pub readiness_timeout: Duration,
     /// runtimeConfig the runtime passed (kubelet/CRI capability args): for the default network only (R63).
     pub runtime_config: Map<String, Value>,
     pub delegate_timeout: Duration,
@@ -167,6 +173,11 @@ impl Config {
             raw.delegate_timeout_seconds,
             DEFAULT_DELEGATE_TIMEOUT_SECONDS,
         )?;
+        let readiness_timeout = seconds(
+            "readinessTimeoutSeconds",
+            raw.readiness_timeout_seconds,
+            DEFAULT_READINESS_TIMEOUT_SECONDS,
+        )?;
         let api_timeout = seconds(
             "apiTimeoutSeconds",
             raw.api_timeout_seconds,
@@ -228,6 +239,7 @@ impl Config {
                 .map(PathBuf::from),
             runtime_config: raw.runtime_config,
             delegate_timeout,
+            readiness_timeout,
             api_timeout,
             pod_events: raw.pod_events.unwrap_or(true),
             ignored_keys,

@@ -61,8 +61,9 @@ pub enum PlexusError {
         container_id: String,
         ifname: String,
     },
+    /// The default network is not ready: code 50 for STATUS, 11 (try again later) when an ADD gave up waiting.
     #[error("{msg}")]
-    NotReady { msg: String },
+    NotReady { msg: String, retry: bool },
     #[error("{summary}")]
     Several {
         summary: String,
@@ -101,7 +102,12 @@ impl PlexusError {
             PlexusError::UnknownContainer { .. } => {
                 (ErrorCode::UnknownContainer.code(), String::new())
             }
-            PlexusError::NotReady { .. } => (ErrorCode::NotAvailable.code(), String::new()),
+            PlexusError::NotReady { retry: false, .. } => {
+                (ErrorCode::NotAvailable.code(), String::new())
+            }
+            PlexusError::NotReady { retry: true, .. } => {
+                (ErrorCode::TryAgainLater.code(), String::new())
+            }
             PlexusError::Several { errors, .. } => (
                 errors
                     .first()

@@ -140,12 +140,19 @@ fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, Plexus
     let ctx = Context::new(config, &env.path);
     match env.command {
         CniCommand::Add => {
+            ops::wait_until_ready(&ctx)?;
             let result = add(&ctx, &env.sandbox)?;
             Ok(Some(
                 serde_json::to_string(&result).expect("results serialise"),
             ))
         }
-        CniCommand::Del => ops::del(&ctx, &env.sandbox).map(|()| None),
+        CniCommand::Del => {
+            // DEL waits too (R56), but goes on when the file never comes: a DEL always runs to the end.
+            if let Err(e) = ops::wait_until_ready(&ctx) {
+                warn!(error = %e, "deleting anyway");
+            }
+            ops::del(&ctx, &env.sandbox).map(|()| None)
+        }
         CniCommand::Check => ops::check(&ctx, &env.sandbox).map(|()| None),
         CniCommand::Status => ops::status(&ctx).map(|()| None),
         CniCommand::Gc => ops::gc(&ctx, &valid_attachments(stdin)?).map(|()| None),

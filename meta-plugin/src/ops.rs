@@ -553,6 +553,34 @@ fn require_version(ctx: &Context, command: &str, min: version::Version) -> Resul
     }
 }
 
+/// R56: while `readinessindicatorfile` does not exist, the default network is not ready; ADD and DEL wait for it,
+/// up to `readinessTimeoutSeconds`. Returns an error (try again later) when it never appeared.
+pub fn wait_until_ready(ctx: &Context) -> Result<(), PlexusError> {
+    let Some(file) = &ctx.config.readiness_indicator_file else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + ctx.config.readiness_timeout;
+    let mut logged = false;
+    while !file.exists() {
+        if std::time::Instant::now() >= deadline {
+            return Err(PlexusError::NotReady {
+                msg: format!(
+                    "the default network is not ready: readiness indicator file {} did not appear within {}s",
+                    file.display(),
+                    ctx.config.readiness_timeout.as_secs_f64()
+                ),
+                retry: true,
+            });
+        }
+        if !logged {
+            info!(file = %file.display(), "waiting for the default network's readiness indicator file");
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// STATUS: the readiness indicator file, then STATUS of every configured delegate that speaks 1.1.0 (C35).
 pub fn status(ctx: &Context) -> Result<(), PlexusError> {
     require_version(ctx, "STATUS", version::Version(1, 1, 0))?;
@@ -564,6 +592,7 @@ pub fn status(ctx: &Context) -> Result<(), PlexusError> {
                 "the default network is not ready: readiness indicator file {} does not exist",
                 file.display()
             ),
+            retry: false,
         });
     }
     let sandbox = Sandbox::default();

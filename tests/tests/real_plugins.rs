@@ -645,3 +645,39 @@ fn host_device_moves_a_host_link_in_and_back_out() {
     );
     assert_nothing_left(&ns, data.path(), dir.path());
 }
+
+#[test]
+fn add_waits_for_the_readiness_indicator_file() {
+    let t = ThreeNetworks::new("1.0.0");
+    let ready = t.data.path().join("default-network-ready");
+    let mut config = t.config.clone();
+    config["readinessindicatorfile"] = json!(ready);
+    config["readinessTimeoutSeconds"] = json!(0.5);
+    // Never ready: the ADD gives up with "try again later" and attaches nothing.
+    let e = t.call("ADD", "c-ready").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("readiness indicator file"),
+        "{e}"
+    );
+    t.assert_clean(&[]);
+
+    // Ready a moment after the ADD started: the ADD waits, then attaches.
+    config["readinessTimeoutSeconds"] = json!(30);
+    let writer = {
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            std::fs::write(ready, b"").unwrap();
+        })
+    };
+    t.call("ADD", "c-ready").ok(&config);
+    writer.join().unwrap();
+    assert_eq!(t.ns.link_names().len(), 3);
+    let hosts = t.host_interfaces("c-ready");
+    t.call("DEL", "c-ready").ok(&config);
+    t.assert_clean(&hosts);
+}

@@ -213,13 +213,12 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     };
     let published = runtime.block_on(async {
         let status = print_statuses(&statuses);
-        // Sequential on one connection, like the lookups (see source::resolve).
-        let status = source.publish_status(&pod, &status).await;
-        let events = source.record_events(&pod, &events).await;
-        if let Err(e) = events {
+        // Sequential on one connection, like the lookups (see source::resolve); events only for an ADD that stands.
+        source.publish_status(&pod, &status).await?;
+        if let Err(e) = source.record_events(&pod, &events).await {
             warn!(error = %e, "could not record the pod's events");
         }
-        status
+        Ok::<_, source::SourceError>(())
     });
     if let Err(e) = published {
         // Consumers rely on network-status (as with Multus, a pod without it does not start): undo the ADD.

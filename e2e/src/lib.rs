@@ -371,3 +371,82 @@ fn cluster_command(state: &Path, command: &str) -> String {
     assert!(out.status.success(), "e2e/cluster {command} failed");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A kubeconfig for user `user` (client certificate signed by the test control plane's CA, no groups), written into
+/// `dir` with mode 0600. What the user may do is up to the RBAC objects a test creates.
+pub fn user_kubeconfig(user: &str, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let admin = kubeconfig();
+    let pki = admin.parent().expect("kubeconfig has a folder").join("pki");
+    let (key, csr, crt) = (
+        dir.join(format!("{user}.key")),
+        dir.join(format!("{user}.csr")),
+        dir.join(format!("{user}.crt")),
+    );
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let path = |p: &Path| p.display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &path(&key),
+        "-subj",
+        &format!("/CN={user}"),
+        "-out",
+        &path(&csr),
+    ]);
+    // Extensions make it an X.509 v3 certificate (rustls refuses v1).
+    let ext = dir.join(format!("{user}.ext"));
+    let extensions = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
+    std::fs::write(&ext, extensions).unwrap();
+    openssl(&[
+        "x509",
+        "-extfile",
+        &path(&ext),
+        "-req",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&pki.join("ca.crt")),
+        "-CAkey",
+        &path(&pki.join("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-sha256",
+        "-out",
+        &path(&crt),
+    ]);
+    let server = std::fs::read_to_string(&admin)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_owned))
+        .expect("server in the admin kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+         users:\n- name: {user}\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+         contexts:\n- name: {user}\n  context: {{cluster: e2e, user: {user}}}\ncurrent-context: {user}\n",
+        path(&pki.join("ca.crt")),
+        path(&crt),
+        path(&key)
+    );
+    let out = dir.join(format!("{user}.kubeconfig"));
+    std::fs::write(&out, text).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
+    out
+}

@@ -1,0 +1,113 @@
+//! What Plexus may do in the API server: the least-privilege rules it needs, and what happens when network-status
+//! cannot be written (the ADD is undone, nothing is left attached).
+
+use plexus_e2e::*;
+use serde_json::json;
+
+/// The rules the plugin needs, and nothing more.
+fn cluster_role(name: &str, patch_pods: bool) -> serde_json::Value {
+    let pod_verbs = if patch_pods {
+        json!(["get", "patch"])
+    } else {
+        json!(["get"])
+    };
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": pod_verbs},
+            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ]
+    })
+}
+
+fn bind(user: &str, role: &str) {
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": format!("{user}-{role}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    });
+    kubectl(&["apply", "-f", "-"], Some(&binding.to_string()));
+}
+
+#[test]
+fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add() {
+    let ns = KubeNamespace::new("rbac");
+    let sb = PodSandbox::new();
+    let creds = tempfile::tempdir().unwrap();
+    let (s1, _) = subnet();
+    create_nad(
+        &ns.name,
+        "side",
+        Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
+    );
+    let user = format!("plexus-node-{}", ns.name);
+    let kubeconfig = user_kubeconfig(&user, creds.path());
+    let config = sb.config(json!({"kubeconfig": kubeconfig}));
+
+    // Without "patch pods", network-status can't be written: the ADD fails and leaves nothing behind.
+    let read_only = format!("{user}-read-only");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&cluster_role(&read_only, false).to_string()),
+    );
+    bind(&user, &read_only);
+    let uid = create_pod(
+        &ns.name,
+        "refused",
+        &[("k8s.v1.cni.cncf.io/networks", "side")],
+    );
+    let args = pod_args(&ns.name, "refused", &uid, &sb.container_id);
+    let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
+    let msg = e["msg"].as_str().unwrap();
+    assert_eq!(e["code"], 103, "{e}");
+    assert!(
+        msg.contains("network-status could not be written") && msg.contains("forbidden"),
+        "{msg}"
+    );
+    sb.assert_clean();
+    assert!(
+        !pod_annotations(&ns.name, "refused").contains_key("k8s.v1.cni.cncf.io/network-status")
+    );
+    assert!(
+        pod_events(&ns.name, "refused").is_empty(),
+        "no AddedInterface events for an undone ADD"
+    );
+
+    // get pods, patch pods, get NADs, create events: enough for a full ADD, and DEL needs nothing.
+    let needed = format!("{user}-plugin");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&cluster_role(&needed, true).to_string()),
+    );
+    bind(&user, &needed);
+    let uid = create_pod(
+        &ns.name,
+        "allowed",
+        &[("k8s.v1.cni.cncf.io/networks", "side")],
+    );
+    let args = pod_args(&ns.name, "allowed", &uid, &sb.container_id);
+    // RBAC changes reach the authorizer within moments; retry the first ADD briefly.
+    let mut attempts = 0;
+    loop {
+        let out = sb.call("ADD", &args).run(config.to_string().as_bytes());
+        if out.status.success() {
+            break;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 20,
+            "ADD still refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(network_status(&ns.name, "allowed").len(), 2);
+    assert!(
+        pod_events(&ns.name, "allowed")
+            .iter()
+            .any(|(r, _)| r == "AddedInterface")
+    );
+    sb.call("DEL", &args).ok(&config);
+    sb.assert_clean();
+}

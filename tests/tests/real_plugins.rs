@@ -93,6 +93,24 @@ impl ThreeNetworks {
     }
 }
 
+/// `binDir` with `extra` searched first, then the reference plugins.
+fn bin_dirs_with(extra: &Path) -> Value {
+    json!(format!("{}:{}", extra.display(), plugins_dir().display()))
+}
+
+/// A delegate named `name` that writes its pid and then sleeps on ADD (and does nothing on other commands), in a
+/// bin dir of its own.
+fn sleeping_delegate(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let bin = tempfile::tempdir().unwrap();
+    let pidfile = bin.path().join(format!("{name}.pid"));
+    let body = format!(
+        "if [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {}; exec sleep 300; fi",
+        pidfile.display()
+    );
+    script(bin.path(), name, &body);
+    (bin, pidfile)
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -243,22 +261,9 @@ fn a_type_with_a_path_is_refused_and_never_run() {
 #[test]
 fn a_hanging_delegate_is_killed_and_rolled_back() {
     let t = ThreeNetworks::new("1.0.0");
-    let bin = tempfile::tempdir().unwrap();
-    let pidfile = bin.path().join("hang.pid");
-    script(
-        bin.path(),
-        "hang",
-        &format!(
-            "if [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {}; sleep 300; fi",
-            pidfile.display()
-        ),
-    );
+    let (bin, pidfile) = sleeping_delegate("hang");
     let mut config = t.config.clone();
-    config["binDir"] = json!(format!(
-        "{}:{}",
-        bin.path().display(),
-        plugins_dir().display()
-    ));
+    config["binDir"] = bin_dirs_with(bin.path());
     config["delegateTimeoutSeconds"] = json!(1.5);
     config["delegates"][1] = json!({"cniVersion": "1.0.0", "name": "stuck-net", "type": "hang"});
     let started = Instant::now();
@@ -382,22 +387,9 @@ fn twenty_sandboxes_concurrently() {
 #[test]
 fn a_killed_add_is_completed_by_the_next_del() {
     let t = ThreeNetworks::new("1.0.0");
-    let bin = tempfile::tempdir().unwrap();
-    let pidfile = bin.path().join("slow.pid");
-    script(
-        bin.path(),
-        "slow",
-        &format!(
-            "if [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {}; exec sleep 300; fi",
-            pidfile.display()
-        ),
-    );
+    let (bin, pidfile) = sleeping_delegate("slow");
     let mut config = t.config.clone();
-    config["binDir"] = json!(format!(
-        "{}:{}",
-        bin.path().display(),
-        plugins_dir().display()
-    ));
+    config["binDir"] = bin_dirs_with(bin.path());
     config["delegates"][2] = json!({"cniVersion": "1.0.0", "name": "slow-net", "type": "slow"});
     let mut child = {
         use std::io::Write;
@@ -491,11 +483,7 @@ fn status_follows_readiness_and_delegates() {
         "sick",
         r#"if [ "$CNI_COMMAND" = STATUS ]; then echo '{"cniVersion":"1.1.0","code":51,"msg":"pool exhausted"}'; exit 1; fi"#,
     );
-    config["binDir"] = json!(format!(
-        "{}:{}",
-        bin.path().display(),
-        plugins_dir().display()
-    ));
+    config["binDir"] = bin_dirs_with(bin.path());
     config["delegates"][2] = json!({"cniVersion": "1.1.0", "name": "sick-net", "type": "sick"});
     let e = t.call("STATUS", "").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 51, "{e}");
@@ -555,11 +543,7 @@ fn gc_removes_what_is_no_longer_valid() {
         ),
     );
     let mut with_spy = t.config.clone();
-    with_spy["binDir"] = json!(format!(
-        "{}:{}",
-        bin.path().display(),
-        plugins_dir().display()
-    ));
+    with_spy["binDir"] = bin_dirs_with(bin.path());
     with_spy["delegates"]
         .as_array_mut()
         .unwrap()

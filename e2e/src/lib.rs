@@ -45,9 +45,14 @@ pub fn kubectl_bin() -> PathBuf {
 }
 
 pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_against(&kubeconfig(), args, stdin.unwrap_or(""))
+}
+
+/// Runs the pinned kubectl against the control plane of `kubeconfig`, feeding it `stdin`.
+fn kubectl_against(kubeconfig: &Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(kubectl_bin())
         .args(args)
-        .env("KUBECONFIG", kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,7 +62,7 @@ pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.unwrap_or("").as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
 }
@@ -326,21 +331,12 @@ impl PrivateCluster {
 
     /// kubectl against this control plane; panics when it fails.
     pub fn kubectl(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new(kubectl_bin())
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?} failed");
+        let out = kubectl_against(&self.kubeconfig, args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 

@@ -1,8 +1,6 @@
 //! `plexus` in Kubernetes mode against a real kube-apiserver: pods, their annotations and NetworkAttachmentDefinitions
 //! in, interfaces in real network namespaces and network-status out.
 
-use std::time::{Duration, Instant};
-
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
@@ -532,11 +530,9 @@ fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
     sb.call("DEL", &args).ok(&down);
     sb.assert_clean();
 
-    // ADD with the API server down fails within the API timeout and attaches nothing.
-    let started = Instant::now();
+    // ADD with the API server down fails and attaches nothing.
     let e = sb.call("ADD", &args).err(down.to_string().as_bytes());
     assert_eq!(e["code"], 103, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(30));
     sb.assert_clean();
 }
 

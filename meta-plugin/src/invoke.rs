@@ -250,7 +250,6 @@ fn read_all(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>>
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Instant;
 
     fn script(dir: &Path, name: &str, body: &str) {
         let p = dir.join(name);
@@ -324,10 +323,8 @@ mod tests {
             "hang",
             &format!("sleep 300 & echo $! > {}; wait", marker.display()),
         );
-        let started = Instant::now();
         let e = run(dir.path(), "hang", Duration::from_millis(500)).unwrap_err();
         assert!(matches!(e, InvokeError::Timeout(_)), "{e:?}");
-        assert!(started.elapsed() < Duration::from_secs(30));
         let child: i32 = std::fs::read_to_string(&marker)
             .unwrap()
             .trim()

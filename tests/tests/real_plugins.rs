@@ -266,11 +266,9 @@ fn a_hanging_delegate_is_killed_and_rolled_back() {
     config["binDir"] = bin_dirs_with(bin.path());
     config["delegateTimeoutSeconds"] = json!(1.5);
     config["delegates"][1] = json!({"cniVersion": "1.0.0", "name": "stuck-net", "type": "hang"});
-    let started = Instant::now();
     let e = t.call("ADD", "c-hang").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 101, "{e}");
     assert!(e["msg"].as_str().unwrap().contains("stuck-net"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(60));
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()

@@ -548,8 +548,17 @@ fn derived_record(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Record {
 }
 
 /// CHECK: every attachment of the record, in order, with its recorded result.
+///
+/// A stdin config without `cniVersion` (a minimal one naming only `cniDir`) is judged by the version the runtime
+/// spoke at ADD, which the record keeps; a config with one must allow CHECK (0.4.0 or newer).
 pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
-    require_version(ctx, "CHECK", version::Version(0, 4, 0))?;
+    if !ctx.config.cni_version.is_empty() {
+        require_version(
+            ctx.config.result_version(),
+            "CHECK",
+            version::Version(0, 4, 0),
+        )?;
+    }
     let store = ctx.store.locate(&sandbox.container_id, &sandbox.ifname);
     let _lock = store.lock(&sandbox.container_id, &sandbox.ifname)?;
     let record = match store.load(&sandbox.container_id, &sandbox.ifname) {
@@ -564,6 +573,7 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
             return Err(unusable_record(&store, sandbox, why));
         }
     };
+    require_version(&record.cni_version, "CHECK", version::Version(0, 4, 0))?;
     if record.state != RecordState::Added {
         return Err(PlexusError::Incomplete {
             container_id: sandbox.container_id.clone(),
@@ -583,16 +593,17 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
     Ok(())
 }
 
-fn require_version(ctx: &Context, command: &str, min: version::Version) -> Result<(), PlexusError> {
-    let v = version::Version::parse(ctx.config.result_version());
+fn require_version(
+    requested: &str,
+    command: &str,
+    min: version::Version,
+) -> Result<(), PlexusError> {
+    let v = version::Version::parse(requested);
     if v.is_some_and(|v| v >= min) {
         Ok(())
     } else {
         Err(PlexusError::IncompatibleVersion {
-            requested: format!(
-                "{} (for {command}, which needs {min} or newer)",
-                ctx.config.result_version()
-            ),
+            requested: format!("{requested} (for {command}, which needs {min} or newer)"),
             supported: version::SUPPORTED.join(", "),
         })
     }
@@ -629,7 +640,11 @@ pub fn wait_until_ready(ctx: &Context) -> Result<(), PlexusError> {
 /// STATUS: the readiness indicator file, then STATUS of every network Plexus attaches by default that speaks 1.1.0
 /// (C35; `networks` from [`crate::source::default_network_configs`]).
 pub fn status(ctx: &Context, networks: &[NetworkConfigList]) -> Result<(), PlexusError> {
-    require_version(ctx, "STATUS", version::Version(1, 1, 0))?;
+    require_version(
+        ctx.config.result_version(),
+        "STATUS",
+        version::Version(1, 1, 0),
+    )?;
     if let Some(file) = &ctx.config.readiness_indicator_file
         && !file.exists()
     {
@@ -658,7 +673,7 @@ pub fn status(ctx: &Context, networks: &[NetworkConfigList]) -> Result<(), Plexu
 /// GC: DEL every recorded sandbox that is not in `valid`, then send GC to each known delegate network with the
 /// attachments that remain valid on it (C38–C42). Keeps going past errors and returns them all.
 pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> {
-    require_version(ctx, "GC", version::Version(1, 1, 0))?;
+    require_version(ctx.config.result_version(), "GC", version::Version(1, 1, 0))?;
     let mut errors = Vec::new();
     let (records, bad) = ctx.store.list();
     for b in bad {

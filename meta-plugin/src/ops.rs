@@ -352,7 +352,12 @@ pub fn add(
     match converted {
         Ok(converted) => {
             record.state = RecordState::Added;
-            ctx.store.save(&record)?;
+            if let Err(e) = ctx.store.save(&record) {
+                // The runtime gets an error (e.g. a full disk), so it must not be left with networks attached.
+                let all = record.attachments.len();
+                roll_back(ctx, lock, &mut record, all)?;
+                return Err(e);
+            }
             Ok(Added {
                 result: converted,
                 record,

@@ -357,3 +357,45 @@ impl<'a> Call<'a> {
         })
     }
 }
+
+/// iptables rules of every table that mention `needle` (the bridge, ptp and portmap plugins write the container id
+/// into the comments of the rules and chains they make for a sandbox).
+pub fn iptables_rules_mentioning(needle: &str) -> Vec<String> {
+    let out = Command::new("iptables-save")
+        .output()
+        .expect("run iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The end of every fault test: nothing of the sandbox is left. No interface in its namespace (so no veth pair,
+/// whose host end would die with it, and no host route through one), no port on `bridge`, no host-local lease, no
+/// record, lock or temp file, no iptables rule naming the container; then the namespace is deleted and its file in
+/// /run/netns must be gone.
+pub fn assert_no_leftovers(
+    netns: Netns,
+    bridge: Option<&str>,
+    lease_dir: &Path,
+    cni_dir: &Path,
+    container_id: &str,
+) {
+    assert_nothing_left(&netns, lease_dir, cni_dir);
+    if let Some(bridge) = bridge {
+        assert_eq!(
+            bridge_ports(bridge),
+            Vec::<String>::new(),
+            "ports left on {bridge}"
+        );
+    }
+    assert_eq!(
+        iptables_rules_mentioning(container_id),
+        Vec::<String>::new(),
+        "iptables rules left for {container_id}"
+    );
+    let file = PathBuf::from(netns.path());
+    drop(netns);
+    assert!(!file.exists(), "netns file {} left", file.display());
+}

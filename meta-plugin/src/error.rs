@@ -224,3 +224,47 @@ impl PlexusError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> PlexusError {
+        PlexusError::Kubernetes(SourceError::Api {
+            what: "GET pod a/b".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        })
+    }
+
+    #[test]
+    fn api_failures_that_may_pass_are_try_again_later() {
+        for code in [429, 500, 502, 503, 504] {
+            assert_eq!(api(code).to_cni().code, 11, "HTTP {code}");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert_eq!(api(code).to_cni().code, 103, "HTTP {code}");
+        }
+        let timeout = PlexusError::Kubernetes(SourceError::Timeout {
+            what: "GET pod a/b".into(),
+            seconds: 1.0,
+        });
+        assert_eq!(timeout.to_cni().code, 11);
+        let status = PlexusError::StatusNotWritten {
+            pod: "a/b".into(),
+            source: SourceError::Kubeconfig {
+                path: "/k".into(),
+                msg: "bad".into(),
+            },
+        };
+        assert_eq!(status.to_cni().code, 103);
+        let gone = PlexusError::PodNotFound {
+            namespace: "a".into(),
+            name: "b".into(),
+        };
+        assert_eq!(gone.to_cni().code, 105);
+    }
+}

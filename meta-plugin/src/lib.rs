@@ -28,7 +28,7 @@ use crate::invoke::CniCommand;
 use crate::ops::{Context, Sandbox};
 use crate::plan::{Plan, PodArgs, valid_interface_name};
 use crate::record::PodRef;
-use crate::source::{KubeSource, NetworkSource, PodEvent};
+use crate::source::{Connect, NetworkSource, NodeOnly, PodEvent, SourceProvider};
 use plexus_api::cni::result::CniResult;
 use plexus_api::status::{NetworkStatus, print_statuses, statuses_from_result};
 use tracing::warn;
@@ -115,7 +115,27 @@ pub type Output = Option<String>;
 /// A panic inside becomes a CNI error too ([`guard`]), so a runtime (or the thick-mode daemon, per request) always
 /// gets an answer.
 pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, CniError> {
-    guard(|| run_request(env_lookup, stdin))
+    guard(|| run_with(&Connect, Logging::PerRequest, env_lookup, stdin))
+}
+
+/// Who sets up logging for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logging {
+    /// The request installs the subscriber its config asks for (the `plexus` binary: one request per process).
+    PerRequest,
+    /// The caller already did (the thick-mode daemon, once for all requests).
+    Installed,
+}
+
+/// Installs the process's panic hook: a panic is logged through `tracing` with where it happened (and printed on
+/// stderr as before), never on stdout; [`guard`] then turns it into the request's CNI error. The node daemon of thick
+/// mode installs it once and guards each request.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(location = ?info.location().map(|l| format!("{}:{}", l.file(), l.line())), panic = %info, "panic");
+        default(info);
+    }));
 }
 
 /// Runs `request`, turning a panic into a CNI error object (code 999) that says where it happened. Nothing reaches a
@@ -135,7 +155,11 @@ pub fn guard<T>(request: impl FnOnce() -> Result<T, CniError>) -> Result<T, CniE
     })
 }
 
-fn run_request(
+/// One CNI request with the source and the logging passed in: what [`run`] does for the `plexus` binary, and what
+/// a node daemon calls (inside [`guard`]) for each request it receives.
+pub fn run_with<P: SourceProvider>(
+    provider: &P,
+    logging: Logging,
     env_lookup: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
 ) -> Result<Output, CniError> {
@@ -144,7 +168,9 @@ fn run_request(
         return version_reply(stdin).map(Some).map_err(|e| e.to_cni());
     }
     let config = Config::load(stdin).map_err(|e| e.to_cni())?;
-    let _log = logging::init(&config.log);
+    if logging == Logging::PerRequest {
+        logging::init(&config.log);
+    }
     let reply_version = config.result_version().to_owned();
     let span = info_span!(
         "cni",
@@ -156,18 +182,23 @@ fn run_request(
     if !config.ignored_keys.is_empty() {
         debug!(keys = ?config.ignored_keys, "config keys Plexus does not use were ignored");
     }
-    dispatch(&env, config, stdin).map_err(|e| {
+    dispatch(provider, &env, config, stdin).map_err(|e| {
         tracing::error!(error = %e, "request failed");
         e.to_cni().with_version(reply_version)
     })
 }
 
-fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, PlexusError> {
+fn dispatch<P: SourceProvider>(
+    provider: &P,
+    env: &CniEnv,
+    config: Config,
+    stdin: &[u8],
+) -> Result<Output, PlexusError> {
     let ctx = Context::new(config, &env.path);
     match env.command {
         CniCommand::Add => {
             ops::wait_until_ready(&ctx)?;
-            let result = add(&ctx, &env.sandbox)?;
+            let result = add(provider, &ctx, &env.sandbox)?;
             Ok(Some(
                 serde_json::to_string(&result).expect("results serialise"),
             ))
@@ -177,15 +208,18 @@ fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, Plexus
             if let Err(e) = ops::wait_until_ready(&ctx) {
                 warn!(error = %e, "deleting anyway");
             }
-            ops::del(&ctx, &env.sandbox, || derive_for_del(&ctx, &env.sandbox)).map(|()| None)
+            ops::del(&ctx, &env.sandbox, || {
+                derive_for_del(provider, &ctx, &env.sandbox)
+            })
+            .map(|()| None)
         }
         CniCommand::Check => ops::check(&ctx, &env.sandbox).map(|()| None),
         CniCommand::Status => {
-            let networks = status_networks(&ctx.config)?;
+            let networks = status_networks(provider, &ctx.config)?;
             ops::status(&ctx, &networks).map(|()| None)
         }
         CniCommand::Gc => ops::gc(&ctx, &valid_attachments(stdin)?).map(|()| None),
-        CniCommand::Version => unreachable!("answered before the config is loaded"),
+        CniCommand::Version => version_reply(stdin).map(Some),
     }
 }
 
@@ -193,7 +227,11 @@ fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, Plexus
 /// pod's networks from the pod and its NADs — every one that can still be resolved, each under the interface name
 /// its ADD gave it — within `apiTimeoutSeconds` in all; when that fails (API server down, pod gone), the configured
 /// default network alone. Otherwise the stdin config's delegates.
-fn derive_for_del(ctx: &Context, sandbox: &Sandbox) -> Option<ops::DerivedPlan> {
+fn derive_for_del<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+) -> Option<ops::DerivedPlan> {
     let (Some(kubeconfig), Some(pod_args)) = (
         ctx.config.kubeconfig.clone(),
         PodArgs::from_cni_args(&sandbox.args),
@@ -206,7 +244,7 @@ fn derive_for_del(ctx: &Context, sandbox: &Sandbox) -> Option<ops::DerivedPlan> 
         .ok()?;
     let from_pod = runtime.block_on(async {
         let lookup = async {
-            let source = KubeSource::new(&kubeconfig, ctx.config.api_timeout).await?;
+            let source = provider.source(&ctx.config, &kubeconfig).await?;
             let pod = source
                 .pod(&pod_args.namespace, &pod_args.name)
                 .await?
@@ -288,7 +326,8 @@ fn derive_for_del(ctx: &Context, sandbox: &Sandbox) -> Option<ops::DerivedPlan> 
 
 /// The networks STATUS is passed on to: read through the API server in Kubernetes mode (NADs named by
 /// `clusterNetwork` and `defaultNetworks`), from the node otherwise.
-fn status_networks(
+fn status_networks<P: SourceProvider>(
+    provider: &P,
     config: &Config,
 ) -> Result<Vec<plexus_api::cni::NetworkConfigList>, PlexusError> {
     let needs_api = config.kubeconfig.is_some()
@@ -304,17 +343,21 @@ fn status_networks(
     runtime.block_on(async {
         match (&config.kubeconfig, needs_api) {
             (Some(kubeconfig), true) => {
-                let source = KubeSource::new(kubeconfig, config.api_timeout).await?;
+                let source = provider.source(config, kubeconfig).await?;
                 source::default_network_configs(Some(&source), config).await
             }
-            _ => source::default_network_configs(None::<&KubeSource>, config).await,
+            _ => source::default_network_configs(None::<&NodeOnly>, config).await,
         }
     })
 }
 
 /// ADD. Static mode (no kubeconfig, or a sandbox that is not a pod): the configured delegates. Kubernetes mode:
 /// read the pod and its NADs, attach, then publish network-status (one PATCH) and the pod's events.
-fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
+fn add<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+) -> Result<Value, PlexusError> {
     let kubeconfig = ctx.config.kubeconfig.clone();
     let pod_args = PodArgs::from_cni_args(&sandbox.args);
     let (Some(kubeconfig), Some(pod_args)) = (kubeconfig, pod_args) else {
@@ -329,7 +372,7 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
         .build()
         .map_err(PlexusError::Runtime)?;
     let (source, pod, plan) = runtime.block_on(async {
-        let source = KubeSource::new(&kubeconfig, ctx.config.api_timeout).await?;
+        let source = provider.source(&ctx.config, &kubeconfig).await?;
         let pod = source::pod_with_retry(
             &source,
             &pod_args.namespace,

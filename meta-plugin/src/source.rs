@@ -67,6 +67,27 @@ pub trait NetworkSource {
     ) -> impl Future<Output = Result<(), SourceError>>;
 }
 
+/// How a request gets its [`NetworkSource`]: thin mode connects per request with the config's kubeconfig
+/// ([`Connect`]); the node daemon of thick mode hands out its watch-backed cache instead.
+pub trait SourceProvider {
+    type Source: NetworkSource;
+    fn source(
+        &self,
+        config: &Config,
+        kubeconfig: &Path,
+    ) -> impl Future<Output = Result<Self::Source, SourceError>>;
+}
+
+/// Thin mode: a [`KubeSource`] per request, every call bounded by `apiTimeoutSeconds`.
+pub struct Connect;
+
+impl SourceProvider for Connect {
+    type Source = KubeSource;
+    async fn source(&self, config: &Config, kubeconfig: &Path) -> Result<KubeSource, SourceError> {
+        KubeSource::new(kubeconfig, config.api_timeout).await
+    }
+}
+
 /// A source that knows no pods and no NADs: what is left when the API server can't be asked (a DEL whose record
 /// is gone and whose API server is down). Networks resolve from the node only.
 pub struct NodeOnly;

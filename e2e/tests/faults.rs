@@ -394,45 +394,32 @@ fn api_server_slow_during_del() {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn nad_deleted_between_add_and_del() {
-    let pod = Pod::new("nad-gone");
+/// An object the ADD read is deleted before the DEL: the DEL goes by the record and cleans up.
+fn deleted_between_add_and_del(prefix: &str, delete: impl Fn(&str)) {
+    let pod = Pod::new(prefix);
     let config = pod.config(&kubeconfig(), json!({}));
     pod.call("ADD").ok(&config);
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
-    for nad in ["side", "lan"] {
-        kubectl(
-            &[
-                "delete",
-                "network-attachment-definition",
-                "-n",
-                &pod.ns.name,
-                nad,
-            ],
-            None,
-        );
-    }
+    delete(&pod.ns.name);
     pod.call("DEL").ok(&config);
     pod.assert_no_leftovers();
 }
 
 #[test]
+fn nad_deleted_between_add_and_del() {
+    deleted_between_add_and_del("nad-gone", |ns| {
+        for nad in ["side", "lan"] {
+            kubectl(
+                &["delete", "network-attachment-definition", "-n", ns, nad],
+                None,
+            );
+        }
+    });
+}
+
+#[test]
 fn pod_deleted_between_add_and_del() {
-    let pod = Pod::new("pod-gone");
-    let config = pod.config(&kubeconfig(), json!({}));
-    pod.call("ADD").ok(&config);
-    assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
-    kubectl(
-        &[
-            "delete",
-            "pod",
-            "-n",
-            &pod.ns.name,
-            "victim",
-            "--wait=false",
-        ],
-        None,
-    );
-    pod.call("DEL").ok(&config);
-    pod.assert_no_leftovers();
+    deleted_between_add_and_del("pod-gone", |ns| {
+        kubectl(&["delete", "pod", "-n", ns, "victim", "--wait=false"], None);
+    });
 }

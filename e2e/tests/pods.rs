@@ -270,7 +270,7 @@ fn json_form_with_every_key_the_kernel_here_supports() {
 }
 
 #[test]
-fn a_key_the_network_cannot_honour_fails_before_anything_runs() {
+fn with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anything_runs() {
     let ns = KubeNamespace::new("caps");
     let sb = PodSandbox::new();
     let (s1, _) = subnet();
@@ -279,7 +279,7 @@ fn a_key_the_network_cannot_honour_fails_before_anything_runs() {
         "plain",
         Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
     );
-    let config = sb.config(json!({}));
+    let config = sb.config(json!({"strictCapabilities": true}));
     for (i, (key, value, capability)) in [
         ("mac", json!("0a:58:00:00:00:01"), "mac"),
         ("ips", json!(["198.18.0.5/24"]), "ips"),

@@ -175,7 +175,7 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| PlexusError::Kubernetes(format!("cannot start the async runtime: {e}")))?;
+        .map_err(PlexusError::Runtime)?;
     let (source, pod, plan) = runtime.block_on(async {
         let source = KubeSource::new(&kubeconfig, ctx.config.api_timeout).await?;
         let pod = source::pod_with_retry(
@@ -192,7 +192,7 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
             &ctx.config,
             &pod,
             &requests,
-            resolved,
+            &resolved,
             &sandbox.ifname,
             &env_args,
         )?;
@@ -206,8 +206,13 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
 
     let statuses = network_statuses(&added.record);
+    for w in &plan.warnings {
+        warn!(warning = %w, "capability key without the capability");
+    }
     let events: Vec<PodEvent> = if ctx.config.pod_events {
-        attach_events(&added.record, &statuses)
+        let mut events = warning_events(&plan.warnings);
+        events.extend(attach_events(&added.record));
+        events
     } else {
         Vec::new()
     };
@@ -225,10 +230,10 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
         if let Err(undo) = ops::undo(ctx, &added.record) {
             warn!(error = %undo, "undoing the ADD after the failed status update left errors");
         }
-        return Err(PlexusError::Kubernetes(format!(
-            "pod {}/{}: networks attached but network-status could not be written, so the ADD was undone: {e}",
-            pod.namespace, pod.name
-        )));
+        return Err(PlexusError::StatusNotWritten {
+            pod: pod.label(),
+            source: e,
+        });
     }
     Ok(added.result)
 }
@@ -244,15 +249,7 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
         .attachments
         .iter()
         .flat_map(|a| {
-            let version = a
-                .delegate
-                .get("cniVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(version::IMPLICIT);
-            let result = a
-                .result
-                .as_ref()
-                .and_then(|r| CniResult::from_value(r, version).ok());
+            let result = recorded_result(a);
             let mut entries = statuses_from_result(
                 &a.network,
                 a.is_default,
@@ -283,19 +280,16 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
         .collect()
 }
 
-/// One `AddedInterface` event per attachment, worded as Multus words it.
-fn attach_events(record: &record::Record, statuses: &[NetworkStatus]) -> Vec<PodEvent> {
+/// One `AddedInterface` event per attachment, worded as Multus words it: every IP of the result with its prefix
+/// (`Add eth0 [198.18.0.7/24] from ns/net`).
+pub fn attach_events(record: &record::Record) -> Vec<PodEvent> {
     record
         .attachments
         .iter()
         .map(|a| {
-            let ips: Vec<&str> = statuses
-                .iter()
-                .filter(|s| {
-                    s.name == a.network && s.interface.as_deref().is_none_or(|i| i == a.ifname)
-                })
-                .flat_map(|s| s.ips.iter().map(String::as_str))
-                .collect();
+            let ips: Vec<String> = recorded_result(a)
+                .map(|r| r.ips.iter().map(|ip| ip.address.to_string()).collect())
+                .unwrap_or_default();
             PodEvent {
                 reason: "AddedInterface".into(),
                 message: format!("Add {} [{}] from {}", a.ifname, ips.join(", "), a.network),
@@ -303,6 +297,30 @@ fn attach_events(record: &record::Record, statuses: &[NetworkStatus]) -> Vec<Pod
             }
         })
         .collect()
+}
+
+/// A Warning event for each thing the pod's owner should hear about (Decision 7).
+pub fn warning_events(warnings: &[plexus_api::policy::PolicyWarning]) -> Vec<PodEvent> {
+    warnings
+        .iter()
+        .map(|w| PodEvent {
+            reason: "CapabilityNotDeclared".into(),
+            message: w.to_string(),
+            warning: true,
+        })
+        .collect()
+}
+
+/// An attachment's recorded ADD result, parsed in its delegate's version.
+fn recorded_result(a: &record::RecordedAttachment) -> Option<CniResult> {
+    let version = a
+        .delegate
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(version::IMPLICIT);
+    a.result
+        .as_ref()
+        .and_then(|r| CniResult::from_value(r, version).ok())
 }
 
 /// VERSION (C36): echo the requested version with the list Plexus speaks.

@@ -260,10 +260,10 @@ pub fn add(
     let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
     match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(old) if old.state == RecordState::Added => {
-            return Err(PlexusError::Plan(format!(
-                "container {:?} interface {:?} is already attached; DEL it before adding it again",
-                sandbox.container_id, sandbox.ifname
-            )));
+            return Err(PlexusError::AlreadyAttached {
+                container_id: sandbox.container_id.clone(),
+                ifname: sandbox.ifname.clone(),
+            });
         }
         Loaded::Found(old) => {
             // An earlier ADD died or failed half-way: finish its teardown before starting again.
@@ -288,7 +288,7 @@ pub fn add(
         cni_version: ctx.config.result_version().to_owned(),
         path: ctx.path.clone(),
         pod,
-        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
+        attachments: plan.to_records(),
     };
     ctx.store.save(&record)?;
 
@@ -322,10 +322,11 @@ pub fn add(
                 info!(network = %chosen.network, ifname = %chosen.ifname, ?change, "default route moved")
             }
             Err(e) => {
-                let err = PlexusError::Plan(format!(
-                    "network {:?}: cannot give interface {} the default route: {e}",
-                    chosen.network, chosen.ifname
-                ));
+                let err = PlexusError::RouteChange {
+                    network: chosen.network.clone(),
+                    ifname: chosen.ifname.clone(),
+                    source: e,
+                };
                 let all = record.attachments.len();
                 roll_back(ctx, lock, &mut record, all)?;
                 return Err(err);
@@ -357,11 +358,11 @@ pub fn add(
         }
         Err(e) => {
             // The runtime gets an error, so it must not be left with networks it doesn't know about.
-            let err = PlexusError::Plan(format!(
-                "network {:?}: its result can't be given in CNI version {}: {e}",
-                default.network,
-                ctx.config.result_version()
-            ));
+            let err = PlexusError::ResultVersion {
+                network: default.network.clone(),
+                version: ctx.config.result_version().to_owned(),
+                msg: e.to_string(),
+            };
             let all = record.attachments.len();
             roll_back(ctx, lock, &mut record, all)?;
             Err(err)
@@ -505,7 +506,7 @@ fn fallback_record(ctx: &Context, sandbox: &Sandbox) -> Result<Record, PlexusErr
         cni_version: ctx.config.result_version().to_owned(),
         path: ctx.path.clone(),
         pod: None,
-        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
+        attachments: plan.to_records(),
     })
 }
 
@@ -526,10 +527,10 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
         }
     };
     if record.state != RecordState::Added {
-        return Err(PlexusError::Plan(format!(
-            "container {:?}: its ADD did not complete (record state {:?})",
-            sandbox.container_id, record.state
-        )));
+        return Err(PlexusError::Incomplete {
+            container_id: sandbox.container_id.clone(),
+            state: format!("{:?}", record.state),
+        });
     }
     if record.netns != sandbox.netns {
         return Err(PlexusError::Environment(vec![format!(

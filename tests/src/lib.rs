@@ -305,6 +305,11 @@ impl<'a> Call<'a> {
     }
 
     pub fn run(&self, stdin: &[u8]) -> Output {
+        self.spawn(stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts plexus with `stdin` written and closed; stdout and stderr are piped.
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
         let mut child = Command::new(plexus_bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -320,7 +325,7 @@ impl<'a> Call<'a> {
             .spawn()
             .expect("spawn plexus");
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        child
     }
 
     /// Runs and expects success; returns stdout parsed as JSON (Null when empty).

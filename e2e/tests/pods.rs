@@ -334,7 +334,9 @@ fn the_default_network_annotation_replaces_the_cluster_network() {
             &json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": bridge, "ipam": sb.host_local(&s1)}),
         ),
     );
-    let uid = create_pod(&ns.name, "alt-pod", &[(DEFAULT_NETWORK, "alt")]);
+    // `namespace/name`: a bare name would be looked up in multusNamespace (see multus_dropin.rs).
+    let alt = format!("{}/alt", ns.name);
+    let uid = create_pod(&ns.name, "alt-pod", &[(DEFAULT_NETWORK, &alt)]);
     let args = pod_args(&ns.name, "alt-pod", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     let result = sb.call("ADD", &args).ok(&config);
@@ -531,9 +533,9 @@ fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
     sb.call("DEL", &args).ok(&down);
     sb.assert_clean();
 
-    // ADD with the API server down fails and attaches nothing.
+    // ADD with the API server down fails with "try again later" and attaches nothing.
     let e = sb.call("ADD", &args).err(down.to_string().as_bytes());
-    assert_eq!(e["code"], 103, "{e}");
+    assert_eq!(e["code"], 11, "{e}");
     sb.assert_clean();
 }
 

@@ -580,7 +580,7 @@ fn record(input: &[u8]) {
         assert_eq!(again, record, "record round trip");
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = RecordStore::new(dir.path());
+    let store = RecordStore::new(dir.path(), "net");
     std::fs::write(store.path("c1", "eth0"), input).unwrap();
     match store.load("c1", "eth0") {
         Loaded::Found(r) => {
@@ -652,9 +652,14 @@ fn pod_plan(input: &[u8]) {
         })
         .collect();
     let args = plan::delegate_cni_args("IgnoreUnknown=1;K8S_POD_NAME=pod", &pod, "ctr");
-    if let Ok(plan) = plan::Plan::for_pod(&config, &pod, &requests, resolved, "eth0", &args) {
-        plan.check_interface_names()
-            .expect("a built plan has valid, unique interface names");
+    if let Ok(plan) = plan::Plan::for_pod(&config, &pod, &requests, &resolved, "eth0", &args) {
+        plexus_api::policy::check_interface_names(
+            Some(&pod),
+            plan.attachments
+                .iter()
+                .map(|a| (a.network.as_str(), a.ifname.as_str())),
+        )
+        .expect("a built plan has valid, unique interface names");
     }
 }
 

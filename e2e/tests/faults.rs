@@ -276,6 +276,7 @@ fn api_server_down_during_add() {
     );
     proxy.stop();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
     assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
     assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
     pod.call("DEL").ok(&config);
@@ -293,6 +294,7 @@ fn api_server_slow_during_add() {
         json!({"apiTimeoutSeconds": 1}),
     );
     let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
     assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
     assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
     assert!(

@@ -207,11 +207,12 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     );
     // bandwidth → the bandwidth plugin shaped the host side of rich0's veth.
     let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            sb.cni_dir
-                .path()
-                .join(format!("{}-eth0.json", sb.container_id)),
-        )
+        &std::fs::read(record_path(
+            sb.cni_dir.path(),
+            "plexus",
+            &sb.container_id,
+            "eth0",
+        ))
         .unwrap(),
     )
     .unwrap();

@@ -149,6 +149,13 @@ impl Config {
                 supported: version::SUPPORTED.join(", "),
             });
         }
+        if !raw.name.is_empty() && !plexus_api::cni::config::valid_network_name(&raw.name) {
+            return Err(PlexusError::InvalidConfig(format!(
+                "name {:?} is not a valid network name: it must start with a letter or digit and hold only letters, \
+                 digits, '_', '.' and '-'",
+                raw.name
+            )));
+        }
         let delegates = raw
             .delegates
             .into_iter()

@@ -1,7 +1,8 @@
 //! From a config (and, in Kubernetes mode, a pod and its NADs) to a plan: the ordered attachments of one sandbox.
 //! No I/O happens here; the rules themselves live in [`plexus_api::policy`], shared with the controller's webhook.
 
-use plexus_api::policy::{self, PlannedAttachment, PolicyWarning};
+use plexus_api::policy::{self, PlannedAttachment, PolicyError, PolicyWarning};
+use plexus_api::selection::NetworkSelection;
 
 use crate::config::Config;
 use crate::error::PlexusError;
@@ -101,6 +102,49 @@ impl Plan {
             env_args: env_args.to_owned(),
             warnings: planned.warnings,
         })
+    }
+}
+
+impl Plan {
+    /// DEL without a record: the plan of the networks that could be resolved (`None` for the others), each with the
+    /// interface name it would have had in the full plan. Fails when the default network (index 0) is missing.
+    pub fn for_pod_partial(
+        config: &Config,
+        pod: &PodView,
+        requests: &[NetworkRequest],
+        resolved: Vec<Option<ResolvedNetwork>>,
+        runtime_ifname: &str,
+        env_args: &str,
+    ) -> Result<Plan, PlexusError> {
+        let mut kept_requests = Vec::new();
+        let mut kept = Vec::new();
+        for (index, (request, network)) in requests.iter().zip(resolved).enumerate() {
+            let Some(network) = network else {
+                if index == 0 {
+                    return Err(PolicyError::NoDefaultNetwork.into());
+                }
+                continue;
+            };
+            let mut request = request.clone();
+            if index > 0 {
+                let (namespace, name) = match &request.reference {
+                    NetworkRef::Nad { namespace, name }
+                    | NetworkRef::NadOrConf { namespace, name } => {
+                        (namespace.clone(), name.clone())
+                    }
+                    other => (String::new(), other.label()),
+                };
+                let sel = request.selection.get_or_insert_with(|| NetworkSelection {
+                    name,
+                    namespace,
+                    ..NetworkSelection::default()
+                });
+                sel.interface.get_or_insert_with(|| format!("net{index}"));
+            }
+            kept_requests.push(request);
+            kept.push(network);
+        }
+        Self::for_pod(config, pod, &kept_requests, &kept, runtime_ifname, env_args)
     }
 }
 

@@ -67,6 +67,25 @@ pub trait NetworkSource {
     ) -> impl Future<Output = Result<(), SourceError>>;
 }
 
+/// A source that knows no pods and no NADs: what is left when the API server can't be asked (a DEL whose record
+/// is gone and whose API server is down). Networks resolve from the node only.
+pub struct NodeOnly;
+
+impl NetworkSource for NodeOnly {
+    async fn pod(&self, _: &str, _: &str) -> Result<Option<PodView>, SourceError> {
+        Ok(None)
+    }
+    async fn nad_config(&self, _: &str, _: &str) -> Result<Option<Option<String>>, SourceError> {
+        Ok(None)
+    }
+    async fn publish_status(&self, _: &PodView, _: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
+    async fn record_events(&self, _: &PodView, _: &[PodEvent]) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
 /// The API server, asked directly, every call bounded by a timeout.
 #[derive(Clone)]
 pub struct KubeSource {
@@ -285,7 +304,9 @@ pub async fn resolve<S: NetworkSource>(
         .collect())
 }
 
-async fn resolve_one<S: NetworkSource>(
+/// One network's config: a static delegate, a file, or a NAD (and, without its config, the conf of that name in
+/// `confDir`).
+pub async fn resolve_one<S: NetworkSource>(
     source: &S,
     config: &Config,
     pod: &PodView,
@@ -339,6 +360,67 @@ async fn resolve_one<S: NetworkSource>(
             )?)
         }
     }
+}
+
+/// The configs of the networks Plexus attaches to a pod without being asked (C35: STATUS is passed on to each):
+/// every static delegate, `clusterNetwork` (a path, or a NAD or conf name in `multusNamespace`) and
+/// `defaultNetworks`, each once. NADs are read through `source` when there is one (Kubernetes mode); without one,
+/// names are looked up in `confDir` only.
+pub async fn default_network_configs<S: NetworkSource>(
+    source: Option<&S>,
+    config: &Config,
+) -> Result<Vec<NetworkConfigList>, PlexusError> {
+    let policy = config.policy();
+    let mut refs: Vec<NetworkRef> = Vec::new();
+    if policy.cluster_network.is_some() || policy.static_delegates > 0 {
+        refs.push(policy::default_network(&policy)?);
+    }
+    refs.extend(
+        policy
+            .default_networks
+            .iter()
+            .map(|name| NetworkRef::NadOrConf {
+                namespace: policy.multus_namespace.clone(),
+                name: name.clone(),
+            }),
+    );
+    let mut configs = config.delegates.clone();
+    for reference in refs {
+        let list = match &reference {
+            NetworkRef::Delegate(_) => continue,
+            NetworkRef::Path(path) => load_path(path)?,
+            NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
+                let spec = match source {
+                    Some(s) => s.nad_config(namespace, name).await?,
+                    None => None,
+                };
+                let label = format!("{namespace}/{name}");
+                let from_nad = plexus_api::nad::nad_config(name, spec.flatten().as_deref())
+                    .map_err(|e| PlexusError::InvalidConfig(format!("network {label}: {e}")))?;
+                match from_nad {
+                    Some(value) => NetworkConfigList::from_value(value).map_err(|source| {
+                        PlexusError::InvalidDelegate {
+                            network: label,
+                            source,
+                        }
+                    })?,
+                    None => pick_on_disk_config(name, &read_conf_dir(&config.conf_dir)?)
+                        .chosen
+                        .map(|found| found.config)
+                        .ok_or_else(|| {
+                            PlexusError::InvalidConfig(format!(
+                                "network {label}: no NetworkAttachmentDefinition config and no config named {name:?} in {}",
+                                config.conf_dir.display()
+                            ))
+                        })?,
+                }
+            }
+        };
+        if !configs.iter().any(|c| c.name == list.name) {
+            configs.push(list);
+        }
+    }
+    Ok(configs)
 }
 
 /// The `*.conf`, `*.conflist` and `*.json` files of a directory, as (file name, content). A directory that can't

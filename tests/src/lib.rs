@@ -254,6 +254,12 @@ pub fn record_files(cni_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Where Plexus keeps the record of `container_id`/`ifname` attached by the Plexus network named `network` (the
+/// stdin config's `name`).
+pub fn record_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+    cni_dir.join(format!("{network}~{container_id}-{ifname}.json"))
+}
+
 /// Asserts that a sandbox left nothing behind: no interface in its namespace, no host-local lease, no record.
 pub fn assert_nothing_left(netns: &Netns, lease_dir: &Path, cni_dir: &Path) {
     assert_eq!(

@@ -197,11 +197,12 @@ impl Pod {
     }
 
     fn record_state(&self) -> Option<String> {
-        let path = self
-            .sb
-            .cni_dir
-            .path()
-            .join(format!("{}-eth0.json", self.sb.container_id));
+        let path = record_path(
+            self.sb.cni_dir.path(),
+            "plexus",
+            &self.sb.container_id,
+            "eth0",
+        );
         let record: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         record["state"].as_str().map(str::to_owned)
     }
@@ -424,4 +425,58 @@ fn pod_deleted_between_add_and_del() {
     deleted_between_add_and_del("pod-gone", |ns| {
         kubectl(&["delete", "pod", "-n", ns, "victim", "--wait=false"], None);
     });
+}
+
+impl Pod {
+    /// Wipes the record directory (a node restored from a backup, `cniDir` on a lost disk).
+    fn wipe_records(&self) {
+        for entry in std::fs::read_dir(self.sb.cni_dir.path()).unwrap().flatten() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn del_with_the_record_gone() {
+    let pod = Pod::new("no-record");
+    let config = pod.config(&kubeconfig(), json!({}));
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    // DEL derives the attachments from the pod and its NADs.
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+/// The API server fails (`fault`) while the record is gone: the DEL still finishes, falling back to the default
+/// network; nothing on the node or in reach says what else the pod had.
+fn api_server_fails_during_del_with_the_record_gone(prefix: &str, fault: fn(&Proxy)) {
+    let pod = Pod::new(prefix);
+    let proxy = Proxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pod.config(
+        &proxy.kubeconfig(dir.path()),
+        json!({"apiTimeoutSeconds": 2}),
+    );
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    fault(&proxy);
+    pod.call("DEL").ok(&config);
+    assert_eq!(
+        pod.link_names(),
+        ["net1", "net2"],
+        "the default network went"
+    );
+    // Once the API server answers again, a DEL (GC, a retry) finds the rest through the pod and its NADs.
+    pod.call("DEL").ok(&pod.config(&kubeconfig(), json!({})));
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_down_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-down", Proxy::stop);
+}
+
+#[test]
+fn api_server_slow_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-slow", Proxy::stall);
 }

@@ -580,17 +580,22 @@ fn record(input: &[u8]) {
         let again: Record = serde_json::from_slice(&text).expect("a printed record parses");
         assert_eq!(again, record, "record round trip");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = RecordStore::new(dir.path());
-    std::fs::write(store.path("c1", "eth0"), input).unwrap();
-    match store.load("c1", "eth0") {
-        Loaded::Found(r) => {
-            assert_eq!((r.container_id.as_str(), r.ifname.as_str()), ("c1", "eth0"))
+    // Read where DEL and CHECK find it: under its network's name, and as a record from before records were keyed
+    // by network (moved on the way).
+    for network in ["plexus", ""] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path(), network);
+        std::fs::write(store.path("c1", "eth0"), input).unwrap();
+        let found = RecordStore::new(dir.path(), "plexus").locate("c1", "eth0");
+        match found.load("c1", "eth0") {
+            Loaded::Found(r) => {
+                assert_eq!((r.container_id.as_str(), r.ifname.as_str()), ("c1", "eth0"));
+            }
+            Loaded::Missing => panic!("a written record reads as missing"),
+            Loaded::Corrupt(_) => {}
         }
-        Loaded::Missing => panic!("a written record reads as missing"),
-        Loaded::Corrupt(_) => {}
+        let _ = store.list();
     }
-    let _ = store.list();
 }
 
 /// The stdin config, the plan it gives in static mode, and the VERSION and GC requests that read stdin too.

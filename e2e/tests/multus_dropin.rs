@@ -79,7 +79,7 @@ fn capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_war
     let args = pod_args(&ns.name, "p", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     sb.call("ADD", &args).ok(&config);
-    assert_eq!(sb.netns.ipv4("net1"), [ip.clone()]);
+    assert_eq!(sb.netns.ipv4("net1"), std::slice::from_ref(&ip));
 
     let events = pod_events(&ns.name, "p");
     let warnings: Vec<&String> = events

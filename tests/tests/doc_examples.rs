@@ -61,3 +61,74 @@ fn static_mode_examples_of_the_configuration_page_run() {
         assert_no_leftovers(ns, None, data.path(), cni_dir.path(), &id);
     }
 }
+
+/// Every `.rs` file of the workspace's crates: (file stem, text).
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                out.push((stem, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for krate in ["api", "meta-plugin", "tests", "e2e"] {
+        walk(&repo().join(krate), &mut out);
+    }
+    out
+}
+
+/// The docs name the tests that show each claim (`module::test`, `module::tests::test`, e2e `file::test`): every
+/// one must exist, in a file of that name.
+#[test]
+fn every_test_the_docs_name_exists() {
+    let sources = sources();
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for doc in [
+        "README.md",
+        "docs/configuration.md",
+        "docs/compatibility.md",
+        "docs/testing.md",
+        "docs/benchmarks.md",
+    ] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        for span in text.split('`').skip(1).step_by(2) {
+            let span = span.trim_end_matches('…');
+            let parts: Vec<&str> = span.split("::").collect();
+            let snake = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            if parts.len() < 2 || !parts.iter().all(|p| snake(p)) || parts[0].starts_with("plexus_")
+            {
+                continue;
+            }
+            let (file, test) = (parts[0], parts[parts.len() - 1]);
+            if test == "tests" {
+                continue;
+            }
+            named += 1;
+            let found = sources
+                .iter()
+                .filter(|(stem, _)| stem == file)
+                .any(|(_, text)| text.contains(&format!("fn {test}(")));
+            if !found {
+                missing.push(format!("{doc}: {span}"));
+            }
+        }
+    }
+    assert!(
+        named > 50,
+        "the docs name only {named} tests: is the parsing broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "tests the docs name that do not exist: {missing:#?}"
+    );
+}

@@ -197,11 +197,12 @@ impl Pod {
     }
 
     fn record_state(&self) -> Option<String> {
-        let path = self
-            .sb
-            .cni_dir
-            .path()
-            .join(format!("{}-eth0.json", self.sb.container_id));
+        let path = record_path(
+            self.sb.cni_dir.path(),
+            "plexus",
+            &self.sb.container_id,
+            "eth0",
+        );
         let record: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         record["state"].as_str().map(str::to_owned)
     }
@@ -256,6 +257,19 @@ impl Pod {
     }
 }
 
+/// A [`Pod`] whose config reaches the API server through a new [`Proxy`], each call bounded by `api_timeout`
+/// seconds. The temporary directory holds the kubeconfig.
+fn behind_proxy(prefix: &str, api_timeout: u32) -> (Pod, Proxy, tempfile::TempDir, Value) {
+    let pod = Pod::new(prefix);
+    let proxy = Proxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pod.config(
+        &proxy.kubeconfig(dir.path()),
+        json!({"apiTimeoutSeconds": api_timeout}),
+    );
+    (pod, proxy, dir, config)
+}
+
 /// Waits (bounded, so that a broken build fails instead of hanging) until `done` holds.
 fn wait_for(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -267,15 +281,10 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
 
 #[test]
 fn api_server_down_during_add() {
-    let pod = Pod::new("down-add");
-    let proxy = Proxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 2}),
-    );
+    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2);
     proxy.stop();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
     assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
     assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
     pod.call("DEL").ok(&config);
@@ -284,15 +293,10 @@ fn api_server_down_during_add() {
 
 #[test]
 fn api_server_slow_during_add() {
-    let pod = Pod::new("slow-add");
-    let proxy = Proxy::start();
+    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1);
     proxy.stall();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 1}),
-    );
     let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
     assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
     assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
     assert!(
@@ -305,14 +309,8 @@ fn api_server_slow_during_add() {
 
 #[test]
 fn api_server_slow_at_the_status_patch() {
-    let pod = Pod::new("slow-patch");
+    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2);
     let (reached, go) = pod.hold_last_delegate();
-    let proxy = Proxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 2}),
-    );
     let child = pod.call("ADD").spawn(config.to_string().as_bytes());
     // The pod and NADs were read; the last delegate runs. From now on the API server does not answer.
     wait_for("the last delegate", || reached.exists());
@@ -330,14 +328,8 @@ fn api_server_slow_at_the_status_patch() {
 
 #[test]
 fn killed_before_the_status_patch_then_del() {
-    let pod = Pod::new("kill-patch");
+    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60);
     let (reached, go) = pod.hold_last_delegate();
-    let proxy = Proxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 60}),
-    );
     let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
     wait_for("the last delegate", || reached.exists());
     // Hold the PATCH at the proxy, let the ADD finish its delegates and its record, then SIGKILL plexus.
@@ -359,13 +351,7 @@ fn killed_before_the_status_patch_then_del() {
 
 #[test]
 fn api_server_down_during_del() {
-    let pod = Pod::new("down-del");
-    let proxy = Proxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 2}),
-    );
+    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2);
     pod.call("ADD").ok(&config);
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
     proxy.stop();
@@ -375,13 +361,7 @@ fn api_server_down_during_del() {
 
 #[test]
 fn api_server_slow_during_del() {
-    let pod = Pod::new("slow-del");
-    let proxy = Proxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = pod.config(
-        &proxy.kubeconfig(dir.path()),
-        json!({"apiTimeoutSeconds": 2}),
-    );
+    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2);
     pod.call("ADD").ok(&config);
     proxy.stall();
     let before = proxy.accepted.load(Ordering::SeqCst);
@@ -422,4 +402,52 @@ fn pod_deleted_between_add_and_del() {
     deleted_between_add_and_del("pod-gone", |ns| {
         kubectl(&["delete", "pod", "-n", ns, "victim", "--wait=false"], None);
     });
+}
+
+impl Pod {
+    /// Wipes the record directory (a node restored from a backup, `cniDir` on a lost disk).
+    fn wipe_records(&self) {
+        for entry in std::fs::read_dir(self.sb.cni_dir.path()).unwrap().flatten() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn del_with_the_record_gone() {
+    let pod = Pod::new("no-record");
+    let config = pod.config(&kubeconfig(), json!({}));
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    // DEL derives the attachments from the pod and its NADs.
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+/// The API server fails (`fault`) while the record is gone: the DEL still finishes, falling back to the default
+/// network; nothing on the node or in reach says what else the pod had.
+fn api_server_fails_during_del_with_the_record_gone(prefix: &str, fault: fn(&Proxy)) {
+    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2);
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    fault(&proxy);
+    pod.call("DEL").ok(&config);
+    assert_eq!(
+        pod.link_names(),
+        ["net1", "net2"],
+        "the default network went"
+    );
+    // Once the API server answers again, a DEL (GC, a retry) finds the rest through the pod and its NADs.
+    pod.call("DEL").ok(&pod.config(&kubeconfig(), json!({})));
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_down_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-down", Proxy::stop);
+}
+
+#[test]
+fn api_server_slow_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-slow", Proxy::stall);
 }

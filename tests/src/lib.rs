@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod doc_examples;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this test process and call, usable in interface names (≤ 15 bytes with the prefix).

@@ -24,15 +24,23 @@ impl Entry {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let clean = |p: &str| p.trim_start_matches('/').trim_end_matches('/').to_string();
         if let Some((path, target)) = spec.split_once("->") {
-            return Ok(Self::Symlink { path: clean(path), target: target.to_string() });
+            return Ok(Self::Symlink {
+                path: clean(path),
+                target: target.to_string(),
+            });
         }
         if let Some((path, source)) = spec.split_once('=') {
-            return Ok(Self::File { path: clean(path), source: PathBuf::from(source) });
+            return Ok(Self::File {
+                path: clean(path),
+                source: PathBuf::from(source),
+            });
         }
         if spec.ends_with('/') && spec.len() > 1 {
             return Ok(Self::Dir { path: clean(spec) });
         }
-        Err(format!("{spec:?}: expected path=host-file, path->target or dir/"))
+        Err(format!(
+            "{spec:?}: expected path=host-file, path->target or dir/"
+        ))
     }
 
     fn path(&self) -> &str {
@@ -79,7 +87,10 @@ fn layer(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
             dirs.insert(path.clone());
         }
     }
-    let mut sorted: Vec<&Entry> = entries.iter().filter(|e| !matches!(e, Entry::Dir { .. })).collect();
+    let mut sorted: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !matches!(e, Entry::Dir { .. }))
+        .collect();
     sorted.sort_by(|a, b| a.path().cmp(b.path()));
     let mut b = tar::Builder::new(Vec::new());
     for d in &dirs {
@@ -91,8 +102,9 @@ fn layer(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
         match e {
             Entry::File { path, source } => {
                 use std::os::unix::fs::PermissionsExt;
-                let data = std::fs::read(source)
-                    .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", source.display())))?;
+                let data = std::fs::read(source).map_err(|err| {
+                    std::io::Error::new(err.kind(), format!("{}: {err}", source.display()))
+                })?;
                 let mode = std::fs::metadata(source)?.permissions().mode() & 0o7777;
                 let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
                 b.append_data(&mut h, path, data.as_slice())?;
@@ -130,7 +142,12 @@ pub fn write_archive(image: &Image, out: &Path) -> std::io::Result<String> {
         "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
     }))?;
     let manifest_digest = sha256(&manifest);
-    let tag = image.name.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/')).unwrap_or("latest");
+    let tag = image
+        .name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .unwrap_or("latest");
     let index: Value = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -149,7 +166,10 @@ pub fn write_archive(image: &Image, out: &Path) -> std::io::Result<String> {
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &serde_json::to_vec(&index)?)?;
     for blob in [&config, &manifest, &layer] {
-        add(&format!("blobs/sha256/{}", &sha256(blob)["sha256:".len()..]), blob)?;
+        add(
+            &format!("blobs/sha256/{}", &sha256(blob)["sha256:".len()..]),
+            blob,
+        )?;
     }
     let bytes = b.into_inner()?;
     let tmp = out.with_extension("tmp");
@@ -166,13 +186,22 @@ mod tests {
     fn entries_parse() {
         assert_eq!(
             Entry::parse("/bin/sh->busybox").unwrap(),
-            Entry::Symlink { path: "bin/sh".into(), target: "busybox".into() }
+            Entry::Symlink {
+                path: "bin/sh".into(),
+                target: "busybox".into()
+            }
         );
         assert_eq!(
             Entry::parse("bin/busybox=/usr/bin/busybox").unwrap(),
-            Entry::File { path: "bin/busybox".into(), source: "/usr/bin/busybox".into() }
+            Entry::File {
+                path: "bin/busybox".into(),
+                source: "/usr/bin/busybox".into()
+            }
         );
-        assert_eq!(Entry::parse("tmp/").unwrap(), Entry::Dir { path: "tmp".into() });
+        assert_eq!(
+            Entry::parse("tmp/").unwrap(),
+            Entry::Dir { path: "tmp".into() }
+        );
         assert!(Entry::parse("bin").is_err());
     }
 
@@ -194,7 +223,10 @@ mod tests {
         assert_eq!(write_archive(&image, &b).unwrap(), digest);
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         let mut files = std::collections::BTreeMap::new();
-        for e in tar::Archive::new(std::fs::File::open(&a).unwrap()).entries().unwrap() {
+        for e in tar::Archive::new(std::fs::File::open(&a).unwrap())
+            .entries()
+            .unwrap()
+        {
             let mut e = e.unwrap();
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut data).unwrap();
@@ -207,9 +239,16 @@ mod tests {
         }
         let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
         assert_eq!(index["manifests"][0]["digest"], digest);
-        assert_eq!(index["manifests"][0]["annotations"]["io.containerd.image.name"], "localhost/test/img:v1");
-        let manifest: Value = serde_json::from_slice(&files[&format!("blobs/sha256/{}", &digest[7..])]).unwrap();
-        let layer = &files[&format!("blobs/sha256/{}", &manifest["layers"][0]["digest"].as_str().unwrap()[7..])];
+        assert_eq!(
+            index["manifests"][0]["annotations"]["io.containerd.image.name"],
+            "localhost/test/img:v1"
+        );
+        let manifest: Value =
+            serde_json::from_slice(&files[&format!("blobs/sha256/{}", &digest[7..])]).unwrap();
+        let layer = &files[&format!(
+            "blobs/sha256/{}",
+            &manifest["layers"][0]["digest"].as_str().unwrap()[7..]
+        )];
         let names: Vec<String> = tar::Archive::new(layer.as_slice())
             .entries()
             .unwrap()

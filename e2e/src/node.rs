@@ -171,6 +171,8 @@ pub fn pod_manifest(
             "nodeName": node,
             "tolerations": [{"key": NODE_TAINT, "operator": "Exists"}],
             "terminationGracePeriodSeconds": 2,
+            // No cluster DNS here: the node's resolv.conf, without a MissingClusterDNS event.
+            "dnsPolicy": "Default",
             "containers": [{
                 "name": "app", "image": image, "imagePullPolicy": "Never",
                 "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]

@@ -73,7 +73,8 @@ fn kubectl_against(kubeconfig: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A Kubernetes namespace for one test. Deleted on drop (it stays Terminating: there is no controller-manager).
+/// A Kubernetes namespace for one test. Deleted on drop (it stays Terminating unless a controller-manager runs:
+/// `e2e/cluster up --node(s)` starts one).
 pub struct KubeNamespace {
     pub name: String,
 }

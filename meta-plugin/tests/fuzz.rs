@@ -21,10 +21,11 @@ use plexus_api::cni::{NetworkConfigList, config::RequestExtras, version};
 use plexus_api::nad::{
     NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, nad_config, pick_on_disk_config,
 };
+use plexus_api::policy::{self, NetworkRef, PodView, Policy, ResolvedNetwork};
 use plexus_api::selection::{parse_selections, print_comma_form, print_json_form};
 use plexus_api::status::{parse_statuses, print_statuses, statuses_from_result};
 use plexus_cni::config::Config;
-use plexus_cni::plan::{self, PodArgs, PodView, ResolvedNetwork};
+use plexus_cni::plan::{self, PodArgs};
 use plexus_cni::record::{Loaded, Record, RecordStore};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
@@ -579,17 +580,22 @@ fn record(input: &[u8]) {
         let again: Record = serde_json::from_slice(&text).expect("a printed record parses");
         assert_eq!(again, record, "record round trip");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = RecordStore::new(dir.path(), "net");
-    std::fs::write(store.path("c1", "eth0"), input).unwrap();
-    match store.load("c1", "eth0") {
-        Loaded::Found(r) => {
-            assert_eq!((r.container_id.as_str(), r.ifname.as_str()), ("c1", "eth0"))
+    // Read where DEL and CHECK find it: under its network's name, and as a record from before records were keyed
+    // by network (moved on the way).
+    for network in ["plexus", ""] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path(), network);
+        std::fs::write(store.path("c1", "eth0"), input).unwrap();
+        let found = RecordStore::new(dir.path(), "plexus").locate("c1", "eth0");
+        match found.load("c1", "eth0") {
+            Loaded::Found(r) => {
+                assert_eq!((r.container_id.as_str(), r.ifname.as_str()), ("c1", "eth0"));
+            }
+            Loaded::Missing => panic!("a written record reads as missing"),
+            Loaded::Corrupt(_) => {}
         }
-        Loaded::Missing => panic!("a written record reads as missing"),
-        Loaded::Corrupt(_) => {}
+        let _ = store.list();
     }
-    let _ = store.list();
 }
 
 /// The stdin config, the plan it gives in static mode, and the VERSION and GC requests that read stdin too.
@@ -601,26 +607,23 @@ fn plexus_config(input: &[u8]) {
     let _ = plexus_cni::run(|k| (k == "CNI_COMMAND").then(|| "VERSION".into()), input);
 }
 
-/// A pod's annotations (networks, default-network) and the NAD configs they resolve to, up to the plan: the path
-/// of every Kubernetes-mode ADD before any delegate runs. The input is `<networks>\n<default-network>\n<config>`.
+/// A pod's annotations (networks, default-network, static-pod markers) and the NAD config they resolve to, through
+/// every rule of `plexus_api::policy` (the plugin's plan and the webhook's check): the path of a Kubernetes-mode ADD
+/// up to the first delegate. The input is `<networks>\n<default-network>\n<config.source>\n<NAD config>`.
 fn pod_plan(input: &[u8]) {
     let whole = text(input);
-    let mut parts = whole.splitn(3, '\n');
-    let (networks, default_network, nad) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
+    let mut parts = whole.splitn(4, '\n');
+    let mut part = || parts.next().unwrap_or_default().to_owned();
+    let (networks, default_network, source, nad) = (part(), part(), part(), part());
     let mut annotations = BTreeMap::new();
-    annotations.insert(
-        "k8s.v1.cni.cncf.io/networks".to_owned(),
-        networks.to_owned(),
-    );
-    if !default_network.is_empty() {
-        annotations.insert(
-            "v1.multus-cni.io/default-network".to_owned(),
-            default_network.to_owned(),
-        );
+    annotations.insert("k8s.v1.cni.cncf.io/networks".to_owned(), networks);
+    for (key, value) in [
+        ("v1.multus-cni.io/default-network", default_network),
+        (policy::CONFIG_SOURCE_ANNOTATION, source),
+    ] {
+        if !value.is_empty() {
+            annotations.insert(key.to_owned(), value);
+        }
     }
     let pod = PodView {
         namespace: "pod-ns".into(),
@@ -628,38 +631,45 @@ fn pod_plan(input: &[u8]) {
         uid: "u".into(),
         annotations,
     };
-    let config = Config::load(
-        br#"{"cniVersion":"1.0.0","kubeconfig":"/k","namespaceIsolation":true,
-            "delegates":[{"cniVersion":"1.0.0","name":"pod-net","type":"ptp"}]}"#,
-    )
-    .expect("the fixed config loads");
-    let Ok(requests) = plan::pod_requests(&config, &pod) else {
-        return;
-    };
+    let _ = policy::check_pod_uid(&pod, Some("other"));
     let fallback = NetworkConfigList::parse(
         br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","capabilities":{"ips":true,"mac":true}}"#,
     )
     .expect("the fallback config parses");
-    let resolved: Vec<ResolvedNetwork> = requests
-        .iter()
-        .map(|r| ResolvedNetwork {
-            display: r.reference.label(),
-            config: nad_config("n", Some(nad))
-                .ok()
-                .flatten()
-                .and_then(|v| NetworkConfigList::from_value(v).ok())
-                .unwrap_or_else(|| fallback.clone()),
-        })
-        .collect();
-    let args = plan::delegate_cni_args("IgnoreUnknown=1;K8S_POD_NAME=pod", &pod, "ctr");
-    if let Ok(plan) = plan::Plan::for_pod(&config, &pod, &requests, &resolved, "eth0", &args) {
-        plexus_api::policy::check_interface_names(
-            Some(&pod),
-            plan.attachments
-                .iter()
-                .map(|a| (a.network.as_str(), a.ifname.as_str())),
-        )
-        .expect("a built plan has valid, unique interface names");
+    let config = nad_config("n", Some(&nad))
+        .ok()
+        .flatten()
+        .and_then(|v| NetworkConfigList::from_value(v).ok())
+        .unwrap_or(fallback);
+    for strict_capabilities in [false, true] {
+        let rules = Policy {
+            namespace_isolation: true,
+            static_delegates: 1,
+            strict_capabilities,
+            ..Policy::default()
+        };
+        let resolve = |r: &NetworkRef| ResolvedNetwork {
+            display: r.label(),
+            config: config.clone(),
+        };
+        let _ = policy::validate_pod(&rules, &pod, "eth0", |r| Ok(Some(resolve(r))));
+        let Ok(requests) = policy::pod_requests(&rules, &pod) else {
+            continue;
+        };
+        let resolved: Vec<ResolvedNetwork> =
+            requests.iter().map(|r| resolve(&r.reference)).collect();
+        let runtime: Map<String, Value> = [("portMappings".to_owned(), json!([]))]
+            .into_iter()
+            .collect();
+        if let Ok(plan) = policy::plan_pod(&rules, &pod, &requests, &resolved, "eth0", &runtime) {
+            policy::check_interface_names(
+                Some(&pod),
+                plan.attachments
+                    .iter()
+                    .map(|a| (a.network.as_str(), a.ifname.as_str())),
+            )
+            .expect("a built plan has valid, unique interface names");
+        }
     }
 }
 

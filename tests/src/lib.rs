@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod doc_examples;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this test process and call, usable in interface names (≤ 15 bytes with the prefix).
@@ -305,6 +307,11 @@ impl<'a> Call<'a> {
     }
 
     pub fn run(&self, stdin: &[u8]) -> Output {
+        self.spawn(stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts plexus with `stdin` written and closed; stdout and stderr are piped.
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
         let mut child = Command::new(plexus_bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -320,7 +327,7 @@ impl<'a> Call<'a> {
             .spawn()
             .expect("spawn plexus");
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        child
     }
 
     /// Runs and expects success; returns stdout parsed as JSON (Null when empty).

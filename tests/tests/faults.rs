@@ -139,8 +139,12 @@ impl Sandbox {
         config
     }
 
+    fn record_path(&self) -> PathBuf {
+        record_path(&self.cni_dir, "plexus", &self.id, "eth0")
+    }
+
     fn record(&self) -> Option<Value> {
-        let text = std::fs::read(record_path(&self.cni_dir, "plexus", &self.id, "eth0")).ok()?;
+        let text = std::fs::read(self.record_path()).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -273,7 +277,7 @@ fn killed_add_then_del_with_an_empty_config() {
 fn damaged_record(damage: impl Fn(&[u8]) -> Vec<u8>) {
     let sb = Sandbox::new();
     sb.call("ADD").ok(&sb.config);
-    let path = record_path(&sb.cni_dir, "plexus", &sb.id, "eth0");
+    let path = sb.record_path();
     let good = std::fs::read(&path).unwrap();
     std::fs::write(&path, damage(&good)).unwrap();
 

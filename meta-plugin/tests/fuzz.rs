@@ -325,7 +325,6 @@ fn json_tree() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Every kind of input for a target with this corpus.
 /// Replaces the `n`-th node (in pre-order) of `value` by `with`; `None` removes it from its object or list instead.
 /// Returns whether the node was found (`n` counts down the nodes passed).
 fn replace_node(value: &mut Value, n: &mut usize, with: &Option<Value>) -> bool {

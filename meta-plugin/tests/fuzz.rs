@@ -1,8 +1,8 @@
 //! Fuzzing of every parser that takes outside input, on stable Rust with proptest.
 //!
-//! Each target gets inputs of three kinds: the files of its corpus (`tests/fuzz/<target>/`: seeds and every case
-//! fuzzing ever found) mutated byte-wise and token-wise, JSON trees built from the target's vocabulary, and plain
-//! random text. A target must never panic or hang; where a parser accepts an input, its round trip must hold too
+//! Each target gets inputs of four kinds: the files of its corpus (`tests/fuzz/<target>/`: seeds and every case
+//! fuzzing ever found) mutated byte-wise and token-wise, the same files with JSON nodes replaced by generated trees
+//! or removed, JSON trees built from the target's vocabulary, and plain random text. A target must never panic or hang; where a parser accepts an input, its round trip must hold too
 //! (what Plexus prints, it reads back the same). Every case runs on a thread watched for hangs.
 //!
 //! The number of cases per target is `PLEXUS_FUZZ_CASES` (default 1500, a few seconds each in a debug build); set it
@@ -325,16 +325,74 @@ fn json_tree() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Replaces the `n`-th node (in pre-order) of `value` by `with`; `None` removes it from its object or list instead.
+/// Returns whether the node was found (`n` counts down the nodes passed).
+fn replace_node(value: &mut Value, n: &mut usize, with: &Option<Value>) -> bool {
+    let children: Vec<&mut Value> = match value {
+        Value::Object(map) => map.values_mut().collect(),
+        Value::Array(items) => items.iter_mut().collect(),
+        _ => Vec::new(),
+    };
+    let mut remove = None;
+    for (i, child) in children.into_iter().enumerate() {
+        if *n == 0 {
+            match with {
+                Some(v) => *child = v.clone(),
+                None => remove = Some(i),
+            }
+            break;
+        }
+        *n -= 1;
+        if replace_node(child, n, with) {
+            return true;
+        }
+    }
+    match (remove, value) {
+        (Some(i), Value::Object(map)) => {
+            let key = map
+                .keys()
+                .nth(i)
+                .cloned()
+                .expect("the index came from this map");
+            map.shift_remove(&key);
+            true
+        }
+        (Some(i), Value::Array(items)) => {
+            items.remove(i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Structure-aware mutation: a JSON seed with some of its nodes replaced by generated trees or removed, so that
+/// the rest of the document stays valid and the parser gets past its first checks.
+fn json_edits(seed: &[u8], edits: &[(usize, Option<Value>)]) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(seed) else {
+        return seed.to_vec();
+    };
+    for (at, with) in edits {
+        let mut n = *at % 64;
+        replace_node(&mut value, &mut n, with);
+    }
+    value.to_string().into_bytes()
+}
+
 /// Every kind of input for a target with this corpus.
 fn inputs(seeds: Vec<Vec<u8>>) -> BoxedStrategy<Vec<u8>> {
     assert!(!seeds.is_empty(), "a corpus needs at least one seed");
     let n = seeds.len();
     let seeds = Arc::new(seeds);
+    let byte_seeds = Arc::clone(&seeds);
     let mutated = (0..n, prop::collection::vec(mutation(), 0..8))
-        .prop_map(move |(i, edits)| mutate(seeds[i].clone(), &edits));
+        .prop_map(move |(i, edits)| mutate(byte_seeds[i].clone(), &edits));
+    let edit = (any::<usize>(), proptest::option::weighted(0.8, json_tree()));
+    let restructured = (0..n, prop::collection::vec(edit, 1..4))
+        .prop_map(move |(i, edits)| json_edits(&seeds[i], &edits));
     prop_oneof![
-        5 => mutated,
-        3 => json_tree().prop_map(|v| v.to_string().into_bytes()),
+        4 => mutated,
+        4 => restructured,
+        2 => json_tree().prop_map(|v| v.to_string().into_bytes()),
         1 => json_tree().prop_map(|v| json!([v]).to_string().into_bytes()),
         1 => "[a-z0-9@/, .=;_-]{0,40}".prop_map(String::into_bytes),
         1 => prop::collection::vec(any::<u8>(), 0..256),

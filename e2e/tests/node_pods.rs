@@ -254,8 +254,8 @@ fn a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed() {
     };
     let (_, message) = failed("bad", "the networks annotation is not valid JSON");
     assert!(message.contains("plexus"), "{message}");
-    let (_, message) = failed("missing", "later");
-    assert!(message.contains("plexus"), "{message}");
+    let (_, message) = failed("missing", "no such NetworkAttachmentDefinition");
+    assert!(message.contains("later"), "{message}");
     for pod in ["bad", "missing"] {
         let phase = kubectl(
             &[

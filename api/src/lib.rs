@@ -7,10 +7,12 @@
 //! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource and how it turns into a delegate config.
+//! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
 //! * [`validate`] — validation rules shared by the plugin and the controller.
 
 pub mod cni;
 pub mod nad;
+pub mod readiness;
 pub mod selection;
 pub mod status;
 pub mod validate;

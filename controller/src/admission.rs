@@ -2,13 +2,18 @@
 //! the networks annotation (CREATE). The rules are `plexus_api`'s, the ones the plugin applies at ADD, so the
 //! webhook refuses at `kubectl apply` what the plugin would refuse on the node.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use plexus_api::cni::NetworkConfigList;
-use plexus_api::nad::{NetworkAttachmentDefinition, nad_config};
-use plexus_api::selection::{NETWORKS_ANNOTATION, parse_selections};
+use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_api::policy::{
+    NetworkRef, PodView, Policy, PolicyError, delegate_from_nad, pod_requests, validate_pod,
+};
+use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_api::validate::{nad_warnings, validate_nad};
+
+/// The interface name kubelet gives the default network (CNI_IFNAME).
+pub const RUNTIME_IFNAME: &str = "eth0";
 
 /// The webhook's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,17 +40,6 @@ impl Verdict {
     }
 }
 
-/// How the plugin on the nodes is configured, as far as admission depends on it.
-#[derive(Debug, Clone, Default)]
-pub struct PodPolicy {
-    /// `namespaceIsolation`: a pod may select NADs of its own namespace and of `global_namespaces` only.
-    pub namespace_isolation: bool,
-    /// `globalNamespaces`.
-    pub global_namespaces: Vec<String>,
-    /// How many `defaultNetworks` every pod gets before its selections (they shift the generated `net<i>`).
-    pub default_networks: usize,
-}
-
 /// Why a NAD could not be looked up (the API server did not answer).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -69,72 +63,66 @@ pub fn review_nad(nad: &NetworkAttachmentDefinition) -> Verdict {
     }
 }
 
-/// A pod: its networks annotation must parse (both forms), name NADs that exist and that the plugin could run, and
-/// pass the plugin's plan rules. The denial names the annotation element.
-pub async fn review_pod(
-    namespace: &str,
-    annotations: &BTreeMap<String, String>,
-    nads: &impl NadLookup,
-    policy: &PodPolicy,
-) -> Verdict {
-    let Some(text) = annotations
-        .get(NETWORKS_ANNOTATION)
-        .filter(|a| !a.trim().is_empty())
-    else {
+/// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
+/// ([`validate_pod`]) with the NADs it names fetched first. A network the webhook cannot judge (an on-disk config
+/// named by `clusterNetwork` or `defaultNetworks`) is left to the plugin. The denial starts with the annotation and
+/// names the network or element; the plugin's warnings (Decision 7) come back as admission warnings.
+pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, policy: &Policy) -> Verdict {
+    let field = if pod.annotations.contains_key(NETWORKS_ANNOTATION) {
+        NETWORKS_ANNOTATION
+    } else if pod.annotations.contains_key(DEFAULT_NETWORK_ANNOTATION) {
+        DEFAULT_NETWORK_ANNOTATION
+    } else {
         return Verdict::default();
     };
-    let field = format!("metadata.annotations[{NETWORKS_ANNOTATION}]");
-    let selections = match parse_selections(text, namespace) {
-        Ok(s) => s,
+    let field = format!("metadata.annotations[{field}]");
+    let requests = match pod_requests(policy, pod) {
+        Ok(r) => r,
         Err(e) => return Verdict::deny(format!("{field}: {e}")),
     };
-    if let Err(e) = crate::plan_rules::check(namespace, &selections, policy) {
-        return Verdict::deny(format!("{field}: {e}"));
-    }
-    for (index, sel) in selections.iter().enumerate() {
-        let element = format!("{field}: element {index} ({}/{})", sel.namespace, sel.name);
-        let nad = match nads.get(&sel.namespace, &sel.name).await {
-            Ok(Some(nad)) => nad,
-            Ok(None) => {
-                return Verdict::deny(format!(
-                    "{element}: NetworkAttachmentDefinition {}/{} does not exist",
-                    sel.namespace, sel.name
-                ));
+    let mut found: HashMap<(&str, &str), Option<Arc<NetworkAttachmentDefinition>>> = HashMap::new();
+    for request in &requests {
+        if let NetworkRef::Nad { namespace, name } = &request.reference {
+            if found.contains_key(&(namespace.as_str(), name.as_str())) {
+                continue;
             }
-            Err(e) => {
-                return Verdict::deny(format!(
-                    "{element}: could not look up NetworkAttachmentDefinition {}/{}: {e}",
-                    sel.namespace, sel.name
-                ));
+            match nads.get(namespace, name).await {
+                Ok(nad) => {
+                    found.insert((namespace, name), nad);
+                }
+                Err(e) => {
+                    return Verdict::deny(format!(
+                        "{field}: network {namespace}/{name}: could not look up the NetworkAttachmentDefinition: {e}"
+                    ));
+                }
             }
-        };
-        let config = match nad_config(&sel.name, nad.spec.config.as_deref()) {
-            // A file-backed network: its config is on the nodes, nothing more to check here.
-            Ok(None) => continue,
-            Ok(Some(config)) => NetworkConfigList::from_value(config).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => {
-                return Verdict::deny(format!(
-                    "{element}: NetworkAttachmentDefinition {}/{} is not usable: {e}",
-                    sel.namespace, sel.name
-                ));
-            }
-        };
-        if let Err(e) = crate::plan_rules::check_capabilities(sel, &config) {
-            return Verdict::deny(format!("{element}: {e}"));
         }
     }
-    Verdict::default()
+    let verdict = validate_pod(policy, pod, RUNTIME_IFNAME, |reference| match reference {
+        NetworkRef::Nad { namespace, name } => {
+            match found.get(&(namespace.as_str(), name.as_str())) {
+                Some(Some(nad)) => {
+                    delegate_from_nad(pod, namespace, name, nad.spec.config.as_deref())
+                }
+                _ => Err(PolicyError::NoSuchNad {
+                    pod: pod.label(),
+                    network: format!("{namespace}/{name}"),
+                }),
+            }
+        }
+        // On-disk configs and paths live on the nodes: the plugin judges them.
+        _ => Ok(None),
+    });
+    match verdict {
+        Ok(warnings) => Verdict::allow(warnings.iter().map(ToString::to_string).collect()),
+        Err(e) => Verdict::deny(format!("{field}: {e}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use plexus_api::nad::NetworkAttachmentDefinitionSpec;
-    use std::collections::HashMap;
 
     /// NADs held in memory: the lookup's contract (found, absent, API error) without an API server.
     struct Nads(HashMap<(String, String), Arc<NetworkAttachmentDefinition>>);
@@ -190,12 +178,27 @@ mod tests {
         Nads(map)
     }
 
-    fn pod(annotation: &str, policy: &PodPolicy) -> Verdict {
-        let annotations = BTreeMap::from([(NETWORKS_ANNOTATION.to_owned(), annotation.to_owned())]);
-        futures::executor::block_on(review_pod("ns", &annotations, &nads(), policy))
+    fn view(annotation: &str) -> PodView {
+        PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: String::new(),
+            annotations: [(NETWORKS_ANNOTATION.to_owned(), annotation.to_owned())].into(),
+        }
     }
 
-    fn denial(annotation: &str, policy: &PodPolicy) -> String {
+    fn default_policy() -> Policy {
+        Policy {
+            static_delegates: 1,
+            ..Policy::default()
+        }
+    }
+
+    fn pod(annotation: &str, policy: &Policy) -> Verdict {
+        futures::executor::block_on(review_pod(&view(annotation), &nads(), policy))
+    }
+
+    fn denial(annotation: &str, policy: &Policy) -> String {
         pod(annotation, policy)
             .denial
             .unwrap_or_else(|| panic!("{annotation} was allowed"))
@@ -203,58 +206,52 @@ mod tests {
 
     #[test]
     fn legal_pods_are_allowed() {
-        let policy = PodPolicy::default();
+        let policy = default_policy();
         for ok in [
             "plain",
             "plain, plain",
             "ondisk@data0, other/plain",
             r#"[{"name":"static","ips":["198.18.0.5/24"]},{"name":"plain","interface":"net3"}]"#,
             "plain@net1, plain",
-            " ",
         ] {
             assert_eq!(pod(ok, &policy), Verdict::default(), "{ok}");
         }
-        let none = BTreeMap::new();
+        let mut none = view("");
+        none.annotations.clear();
         assert_eq!(
-            futures::executor::block_on(review_pod("ns", &none, &nads(), &policy)),
+            futures::executor::block_on(review_pod(&none, &nads(), &policy)),
             Verdict::default()
         );
     }
 
     #[test]
-    fn each_refusal_names_the_element() {
-        let policy = PodPolicy::default();
+    fn each_refusal_names_the_element_or_network() {
+        let policy = default_policy();
         let field = format!("metadata.annotations[{NETWORKS_ANNOTATION}]");
         let cases = [
+            (" ", "the networks annotation is empty"),
             ("plain,,plain", "element 1 ``: the entry is empty"),
             (
                 "missing",
-                "element 0 (ns/missing): NetworkAttachmentDefinition ns/missing does not exist",
+                "network ns/missing: no such NetworkAttachmentDefinition",
             ),
             (
                 "plain@net2, plain",
-                "element 1 (ns/plain): interface name \"net2\" is already used",
+                "network \"ns/plain\": interface name \"net2\" is already used",
             ),
-            (
-                "plain@eth0",
-                "element 0 (ns/plain): interface name \"eth0\" is already used",
-            ),
+            ("plain@eth0", "interface name \"eth0\" is already used"),
             ("plain@a:b", "interface name \"a:b\" is not valid"),
-            (
-                r#"[{"name":"plain","ips":["198.18.0.5/24"]}]"#,
-                "element 0 (ns/plain): \"ips\" was asked for, but no plugin",
-            ),
             (
                 r#"[{"name":"plain","mac":"nope"}]"#,
                 "\"mac\" \"nope\" is not a 6-byte MAC",
             ),
             (
                 "broken",
-                "element 0 (ns/broken): NetworkAttachmentDefinition ns/broken is not usable",
+                "network ns/broken: NetworkAttachmentDefinition \"broken\": spec.config is not valid JSON",
             ),
             (
                 "unreachable",
-                "could not look up NetworkAttachmentDefinition ns/unreachable: connection refused",
+                "network ns/unreachable: could not look up the NetworkAttachmentDefinition: connection refused",
             ),
             (
                 r#"[{"name":"plain","default-route":["198.18.0.1"]},{"name":"plain","default-route":["198.18.0.2"]}]"#,
@@ -262,7 +259,7 @@ mod tests {
             ),
             (
                 r#"[{"name":"plain","default-route":["198.18.0.1","198.18.0.2"]}]"#,
-                "element 0 (ns/plain): default-route lists two gateways of one family",
+                "network ns/plain: default-route lists two gateways of one family",
             ),
         ];
         for (annotation, want) in cases {
@@ -273,25 +270,45 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_warn_by_default_and_refuse_when_strict() {
+        let annotation = r#"[{"name":"plain","ips":["198.18.0.5/24"]}]"#;
+        let v = pod(annotation, &default_policy());
+        assert_eq!(v.denial, None);
+        assert_eq!(v.warnings.len(), 1, "{v:?}");
+        assert!(
+            v.warnings[0].contains("\"ips\" was requested but no plugin"),
+            "{v:?}"
+        );
+        let strict = Policy {
+            strict_capabilities: true,
+            ..default_policy()
+        };
+        assert!(denial(annotation, &strict).contains("strictCapabilities is on"));
+    }
+
+    #[test]
     fn namespace_isolation_and_default_networks_follow_the_policy() {
-        let isolated = PodPolicy {
+        let isolated = Policy {
             namespace_isolation: true,
-            global_namespaces: vec!["default".into()],
-            default_networks: 0,
+            ..default_policy()
         };
         let got = denial("other/plain", &isolated);
         assert!(
-            got.contains("element 0 (other/plain): the network is in another namespace"),
+            got.contains(
+                "network other/plain is in another namespace, which namespaceIsolation forbids"
+            ),
             "{got}"
         );
         assert_eq!(pod("plain", &isolated), Verdict::default());
-        let shifted = PodPolicy {
-            default_networks: 1,
-            ..PodPolicy::default()
+        let shifted = Policy {
+            default_networks: vec!["mon".into()],
+            ..default_policy()
         };
         // With one default network, the first selection is generated as net2.
         assert!(denial("plain, plain@net2", &shifted).contains("\"net2\" is already used"));
-        assert_eq!(pod("plain, plain@net1", &shifted), Verdict::default());
+        // ... and the default network itself takes net1.
+        assert!(denial("plain@net1", &shifted).contains("\"net1\" is already used"));
+        assert_eq!(pod("plain, plain@net3", &shifted), Verdict::default());
     }
 
     #[test]

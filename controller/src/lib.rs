@@ -12,7 +12,6 @@ pub mod admission;
 pub mod index;
 pub mod leader;
 pub mod metrics;
-pub mod plan_rules;
 pub mod reconcile;
 pub mod run;
 pub mod tls;

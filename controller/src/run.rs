@@ -20,7 +20,9 @@ use kube::{Api, Client};
 use plexus_api::nad::NetworkAttachmentDefinition;
 use tokio::sync::watch;
 
-use crate::admission::{LookupError, NadLookup, PodPolicy};
+use plexus_api::policy::Policy;
+
+use crate::admission::{LookupError, NadLookup};
 use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
@@ -108,9 +110,31 @@ pub struct RunArgs {
     )]
     pub global_namespaces: Vec<String>,
 
-    /// The plugin's defaultNetworks (comma-separated NAD names): every pod gets them before its selections.
+    /// The plugin's systemNamespaces (comma-separated): pods there do not get defaultNetworks.
+    #[arg(
+        long,
+        env = "PLEXUS_SYSTEM_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    pub system_namespaces: Vec<String>,
+
+    /// The plugin's multusNamespace: where clusterNetwork and defaultNetworks are looked up.
+    #[arg(long, env = "PLEXUS_MULTUS_NAMESPACE", default_value = "kube-system")]
+    pub multus_namespace: String,
+
+    /// The plugin's clusterNetwork (a NAD or conf name, or a path); unset means a static default delegate.
+    #[arg(long, env = "PLEXUS_CLUSTER_NETWORK")]
+    pub cluster_network: Option<String>,
+
+    /// The plugin's defaultNetworks (comma-separated): every pod gets them before its selections.
     #[arg(long, env = "PLEXUS_DEFAULT_NETWORKS", value_delimiter = ',')]
     pub default_networks: Vec<String>,
+
+    /// The plugin's strictCapabilities: a capability key the network does not declare is refused instead of warned
+    /// about.
+    #[arg(long, env = "PLEXUS_STRICT_CAPABILITIES")]
+    pub strict_capabilities: bool,
 
     /// Log format on stderr.
     #[arg(long, env = "PLEXUS_LOG_FORMAT", value_enum, default_value = "json")]
@@ -119,6 +143,23 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `plexus_controller=debug`).
     #[arg(long, env = "PLEXUS_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl RunArgs {
+    /// The plugin config keys the admission rules read, from the flags.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            namespace_isolation: self.namespace_isolation,
+            global_namespaces: self.global_namespaces.clone(),
+            system_namespaces: self.system_namespaces.clone(),
+            multus_namespace: self.multus_namespace.clone(),
+            cluster_network: self.cluster_network.clone(),
+            default_networks: self.default_networks.clone(),
+            // Without clusterNetwork the plugin's first static delegate is the default network.
+            static_delegates: usize::from(self.cluster_network.is_none()),
+            strict_capabilities: self.strict_capabilities,
+        }
+    }
 }
 
 /// The webhook's NAD lookup: the watch cache, then a GET for a NAD created a moment ago that the cache has not seen.
@@ -230,11 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             store: nad_store.clone(),
             client: client.clone(),
         },
-        policy: PodPolicy {
-            namespace_isolation: args.namespace_isolation,
-            global_namespaces: args.global_namespaces.clone(),
-            default_networks: args.default_networks.len(),
-        },
+        policy: args.policy(),
         metrics: metrics.clone(),
     });
 

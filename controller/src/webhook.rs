@@ -1,7 +1,6 @@
 //! The HTTPS endpoint the API server calls: `POST /validate` with an `admission.k8s.io/v1` AdmissionReview of a
 //! NetworkAttachmentDefinition or a Pod; the answer is the review with `response` filled in.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,13 +14,15 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 
-use crate::admission::{NadLookup, PodPolicy, Verdict, review_nad, review_pod};
+use plexus_api::policy::{PodView, Policy};
+
+use crate::admission::{NadLookup, Verdict, review_nad, review_pod};
 use crate::metrics::{Metrics, ReviewLabels};
 
 /// What a request handler needs.
 pub struct WebhookState<L> {
     pub nads: L,
-    pub policy: PodPolicy,
+    pub policy: Policy,
     pub metrics: Arc<Metrics>,
 }
 
@@ -117,12 +118,25 @@ async fn decide<L: NadLookup>(
                 .as_deref()
                 .or(object.metadata.namespace.as_deref())
                 .unwrap_or("default");
-            let empty = BTreeMap::new();
-            let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
-            (
-                "pod",
-                review_pod(namespace, annotations, &state.nads, &state.policy).await,
-            )
+            let pod = PodView {
+                namespace: namespace.to_owned(),
+                // A pod created with generateName has no name yet.
+                name: object
+                    .metadata
+                    .name
+                    .clone()
+                    .or_else(|| {
+                        object
+                            .metadata
+                            .generate_name
+                            .as_ref()
+                            .map(|g| format!("{g}*"))
+                    })
+                    .unwrap_or_default(),
+                uid: String::new(),
+                annotations: object.metadata.annotations.clone().unwrap_or_default(),
+            };
+            ("pod", review_pod(&pod, &state.nads, &state.policy).await)
         }
         _ => ("other", Verdict::default()),
     }

@@ -24,7 +24,7 @@ use plexus_api::cni::NetworkConfigList;
 use plexus_api::cni::config::RequestExtras;
 use plexus_api::cni::result::CniResult;
 use plexus_cni::invoke::{CniCommand, Invocation, invoke};
-use plexus_e2e::{PrivateCluster, pod_args, repo};
+use plexus_e2e::{PrivateCluster, pod_args, repo, tool_bin};
 use plexus_tests::*;
 use serde_json::{Value, json};
 
@@ -298,17 +298,6 @@ fn plexus_release_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A pinned tool's bin dir, built by e2e/tools/install if needed.
-fn tool_bin(tool: &str) -> PathBuf {
-    let out = Command::new(repo().join("e2e/tools/install"))
-        .arg(tool)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "e2e/tools/install {tool} failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// API requests on the bench namespaces, not made by kubectl, completed after the first `skip` lines of the log.

@@ -74,7 +74,7 @@ KUBECONFIG
 
 # The webhook registration. Failure policy: NADs Fail (an admin retries; an unchecked NAD never lands), pods
 # Ignore (a controller outage never blocks a workload; the plugin applies the same rules at ADD). matchConditions
-# keep pods without the networks annotation away from the webhook; namespaces labelled plexus/admission=off are
+# keep pods without the networks or default-network annotation away from the webhook; namespaces labelled plexus/admission=off are
 # not validated.
 webhook_config() {
   local port=$1 ca
@@ -103,7 +103,7 @@ webhooks:
     matchExpressions: [{key: plexus/admission, operator: NotIn, values: ["off"]}]
   matchConditions:
   - name: has-networks-annotation
-    expression: "has(object.metadata.annotations) && 'k8s.v1.cni.cncf.io/networks' in object.metadata.annotations"
+    expression: "has(object.metadata.annotations) && ('k8s.v1.cni.cncf.io/networks' in object.metadata.annotations || 'v1.multus-cni.io/default-network' in object.metadata.annotations)"
   failurePolicy: Ignore
   sideEffects: None
   admissionReviewVersions: [v1]

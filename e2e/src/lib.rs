@@ -3,6 +3,9 @@
 //!
 //! Every test works in a Kubernetes namespace of its own and a network namespace of its own; both go away on drop.
 
+pub mod node;
+pub mod oci;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -32,16 +35,19 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
 /// The pinned kubectl, built by `e2e/tools/install kubernetes` (instant when cached).
 pub fn kubectl_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(repo().join("e2e/tools/install"))
-            .arg("kubernetes")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run e2e/tools/install");
-        assert!(out.status.success(), "e2e/tools/install kubernetes failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl")
-    })
-    .clone()
+    BIN.get_or_init(|| tool_bin("kubernetes").join("kubectl"))
+        .clone()
+}
+
+/// The bin dir of a pinned tool, built by `e2e/tools/install <tool>` if it is not cached yet.
+pub fn tool_bin(tool: &str) -> PathBuf {
+    let out = Command::new(repo().join("e2e/tools/install"))
+        .arg(tool)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run e2e/tools/install");
+    assert!(out.status.success(), "e2e/tools/install {tool} failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
@@ -67,7 +73,8 @@ fn kubectl_against(kubeconfig: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A Kubernetes namespace for one test. Deleted on drop (it stays Terminating: there is no controller-manager).
+/// A Kubernetes namespace for one test. Deleted on drop (it stays Terminating unless a controller-manager runs:
+/// `e2e/cluster up --node(s)` starts one).
 pub struct KubeNamespace {
     pub name: String,
 }
@@ -266,10 +273,16 @@ pub fn pod_args(namespace: &str, name: &str, uid: &str, container_id: &str) -> S
 
 /// A kubeconfig like the real one but pointing at a port where nothing listens: the API server is down.
 pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(kubeconfig()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
+    kubeconfig_via(dir, port)
+}
+
+/// A kubeconfig like the real one but with the API server at `127.0.0.1:<port>` (e.g. a proxy in front of it; the
+/// serving certificate is valid for 127.0.0.1).
+pub fn kubeconfig_via(dir: &Path, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         if line.trim_start().starts_with("server:") {
@@ -279,9 +292,18 @@ pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
             out.push('\n');
         }
     }
-    let path = dir.join("dead.kubeconfig");
+    let path = dir.join(format!("via-{port}.kubeconfig"));
     std::fs::write(&path, out).unwrap();
     path
+}
+
+/// The API server's `host:port`, from the kubeconfig.
+pub fn api_server_address() -> String {
+    std::fs::read_to_string(kubeconfig())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://").map(str::to_owned))
+        .expect("server in the kubeconfig")
 }
 
 /// The API requests Plexus made (user agent `plexus/…`) on objects in `namespace`, from the API server's audit log

@@ -69,9 +69,11 @@ fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add() {
     assert!(
         !pod_annotations(&ns.name, "refused").contains_key("k8s.v1.cni.cncf.io/network-status")
     );
+    // Only Plexus's events count: with real nodes up, the scheduler records FailedScheduling on this pod too.
+    let events = pod_events(&ns.name, "refused");
     assert!(
-        pod_events(&ns.name, "refused").is_empty(),
-        "no AddedInterface events for an undone ADD"
+        !events.iter().any(|(reason, _)| reason == "AddedInterface"),
+        "no AddedInterface events for an undone ADD: {events:?}"
     );
 
     // get pods, patch pods, get NADs, create events: enough for a full ADD, and DEL needs nothing.

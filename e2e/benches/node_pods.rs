@@ -1,0 +1,203 @@
+//! Real pods on a real node (kubelet + containerd + runc, `e2e/cluster up --node`): 30 pods created at once, each
+//! with three networks (the cluster network + two NADs), timed from `kubectl create` to each pod's Ready, with the
+//! node's CNI config switched between:
+//!
+//! * `bare`   — the cluster network's conflist alone (bridge + host-local): one interface, the floor;
+//! * `plexus` — the checkout's `plexus` (Kubernetes mode, thin), the conflist as `clusterNetwork`;
+//! * `multus` — Multus thin (built from source at the pinned version), the same conflist as `clusterNetwork`.
+//!
+//! Rounds are interleaved (bare, plexus, multus, bare, …) so drift hits every mode alike. Ready is observed by
+//! polling the API server every 100 ms, so times are ± 0.1 s. Each round deletes its pods and checks that the node is
+//! left with no record, lease or bridge port.
+//!
+//! Run: `scripts/bench` (it starts a control plane and a node of its own). `BENCH_NODE_ROUNDS` (default 3) and
+//! `BENCH_NODE_PODS` (default 30) set the size.
+
+use std::time::{Duration, Instant};
+
+use plexus_e2e::node::*;
+use plexus_e2e::*;
+use serde_json::{Value, json};
+
+const MODES: [&str; 3] = ["bare", "plexus", "multus"];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The node's CNI config for `mode`, written whole and renamed over the one containerd loads.
+fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &str) {
+    let dir = nodes.node_dir(0);
+    let cluster_net = dir.join("cluster-network/10-pods.conflist");
+    let conf: Value = match mode {
+        "bare" => serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
+        "plexus" => plexus_conf.clone(),
+        "multus" => {
+            // Multus thin reads the same kubeconfig (the bench's admin one: Multus also updates pods/status).
+            let bin_link = dir.join("cni-bin/multus");
+            let _ = std::fs::remove_file(&bin_link);
+            std::os::unix::fs::symlink(multus_bin, &bin_link).unwrap();
+            json!({"cniVersion": "0.3.1", "name": "multus", "type": "multus",
+                   "kubeconfig": dir.join("admin.kubeconfig"), "clusterNetwork": cluster_net,
+                   "binDir": dir.join("cni-bin"), "cniDir": "/var/lib/cni/multus"})
+        }
+        _ => unreachable!(),
+    };
+    let path = nodes.cni_conf(0);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, conf.to_string()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    // containerd reloads the CNI config on a file event; give it a moment.
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Creates `count` pods at once and returns each one's create→Ready time and the total, in seconds.
+fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64) {
+    let ns = KubeNamespace::new(&format!("bench-{mode}"));
+    let (s1, _) = node_subnet();
+    let (s2, _) = node_subnet();
+    let bridges = [unique("bb"), unique("bb")];
+    for (name, bridge, subnet) in [("n1", &bridges[0], &s1), ("n2", &bridges[1], &s2)] {
+        create_nad(
+            &ns.name,
+            name,
+            Some(
+                &json!({"cniVersion": "1.0.0", "name": format!("{}-{name}", ns.name), "plugins": [
+                {"type": "bridge", "bridge": bridge, "ipam": {"type": "host-local", "subnet": subnet}}]}),
+            ),
+        );
+    }
+    let items: Vec<Value> = (0..count)
+        .map(|i| {
+            pod_manifest(
+                &ns.name,
+                &format!("p{i}"),
+                nodes.name(0),
+                &nodes.image,
+                Some("n1,n2"),
+            )
+        })
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    let start = Instant::now();
+    kubectl(&["create", "-f", "-"], Some(&list));
+    let mut ready: Vec<Option<f64>> = vec![None; count];
+    while ready.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{mode}: pods not Ready after 600 s"
+        );
+        let pods: Value = serde_json::from_str(&kubectl(
+            &["get", "pods", "-n", &ns.name, "-o", "json"],
+            None,
+        ))
+        .unwrap();
+        let now = start.elapsed().as_secs_f64();
+        for pod in pods["items"].as_array().unwrap() {
+            let i: usize = pod["metadata"]["name"].as_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            let is_ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if is_ready && ready[i].is_none() {
+                ready[i] = Some(now);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let total = start.elapsed().as_secs_f64();
+    if mode != "bare" {
+        let status = network_status(&ns.name, "p0");
+        assert_eq!(status.len(), 3, "{mode}: three networks in {status:?}");
+    }
+    kubectl(
+        &[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            &ns.name,
+            "--wait=true",
+            "--timeout=300s",
+        ],
+        None,
+    );
+    for bridge in &bridges {
+        let ports = nodes.exec(0, &["ip", "-o", "link", "show", "master", bridge]);
+        assert_eq!(ports, "", "{mode}: ports left on {bridge}");
+        let _ = nodes.exec_output(0, &["ip", "link", "del", bridge]);
+    }
+    (ready.into_iter().map(Option::unwrap).collect(), total)
+}
+
+fn main() {
+    let rounds = env_or("BENCH_NODE_ROUNDS", 3);
+    let count = env_or("BENCH_NODE_PODS", 30);
+    let nodes = Nodes::from_env();
+    let multus_bin = tool_bin("multus").join("multus");
+    let plexus_conf: Value =
+        serde_json::from_str(&std::fs::read_to_string(nodes.cni_conf(0)).unwrap()).unwrap();
+    // Multus gets the admin kubeconfig, copied where the node's processes can read it.
+    std::fs::copy(kubeconfig(), nodes.node_dir(0).join("admin.kubeconfig")).unwrap();
+
+    let mut ready: Vec<Vec<f64>> = vec![vec![]; MODES.len()];
+    let mut totals: Vec<Vec<f64>> = vec![vec![]; MODES.len()];
+    for r in 0..rounds {
+        for (m, mode) in MODES.iter().enumerate() {
+            switch_mode(
+                &nodes,
+                mode,
+                &plexus_conf,
+                &multus_bin.display().to_string(),
+            );
+            let (times, total) = round(&nodes, mode, count);
+            eprintln!("round {r} {mode}: total {total:.2} s");
+            ready[m].extend(times);
+            totals[m].push(total);
+        }
+    }
+    switch_mode(
+        &nodes,
+        "plexus",
+        &plexus_conf,
+        &multus_bin.display().to_string(),
+    );
+
+    println!("\n{count} pods created at once, {rounds} rounds; create → Ready (s):\n");
+    println!("| mode | p50 | p90 | total (median of rounds) |");
+    println!("|---|---|---|---|");
+    let mut json_out = serde_json::Map::new();
+    for (m, mode) in MODES.iter().enumerate() {
+        let mut r = ready[m].clone();
+        r.sort_by(f64::total_cmp);
+        let mut t = totals[m].clone();
+        t.sort_by(f64::total_cmp);
+        let (p50, p90, total) = (
+            percentile(&r, 50.0),
+            percentile(&r, 90.0),
+            percentile(&t, 50.0),
+        );
+        println!("| {mode} | {p50:.2} | {p90:.2} | {total:.2} |");
+        json_out.insert(
+            (*mode).into(),
+            json!({"p50": p50, "p90": p90, "total_median": total, "ready": r, "totals": t}),
+        );
+    }
+    let out = repo().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("node_pods.json"),
+        Value::Object(json_out).to_string(),
+    )
+    .unwrap();
+}

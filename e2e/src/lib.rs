@@ -85,6 +85,17 @@ impl KubeNamespace {
         kubectl(&["create", "namespace", &name], None);
         Self { name }
     }
+
+    /// A namespace labelled `plexus/admission=off`: plexus-controller's webhook does not validate it, so a test can
+    /// give the plugin input the webhook would refuse and check the plugin's own refusal.
+    pub fn without_admission(prefix: &str) -> Self {
+        let ns = Self::new(prefix);
+        kubectl(
+            &["label", "namespace", &ns.name, "plexus/admission=off"],
+            None,
+        );
+        ns
+    }
 }
 
 impl Drop for KubeNamespace {

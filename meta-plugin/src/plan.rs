@@ -236,6 +236,55 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_plan_keeps_each_networks_interface_name() {
+        let c = config(r#"[{"name":"a","cniVersion":"1.0.0","type":"bridge"}]"#);
+        let pod = PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            annotations: [(
+                plexus_api::selection::NETWORKS_ANNOTATION.to_owned(),
+                "gone,kept,named@mine".to_owned(),
+            )]
+            .into(),
+        };
+        let requests = pod_requests(&c, &pod).unwrap();
+        let resolved = |i: usize| ResolvedNetwork {
+            display: requests[i].reference.label(),
+            config: c.delegates[0].clone(),
+        };
+        let plan = Plan::for_pod_partial(
+            &c,
+            &pod,
+            &requests,
+            vec![
+                Some(resolved(0)),
+                None,
+                Some(resolved(2)),
+                Some(resolved(3)),
+            ],
+            "eth0",
+            "",
+        )
+        .unwrap();
+        let names: Vec<_> = plan.attachments.iter().map(|a| a.ifname.as_str()).collect();
+        assert_eq!(
+            names,
+            ["eth0", "net2", "mine"],
+            "the gone network's net1 is skipped"
+        );
+        let no_default = Plan::for_pod_partial(
+            &c,
+            &pod,
+            &requests,
+            vec![None, None, None, None],
+            "eth0",
+            "",
+        );
+        assert!(no_default.is_err());
+    }
+
+    #[test]
     fn duplicate_or_invalid_names_fail() {
         let c = config(
             r#"[{"name":"a","cniVersion":"1.0.0","type":"bridge"},{"name":"b","cniVersion":"1.0.0","type":"ptp"}]"#,

@@ -92,7 +92,10 @@ fn pct(times: &[Duration], p: f64) -> f64 {
 
 fn report(what: &str, times: &[Duration]) -> Value {
     let (p50, p99) = (pct(times, 0.50), pct(times, 0.99));
-    println!("{what:<40} n={:<6} p50 {p50:>7.3} ms   p99 {p99:>7.3} ms", times.len());
+    println!(
+        "{what:<40} n={:<6} p50 {p50:>7.3} ms   p99 {p99:>7.3} ms",
+        times.len()
+    );
     json!({"what": what, "n": times.len(), "p50_ms": p50, "p99_ms": p99})
 }
 
@@ -114,6 +117,7 @@ async fn webhook_client(state: &std::path::Path, port: &str) -> Client {
                 certificate_authority: Some(state.join("pki/ca.crt").display().to_string()),
                 ..Cluster::default()
             }),
+            other: Default::default(),
         }],
         contexts: vec![NamedContext {
             name: "webhook".into(),
@@ -121,6 +125,7 @@ async fn webhook_client(state: &std::path::Path, port: &str) -> Client {
                 cluster: "webhook".into(),
                 ..Context::default()
             }),
+            other: Default::default(),
         }],
         current_context: Some("webhook".into()),
         ..Kubeconfig::default()
@@ -154,7 +159,10 @@ async fn main() {
     let env = state.join("controller.env");
     let webhook_port = env_value(&env, "CONTROLLER_WEBHOOK_PORT");
     let probe_port = env_value(&env, "CONTROLLER_PROBE_PORT");
-    let pid = std::fs::read_to_string(state.join("plexus-controller.pid")).unwrap().trim().to_owned();
+    let pid = std::fs::read_to_string(state.join("plexus-controller.pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let config = Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
         &KubeConfigOptions::default(),
@@ -166,7 +174,10 @@ async fn main() {
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+        )
         .await
         .unwrap();
     let nads: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &nad_resource());
@@ -183,8 +194,19 @@ async fn main() {
     // 1. At the webhook.
     let direct = Arc::new(webhook_client(&state, &webhook_port).await);
     for (what, body) in [
-        ("webhook direct: NAD review", review("NetworkAttachmentDefinition", "k8s.cni.cncf.io", "network-attachment-definitions", nad("bench-nad"))),
-        ("webhook direct: pod review", review("Pod", "", "pods", pod("bench-pod", "net-1, net-2@data0"))),
+        (
+            "webhook direct: NAD review",
+            review(
+                "NetworkAttachmentDefinition",
+                "k8s.cni.cncf.io",
+                "network-attachment-definitions",
+                nad("bench-nad"),
+            ),
+        ),
+        (
+            "webhook direct: pod review",
+            review("Pod", "", "pods", pod("bench-pod", "net-1, net-2@data0")),
+        ),
     ] {
         let times = measure(REVIEWS, |_| {
             let client = direct.clone();
@@ -222,7 +244,8 @@ async fn main() {
         let pods = pods.clone();
         let dry = dry.clone();
         async move {
-            let object: Pod = serde_json::from_value(pod(&format!("dry-{i}"), "net-1, net-2@data0")).unwrap();
+            let object: Pod =
+                serde_json::from_value(pod(&format!("dry-{i}"), "net-1, net-2@data0")).unwrap();
             pods.create(&dry, &object).await.unwrap();
         }
     })
@@ -238,7 +261,10 @@ async fn main() {
         }
     })
     .await;
-    results.push(report("apiserver dry-run create: pod, no annotation", &times));
+    results.push(report(
+        "apiserver dry-run create: pod, no annotation",
+        &times,
+    ));
 
     // 3. Memory after syncing 1,000 NADs and 10,000 pods.
     let rss_before = rss_kib(&pid, "VmRSS");
@@ -246,7 +272,9 @@ async fn main() {
     let times = measure(PODS, |i| {
         let pods = pods.clone();
         async move {
-            let object: Pod = serde_json::from_value(pod(&format!("pod-{i}"), &format!("net-{}", i % NADS))).unwrap();
+            let object: Pod =
+                serde_json::from_value(pod(&format!("pod-{i}"), &format!("net-{}", i % NADS)))
+                    .unwrap();
             pods.create(&PostParams::default(), &object).await.unwrap();
         }
     })
@@ -254,9 +282,15 @@ async fn main() {
     results.push(report("create pod via apiserver (webhook on)", &times));
     let metrics_url = format!("http://127.0.0.1:{probe_port}/metrics");
     let reconciled = loop {
-        let out = std::process::Command::new("curl").args(["-fsS", &metrics_url]).output().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", &metrics_url])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let n = metric(&text, "plexus_controller_reconciles_total{controller=\"pod\"}");
+        let n = metric(
+            &text,
+            "plexus_controller_reconciles_total{controller=\"pod\"}",
+        );
         if n >= PODS as f64 || started.elapsed() > Duration::from_secs(600) {
             break n;
         }
@@ -277,6 +311,10 @@ async fn main() {
                         "rss_before_pods_mib": rss_before as f64 / 1024.0, "pod_reconciles": reconciled}));
     let out = plexus_e2e::repo().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("controller.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    std::fs::write(
+        out.join("controller.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
     drop(cluster);
 }

@@ -85,7 +85,7 @@ fn bad_nads_are_refused_naming_the_field() {
         (
             "path-type",
             r#"{"cniVersion":"1.0.0","type":"/usr/bin/bridge"}"#,
-            r#"plugin type \"/usr/bin/bridge\" is not a bare binary name"#,
+            r#"plugin type "/usr/bin/bridge" is not a bare binary name"#,
         ),
         (
             "ipam-path",
@@ -95,7 +95,7 @@ fn bad_nads_are_refused_naming_the_field() {
         (
             "old-version",
             r#"{"cniVersion":"9.9.9","type":"bridge"}"#,
-            r#"asks for CNI version \"9.9.9\""#,
+            r#"asks for CNI version "9.9.9""#,
         ),
         (
             "no-plugins",
@@ -105,17 +105,17 @@ fn bad_nads_are_refused_naming_the_field() {
         (
             "no-type",
             r#"{"cniVersion":"1.0.0","plugins":[{"master":"eth0"}]}"#,
-            r#"has no \"type\""#,
+            r#"has no "type""#,
         ),
         (
             "reserved",
             r#"{"cniVersion":"1.0.0","type":"bridge","runtimeConfig":{"mac":"x"}}"#,
-            r#"spec.config sets \"runtimeConfig\", a key the container runtime reserves"#,
+            r#"spec.config sets "runtimeConfig", a key the container runtime reserves"#,
         ),
         (
             "bad-cni-name",
             r#"{"cniVersion":"1.0.0","name":"-x","type":"bridge"}"#,
-            r#"network name \"-x\" is invalid"#,
+            r#"network name "-x" is invalid"#,
         ),
     ] {
         refused(&nad(n, name, Some(config)), want);
@@ -177,16 +177,16 @@ fn bad_pods_are_refused_naming_the_element() {
         ("plain,,plain", "networks annotation element 1 ``: the entry is empty"),
         ("", "the networks annotation is empty"),
         ("no-such-net", &format!("network {n}/no-such-net: no such NetworkAttachmentDefinition") as &str),
-        ("plain@net2, plain", &format!(r#"network \"{n}/plain\": interface name \"net2\" is already used"#)),
-        ("plain@eth0", r#"interface name \"eth0\" is already used"#),
-        ("plain@a:b", r#"interface name \"a:b\" is not valid"#),
-        (r#"[{"name":"plain","mac":"zz"}]"#, r#"\"mac\" \"zz\" is not a 6-byte MAC address"#),
-        (r#"[{"name":"fixed","ips":["nope"]}]"#, r#"\"ips\" entry \"nope\" is not an IP address or CIDR"#),
+        ("plain@net2, plain", &format!(r#"network "{n}/plain": interface name "net2" is already used"#)),
+        ("plain@eth0", r#"interface name "eth0" is already used"#),
+        ("plain@a:b", r#"interface name "a:b" is not valid"#),
+        (r#"[{"name":"plain","mac":"zz"}]"#, r#""mac" "zz" is not a 6-byte MAC address"#),
+        (r#"[{"name":"fixed","ips":["nope"]}]"#, r#""ips" entry "nope" is not an IP address or CIDR"#),
         (
             r#"[{"name":"plain","default-route":["198.18.91.1"]},{"name":"fixed","default-route":["198.18.91.2"]}]"#,
-            r#"elements 0 and 1 both set \"default-route\""#,
+            r#"elements 0 and 1 both set "default-route""#,
         ),
-        ("Bad_Name", r#"network name \"Bad_Name\" is not valid"#),
+        ("Bad_Name", r#"network name "Bad_Name" is not valid"#),
         ("[{", "not valid JSON"),
     ]
     .into_iter()
@@ -219,9 +219,15 @@ fn legal_pods_are_admitted() {
     }
     // A capability the network does not declare: admitted with the plugin's warning (Decision 7; refused only with
     // strictCapabilities).
-    let warned = apply(&pod(n, "caps", Some(r#"[{"name":"plain","ips":["198.18.92.6/24"]}]"#))).expect("admitted");
+    let warned = apply(&pod(
+        n,
+        "caps",
+        Some(r#"[{"name":"plain","ips":["198.18.92.6/24"]}]"#),
+    ))
+    .expect("admitted");
     assert!(
-        warned.contains("Warning:") && warned.contains(r#""ips" was requested but no plugin of the network declares"#),
+        warned.contains("Warning:")
+            && warned.contains(r#""ips" was requested but no plugin of the network declares"#),
         "{warned}"
     );
     // No annotation at all: never sent to the webhook.

@@ -7,10 +7,14 @@
 //! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource and how it turns into a delegate config.
+//! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
+//! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
 //! * [`validate`] — validation rules shared by the plugin and the controller.
 
 pub mod cni;
 pub mod nad;
+pub mod policy;
+pub mod readiness;
 pub mod selection;
 pub mod status;
 pub mod validate;

@@ -30,6 +30,24 @@ pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
     plural = "network-attachment-definitions",
     singular = "network-attachment-definition",
     shortname = "net-attach-def",
+    status = "NetworkAttachmentDefinitionStatus",
+    printcolumn(
+        name = "VALID",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status",
+        description = "Whether spec.config is a network Plexus can attach (set by plexus-controller)"
+    ),
+    printcolumn(
+        name = "PODS",
+        type_ = "integer",
+        json_path = ".status.attachedPods",
+        description = "Pods whose network-status lists this network (set by plexus-controller)"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "A network a pod can attach to: a CNI config or config list (`spec.config`), or the name of one on disk."
 )]
 #[serde(from = "Option<SpecSchema>")]
@@ -56,6 +74,48 @@ impl From<Option<SpecSchema>> for NetworkAttachmentDefinitionSpec {
             config: spec.unwrap_or_default().config,
         }
     }
+}
+
+/// The condition type that says whether a NAD's `spec.config` is a network Plexus can attach.
+pub const VALID_CONDITION: &str = "Valid";
+
+/// What plexus-controller reports about a NAD (the `status` subresource; Multus neither reads nor writes it, so a
+/// NAD written for Multus applies unchanged).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkAttachmentDefinitionStatus {
+    /// `Valid`: True when `spec.config` is empty (an on-disk network) or a CNI config Plexus can run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<NadCondition>,
+    /// The `metadata.generation` these conditions were computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many pods' network-status lists this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_pods: Option<u32>,
+}
+
+/// One condition of a NAD, in the shape of Kubernetes' `metav1.Condition`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NadCondition {
+    /// The condition's name, e.g. `Valid`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase word saying why.
+    #[serde(default)]
+    pub reason: String,
+    /// A sentence for people.
+    #[serde(default)]
+    pub message: String,
+    /// The metadata.generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
 }
 
 /// Why a NAD's `spec.config` cannot be used.
@@ -243,6 +303,59 @@ mod tests {
         assert_eq!(props.len(), 1);
         assert_eq!(props["config"].type_.as_deref(), Some("string"));
         assert!(spec.required.as_ref().is_none_or(|r| r.is_empty()));
+    }
+
+    #[test]
+    fn crd_has_a_status_subresource_and_printer_columns() {
+        let crd = NetworkAttachmentDefinition::crd();
+        let version = &crd.spec.versions[0];
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<(&str, &str)> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| (c.name.as_str(), c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("VALID", ".status.conditions[?(@.type==\"Valid\")].status"),
+                ("PODS", ".status.attachedPods"),
+                ("AGE", ".metadata.creationTimestamp")
+            ]
+        );
+        let schema = version
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap();
+        let status = &schema.properties.as_ref().unwrap()["status"];
+        let props = status.properties.as_ref().unwrap();
+        assert!(props.contains_key("conditions") && props.contains_key("attachedPods"));
+    }
+
+    #[test]
+    fn status_round_trips_and_a_multus_nad_has_none() {
+        let multus: NetworkAttachmentDefinition = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "macvlan-conf"},
+            "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"type\":\"macvlan\"}"}
+        }))
+        .unwrap();
+        assert_eq!(multus.status, None);
+        let status = json!({
+            "conditions": [{"type": "Valid", "status": "True", "reason": "Valid", "message": "ok",
+                            "observedGeneration": 2, "lastTransitionTime": "2026-11-28T10:00:00Z"}],
+            "observedGeneration": 2, "attachedPods": 3
+        });
+        let parsed: NetworkAttachmentDefinitionStatus =
+            serde_json::from_value(status.clone()).unwrap();
+        assert_eq!(parsed.attached_pods, Some(3));
+        assert_eq!(parsed.conditions[0].type_, VALID_CONDITION);
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), status);
     }
 
     #[test]

@@ -594,8 +594,11 @@ fn normalize_hardware_address(text: &str, bytes: usize) -> Option<String> {
 
 /// The comma form of `selections` (`ns/name@ifname,...`, namespace always written when set), or `None` when a
 /// selection has something the comma form cannot hold: a key other than name/namespace/interface, or a value that
-/// would not read back the same.
+/// would not read back the same. An empty list has no comma form (`""` is the empty annotation, an error).
 pub fn print_comma_form(selections: &[NetworkSelection]) -> Option<String> {
+    if selections.is_empty() {
+        return None;
+    }
     let mut items = Vec::with_capacity(selections.len());
     for s in selections {
         let only_names = NetworkSelection {
@@ -1251,7 +1254,7 @@ mod tests {
         assert_eq!(print_comma_form(&with_mac), None);
         let awkward = parse_selections(r#"[{"name":"a","interface":"e,1"}]"#, POD_NS).unwrap();
         assert_eq!(print_comma_form(&awkward), None);
-        assert_eq!(print_comma_form(&[]).as_deref(), Some(""));
+        assert_eq!(print_comma_form(&[]), None);
         assert_eq!(print_json_form(&[]), "[]");
     }
 

@@ -63,6 +63,18 @@ pub fn valid_nad_name(s: &str) -> bool {
     s.len() <= MAX_DNS1123_SUBDOMAIN && dns1123_label_chars(s)
 }
 
+/// Largest `spec.config` the webhook admits, in bytes. A CNI config is a few hundred bytes to a few KiB; the limit
+/// keeps a NAD far below etcd's object limit and bounds the work every ADD does to parse it.
+pub const MAX_NAD_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Keys the container runtime fills in (SPEC C5): an admin's config must not set them, at the top of the config or
+/// in any plugin. (`args` is reserved too, but a NAD's own `args` are merged with the selection's `cni-args`
+/// (R25), so it stays allowed.)
+pub const RESERVED_CONFIG_KEYS: &[&str] = &["runtimeConfig"];
+
+/// The key prefix the CNI spec reserves for the runtime (SPEC C5).
+pub const RESERVED_KEY_PREFIX: &str = "cni.dev/";
+
 /// Checks a NetworkAttachmentDefinition the way the admission webhook does: the name can be selected from a pod
 /// annotation (R6), and a non-empty `spec.config` is a JSON object that, after `name` injection (R9), is a CNI
 /// config or config list Plexus can run, whose every plugin `type` (and IPAM `type`) is a bare binary name.
@@ -79,9 +91,17 @@ pub fn validate_nad(nad: &NetworkAttachmentDefinition) -> Result<(), Vec<String>
              starting and ending with a letter or digit (DNS-1123 label), at most {MAX_DNS1123_SUBDOMAIN} characters"
         ));
     }
+    let size = nad.spec.config.as_deref().map_or(0, str::len);
+    if size > MAX_NAD_CONFIG_BYTES {
+        problems.push(format!(
+            "spec.config is {size} bytes, more than the limit of {MAX_NAD_CONFIG_BYTES}"
+        ));
+        return Err(problems);
+    }
     match nad_config(name, nad.spec.config.as_deref()) {
         Ok(None) => {}
         Ok(Some(config)) => {
+            problems.extend(reserved_key_problems(&config));
             if let Err(e) = NetworkConfigList::from_value(config) {
                 problems.push(config_problem(&e));
             }
@@ -93,6 +113,46 @@ pub fn validate_nad(nad: &NetworkAttachmentDefinition) -> Result<(), Vec<String>
     } else {
         Err(problems)
     }
+}
+
+/// Warnings for a NAD that is valid but probably not what its author meant (the webhook returns them to `kubectl`):
+/// a CNI `name` other than the object's name (R10: allowed, but the network-status and the on-disk lookup then
+/// disagree about the network's name).
+pub fn nad_warnings(nad: &NetworkAttachmentDefinition) -> Vec<String> {
+    let name = nad.metadata.name.as_deref().unwrap_or_default();
+    let mut warnings = Vec::new();
+    if let Ok(Some(config)) = nad_config(name, nad.spec.config.as_deref())
+        && let Some(cni_name) = config.get("name").and_then(Value::as_str)
+        && cni_name != name
+    {
+        warnings.push(format!(
+            "spec.config \"name\" is {cni_name:?} but the object is named {name:?}; the two should be the same (R10)"
+        ));
+    }
+    warnings
+}
+
+/// Reserved keys (C5) set in a config: at the top, or in `plugins[i]`.
+fn reserved_key_problems(config: &Value) -> Vec<String> {
+    let reserved =
+        |key: &str| RESERVED_CONFIG_KEYS.contains(&key) || key.starts_with(RESERVED_KEY_PREFIX);
+    let mut problems = Vec::new();
+    let mut check = |object: &Value, path: &str| {
+        if let Some(map) = object.as_object() {
+            for key in map.keys().filter(|k| reserved(k)) {
+                problems.push(format!(
+                    "spec.config{path} sets {key:?}, a key the container runtime reserves (CNI spec); remove it"
+                ));
+            }
+        }
+    };
+    check(config, "");
+    if let Some(plugins) = config.get("plugins").and_then(Value::as_array) {
+        for (i, plugin) in plugins.iter().enumerate() {
+            check(plugin, &format!(".plugins[{i}]"));
+        }
+    }
+    problems
 }
 
 fn config_problem(e: &ConfigError) -> String {
@@ -208,6 +268,16 @@ mod tests {
     }
 
     #[test]
+    fn nad_warnings_name_mismatch_only() {
+        assert!(nad_warnings(&nad("a", None)).is_empty());
+        assert!(nad_warnings(&nad("a", Some(r#"{"type":"bridge"}"#))).is_empty());
+        assert!(nad_warnings(&nad("a", Some(r#"{"name":"a","type":"bridge"}"#))).is_empty());
+        let w = nad_warnings(&nad("a", Some(r#"{"name":"b","type":"bridge"}"#)));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("\"b\"") && w[0].contains("(R10)"), "{w:?}");
+    }
+
+    #[test]
     fn validate_nad_reports_every_problem() {
         let problems = validate_nad(&nad("Bad_Name", Some("{not json"))).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -240,6 +310,28 @@ mod tests {
         let problems =
             validate_nad(&nad("a", Some(r#"{"cniVersion":"1.0.0","plugins":[]}"#))).unwrap_err();
         assert!(problems[0].contains("no plugins"), "{problems:?}");
+
+        let problems = validate_nad(&nad(
+            "a",
+            Some(r#"{"cniVersion":"1.0.0","runtimeConfig":{},"plugins":[{"type":"bridge","cni.dev/x":1}]}"#),
+        ))
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("spec.config sets \"runtimeConfig\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("spec.config.plugins[0] sets \"cni.dev/x\""),
+            "{problems:?}"
+        );
+
+        let big = format!(
+            r#"{{"cniVersion":"1.0.0","type":"bridge","pad":"{}"}}"#,
+            "x".repeat(MAX_NAD_CONFIG_BYTES)
+        );
+        let problems = validate_nad(&nad("a", Some(&big))).unwrap_err();
+        assert!(problems[0].contains("more than the limit"), "{problems:?}");
 
         let mut unnamed = nad("a", None);
         unnamed.metadata.name = None;

@@ -85,6 +85,17 @@ impl KubeNamespace {
         kubectl(&["create", "namespace", &name], None);
         Self { name }
     }
+
+    /// A namespace labelled `plexus/admission=off`: plexus-controller's webhook does not validate it, so a test can
+    /// give the plugin input the webhook would refuse and check the plugin's own refusal.
+    pub fn without_admission(prefix: &str) -> Self {
+        let ns = Self::new(prefix);
+        kubectl(
+            &["label", "namespace", &ns.name, "plexus/admission=off"],
+            None,
+        );
+        ns
+    }
 }
 
 impl Drop for KubeNamespace {
@@ -262,10 +273,16 @@ pub fn pod_args(namespace: &str, name: &str, uid: &str, container_id: &str) -> S
 
 /// A kubeconfig like the real one but pointing at a port where nothing listens: the API server is down.
 pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(kubeconfig()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
+    kubeconfig_via(dir, port)
+}
+
+/// A kubeconfig like the real one but with the API server at `127.0.0.1:<port>` (e.g. a proxy in front of it; the
+/// serving certificate is valid for 127.0.0.1).
+pub fn kubeconfig_via(dir: &Path, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         if line.trim_start().starts_with("server:") {
@@ -275,9 +292,18 @@ pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
             out.push('\n');
         }
     }
-    let path = dir.join("dead.kubeconfig");
+    let path = dir.join(format!("via-{port}.kubeconfig"));
     std::fs::write(&path, out).unwrap();
     path
+}
+
+/// The API server's `host:port`, from the kubeconfig.
+pub fn api_server_address() -> String {
+    std::fs::read_to_string(kubeconfig())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://").map(str::to_owned))
+        .expect("server in the kubeconfig")
 }
 
 /// The API requests Plexus made (user agent `plexus/…`) on objects in `namespace`, from the API server's audit log

@@ -189,8 +189,9 @@ fn deleting_a_pod_runs_del_records_leases_and_links_go() {
     assert_eq!(
         records(),
         [
-            format!("{sandbox}-eth0.json"),
-            format!("{sandbox}-eth0.lock")
+            // Keyed by the Plexus network's name (`plexus`, see e2e/lib/node.sh).
+            format!("plexus~{sandbox}-eth0.json"),
+            format!("plexus~{sandbox}-eth0.lock")
         ],
         "one record for sandbox {sandbox}"
     );

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plexus_api::cni::{NetworkConfigList, version};
+use plexus_api::policy::Policy;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -75,6 +76,10 @@ pub struct RawConfig {
     /// Plexus's own key: record an Event on the pod for each attached network (default true).
     #[serde(default)]
     pub pod_events: Option<bool>,
+    /// Plexus's own key: a capability key on a network that does not declare the capability fails the ADD (R18,
+    /// R20) instead of being passed on as Multus does (Decision 7). Default false.
+    #[serde(default)]
+    pub strict_capabilities: bool,
     /// Everything else (other Multus keys, `prevResult`, `args`, ...).
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -114,6 +119,7 @@ pub struct Config {
     pub delegate_timeout: Duration,
     pub api_timeout: Duration,
     pub pod_events: bool,
+    pub strict_capabilities: bool,
     /// Keys Plexus ignored.
     pub ignored_keys: Vec<String>,
 }
@@ -142,6 +148,13 @@ impl Config {
                 requested: raw.cni_version,
                 supported: version::SUPPORTED.join(", "),
             });
+        }
+        if !raw.name.is_empty() && !plexus_api::cni::config::valid_network_name(&raw.name) {
+            return Err(PlexusError::InvalidConfig(format!(
+                "name {:?} is not a valid network name: it must start with a letter or digit and hold only letters, \
+                 digits, '_', '.' and '-'",
+                raw.name
+            )));
         }
         let delegates = raw
             .delegates
@@ -242,8 +255,23 @@ impl Config {
             readiness_timeout,
             api_timeout,
             pod_events: raw.pod_events.unwrap_or(true),
+            strict_capabilities: raw.strict_capabilities,
             ignored_keys,
         })
+    }
+
+    /// The keys the shared pod rules ([`plexus_api::policy`]) read.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            namespace_isolation: self.namespace_isolation,
+            global_namespaces: self.global_namespaces.clone(),
+            system_namespaces: self.system_namespaces.clone(),
+            multus_namespace: self.multus_namespace.clone(),
+            cluster_network: self.cluster_network.clone(),
+            default_networks: self.default_networks.clone(),
+            static_delegates: self.delegates.len(),
+            strict_capabilities: self.strict_capabilities,
+        }
     }
 
     /// The version results are rendered in for the runtime (an empty `cniVersion` means 0.1.0, as in libcni).

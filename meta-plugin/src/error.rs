@@ -1,6 +1,36 @@
 //! Plexus's errors, and the one place where each maps to a CNI error code.
 
 use plexus_api::cni::{CniError, ErrorCode, config::ConfigError};
+use plexus_api::policy::PolicyError;
+
+use crate::netns::NetnsError;
+use crate::source::SourceError;
+
+/// Code 11 (try again later) when the API server did not answer in time, could not be reached or said it is
+/// overloaded or unavailable; 103 for every other API failure (forbidden, bad kubeconfig, ...).
+fn source_error_code(e: &SourceError) -> ErrorCode {
+    match e {
+        SourceError::Timeout { .. } => ErrorCode::TryAgainLater,
+        SourceError::Api { source, .. } => match source {
+            kube::Error::Api(status) if matches!(status.code, 429 | 500 | 502 | 503 | 504) => {
+                ErrorCode::TryAgainLater
+            }
+            kube::Error::Api(_) => ErrorCode::Kubernetes,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => ErrorCode::TryAgainLater,
+            _ => ErrorCode::Kubernetes,
+        },
+        SourceError::Kubeconfig { .. } => ErrorCode::Kubernetes,
+    }
+}
+
+/// The code for a delegate config that can't be used.
+fn config_error_code(e: &ConfigError) -> ErrorCode {
+    match e {
+        ConfigError::Json(_) => ErrorCode::Decoding,
+        ConfigError::UnsupportedVersion { .. } => ErrorCode::IncompatibleVersion,
+        _ => ErrorCode::InvalidConfig,
+    }
+}
 
 /// A delegate plugin that returned an error, with the network and interface it was working on.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +66,48 @@ pub enum PlexusError {
         network: String,
         source: ConfigError,
     },
-    #[error("{0}")]
-    Plan(String),
+    /// A rule of the pod request refused it (bad annotation, unknown NAD, namespace isolation, interface names,
+    /// capability gate, pod replaced).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("Kubernetes API: {0}")]
-    Kubernetes(String),
+    Kubernetes(#[from] SourceError),
+    #[error("pod {namespace}/{name} was not found in the API server")]
+    PodNotFound { namespace: String, name: String },
+    #[error(
+        "pod {pod}: networks attached but network-status could not be written, so the ADD was undone: {source}"
+    )]
+    StatusNotWritten { pod: String, source: SourceError },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot read confDir {}: {source}", dir.display())]
+    ConfDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("clusterNetwork {path}: {msg}")]
+    ClusterNetwork { path: String, msg: String },
+    #[error(
+        "container {container_id:?} interface {ifname:?} is already attached; DEL it before adding it again"
+    )]
+    AlreadyAttached {
+        container_id: String,
+        ifname: String,
+    },
+    #[error("container {container_id:?}: its ADD did not complete (record state {state})")]
+    Incomplete { container_id: String, state: String },
+    #[error("network {network:?}: cannot give interface {ifname} the default route: {source}")]
+    RouteChange {
+        network: String,
+        ifname: String,
+        source: NetnsError,
+    },
+    #[error("network {network:?}: its result can't be given in CNI version {version}: {msg}")]
+    ResultVersion {
+        network: String,
+        version: String,
+        msg: String,
+    },
     #[error("{0}")]
     Delegate(Box<DelegateFailure>),
     #[error(
@@ -82,17 +150,36 @@ impl PlexusError {
                 (ErrorCode::IncompatibleVersion.code(), String::new())
             }
             PlexusError::InvalidConfig(_) => (ErrorCode::InvalidConfig.code(), String::new()),
-            PlexusError::InvalidDelegate { source, .. } => (
-                match source {
-                    ConfigError::Json(_) => ErrorCode::Decoding,
-                    ConfigError::UnsupportedVersion { .. } => ErrorCode::IncompatibleVersion,
-                    _ => ErrorCode::InvalidConfig,
+            PlexusError::InvalidDelegate { source, .. } => {
+                (config_error_code(source).code(), String::new())
+            }
+            PlexusError::Policy(e) => (
+                match e {
+                    PolicyError::InvalidDelegate { source, .. } => config_error_code(source),
+                    PolicyError::NoDefaultNetwork | PolicyError::NoStaticDelegates => {
+                        ErrorCode::InvalidConfig
+                    }
+                    PolicyError::PodReplaced { .. } => ErrorCode::PodReplaced,
+                    _ => ErrorCode::Selection,
                 }
                 .code(),
                 String::new(),
             ),
-            PlexusError::Plan(_) => (ErrorCode::Selection.code(), String::new()),
-            PlexusError::Kubernetes(_) => (ErrorCode::Kubernetes.code(), String::new()),
+            PlexusError::Kubernetes(e) | PlexusError::StatusNotWritten { source: e, .. } => {
+                (source_error_code(e).code(), String::new())
+            }
+            PlexusError::PodNotFound { .. } => (ErrorCode::PodNotFound.code(), String::new()),
+            PlexusError::Runtime(_) | PlexusError::ConfDir { .. } => {
+                (ErrorCode::Io.code(), String::new())
+            }
+            PlexusError::ClusterNetwork { .. } => (ErrorCode::InvalidConfig.code(), String::new()),
+            PlexusError::AlreadyAttached { .. } | PlexusError::Incomplete { .. } => {
+                (ErrorCode::Record.code(), String::new())
+            }
+            PlexusError::RouteChange { .. } => (ErrorCode::RouteChange.code(), String::new()),
+            PlexusError::ResultVersion { .. } => {
+                (ErrorCode::IncompatibleVersion.code(), String::new())
+            }
             // A delegate's own code is kept so that the runtime's handling (e.g. 11, try again later) still applies.
             PlexusError::Delegate(f) => (f.code, f.details.clone()),
             PlexusError::DelegateTimeout { .. } => {
@@ -135,5 +222,49 @@ impl PlexusError {
                 errors,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> PlexusError {
+        PlexusError::Kubernetes(SourceError::Api {
+            what: "GET pod a/b".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        })
+    }
+
+    #[test]
+    fn api_failures_that_may_pass_are_try_again_later() {
+        for code in [429, 500, 502, 503, 504] {
+            assert_eq!(api(code).to_cni().code, 11, "HTTP {code}");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert_eq!(api(code).to_cni().code, 103, "HTTP {code}");
+        }
+        let timeout = PlexusError::Kubernetes(SourceError::Timeout {
+            what: "GET pod a/b".into(),
+            seconds: 1.0,
+        });
+        assert_eq!(timeout.to_cni().code, 11);
+        let status = PlexusError::StatusNotWritten {
+            pod: "a/b".into(),
+            source: SourceError::Kubeconfig {
+                path: "/k".into(),
+                msg: "bad".into(),
+            },
+        };
+        assert_eq!(status.to_cni().code, 103);
+        let gone = PlexusError::PodNotFound {
+            namespace: "a".into(),
+            name: "b".into(),
+        };
+        assert_eq!(gone.to_cni().code, 105);
     }
 }

@@ -177,8 +177,22 @@ pub fn invoke(inv: &Invocation<'_>) -> Result<Output, InvokeError> {
 }
 
 /// libcni's reading of a failed plugin's output: a JSON error on stdout; else stderr as the message; else the raw
-/// stdout.
+/// stdout. What the plugin wrote on stderr is kept in the error's details either way (C54).
 fn plugin_error(stdout: &[u8], stderr: &[u8], exit: Option<i32>) -> CniError {
+    let mut e = plugin_error_without_stderr(stdout, stderr, exit);
+    let err_text = String::from_utf8_lossy(stderr);
+    if !err_text.trim().is_empty() {
+        let forwarded = format!("delegate stderr: {}", last_lines(&err_text, 20));
+        e.details = if e.details.is_empty() {
+            forwarded
+        } else {
+            format!("{}; {forwarded}", e.details)
+        };
+    }
+    e
+}
+
+fn plugin_error_without_stderr(stdout: &[u8], stderr: &[u8], exit: Option<i32>) -> CniError {
     use plexus_api::cni::ErrorCode;
     let text = String::from_utf8_lossy(stdout);
     let err_text = String::from_utf8_lossy(stderr);
@@ -306,6 +320,18 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(err("json").code, 11);
+        script(
+            dir.path(),
+            "both",
+            r#"echo 'no lease left' >&2; echo '{"code":11,"msg":"busy","details":"pool"}'; exit 1"#,
+        );
+        let e = err("both");
+        assert_eq!((e.code, e.msg.as_str()), (11, "busy"));
+        assert_eq!(
+            e.details, "pool; delegate stderr: no lease left",
+            "C54: stderr is kept"
+        );
+        assert!(err("stderr").details.contains("one | two"));
         assert!(
             err("stderr").msg.contains("one | two"),
             "{:?}",

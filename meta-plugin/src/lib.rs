@@ -28,7 +28,7 @@ use crate::invoke::CniCommand;
 use crate::ops::{Context, Sandbox};
 use crate::plan::{Plan, PodArgs, valid_interface_name};
 use crate::record::PodRef;
-use crate::source::{KubeSource, NetworkSource, PodEvent};
+use crate::source::{Connect, NetworkSource, NodeOnly, PodEvent, SourceProvider};
 use plexus_api::cni::result::CniResult;
 use plexus_api::status::{NetworkStatus, print_statuses, statuses_from_result};
 use tracing::warn;
@@ -112,13 +112,65 @@ pub fn valid_container_id(id: &str) -> bool {
 pub type Output = Option<String>;
 
 /// Runs one CNI request: what to print on success, or the CNI error object (with the runtime's version when known).
+/// A panic inside becomes a CNI error too ([`guard`]), so a runtime (or the thick-mode daemon, per request) always
+/// gets an answer.
 pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, CniError> {
+    guard(|| run_with(&Connect, Logging::PerRequest, env_lookup, stdin))
+}
+
+/// Who sets up logging for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logging {
+    /// The request installs the subscriber its config asks for (the `plexus` binary: one request per process).
+    PerRequest,
+    /// The caller already did (the thick-mode daemon, once for all requests).
+    Installed,
+}
+
+/// Installs the process's panic hook: a panic is logged through `tracing` with where it happened (and printed on
+/// stderr as before), never on stdout; [`guard`] then turns it into the request's CNI error. The node daemon of thick
+/// mode installs it once and guards each request.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(location = ?info.location().map(|l| format!("{}:{}", l.file(), l.line())), panic = %info, "panic");
+        default(info);
+    }));
+}
+
+/// Runs `request`, turning a panic into a CNI error object (code 999) that says where it happened. Nothing reaches a
+/// panic from input on purpose; this is the net under bugs, so that the runtime never sees a silent crash.
+pub fn guard<T>(request: impl FnOnce() -> Result<T, CniError>) -> Result<T, CniError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(request)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        tracing::error!(panic = %what, "request panicked");
+        Err(CniError::new(
+            plexus_api::cni::ErrorCode::Internal,
+            format!("Plexus hit a bug and stopped this request: {what}"),
+        ))
+    })
+}
+
+/// One CNI request with the source and the logging passed in: what [`run`] does for the `plexus` binary, and what
+/// a node daemon calls (inside [`guard`]) for each request it receives.
+pub fn run_with<P: SourceProvider>(
+    provider: &P,
+    logging: Logging,
+    env_lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Output, CniError> {
     let env = CniEnv::from_lookup(env_lookup).map_err(|e| e.to_cni())?;
     if env.command == CniCommand::Version {
         return version_reply(stdin).map(Some).map_err(|e| e.to_cni());
     }
     let config = Config::load(stdin).map_err(|e| e.to_cni())?;
-    let _log = logging::init(&config.log);
+    if logging == Logging::PerRequest {
+        logging::init(&config.log);
+    }
     let reply_version = config.result_version().to_owned();
     let span = info_span!(
         "cni",
@@ -130,18 +182,23 @@ pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<
     if !config.ignored_keys.is_empty() {
         debug!(keys = ?config.ignored_keys, "config keys Plexus does not use were ignored");
     }
-    dispatch(&env, config, stdin).map_err(|e| {
+    dispatch(provider, &env, config, stdin).map_err(|e| {
         tracing::error!(error = %e, "request failed");
         e.to_cni().with_version(reply_version)
     })
 }
 
-fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, PlexusError> {
+fn dispatch<P: SourceProvider>(
+    provider: &P,
+    env: &CniEnv,
+    config: Config,
+    stdin: &[u8],
+) -> Result<Output, PlexusError> {
     let ctx = Context::new(config, &env.path);
     match env.command {
         CniCommand::Add => {
             ops::wait_until_ready(&ctx)?;
-            let result = add(&ctx, &env.sandbox)?;
+            let result = add(provider, &ctx, &env.sandbox)?;
             Ok(Some(
                 serde_json::to_string(&result).expect("results serialise"),
             ))
@@ -151,18 +208,156 @@ fn dispatch(env: &CniEnv, config: Config, stdin: &[u8]) -> Result<Output, Plexus
             if let Err(e) = ops::wait_until_ready(&ctx) {
                 warn!(error = %e, "deleting anyway");
             }
-            ops::del(&ctx, &env.sandbox).map(|()| None)
+            ops::del(&ctx, &env.sandbox, || {
+                derive_for_del(provider, &ctx, &env.sandbox)
+            })
+            .map(|()| None)
         }
         CniCommand::Check => ops::check(&ctx, &env.sandbox).map(|()| None),
-        CniCommand::Status => ops::status(&ctx).map(|()| None),
+        CniCommand::Status => {
+            let networks = status_networks(provider, &ctx.config)?;
+            ops::status(&ctx, &networks).map(|()| None)
+        }
         CniCommand::Gc => ops::gc(&ctx, &valid_attachments(stdin)?).map(|()| None),
-        CniCommand::Version => unreachable!("answered before the config is loaded"),
+        CniCommand::Version => version_reply(stdin).map(Some),
     }
+}
+
+/// What a DEL without a usable record deletes. Kubernetes mode (a kubeconfig and a pod in `CNI_ARGS`): the
+/// pod's networks from the pod and its NADs — every one that can still be resolved, each under the interface name
+/// its ADD gave it — within `apiTimeoutSeconds` in all; when that fails (API server down, pod gone), the configured
+/// default network alone. Otherwise the stdin config's delegates.
+fn derive_for_del<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+) -> Option<ops::DerivedPlan> {
+    let (Some(kubeconfig), Some(pod_args)) = (
+        ctx.config.kubeconfig.clone(),
+        PodArgs::from_cni_args(&sandbox.args),
+    ) else {
+        return ops::static_fallback(ctx, sandbox);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let from_pod = runtime.block_on(async {
+        let lookup = async {
+            let source = provider.source(&ctx.config, &kubeconfig).await?;
+            let pod = source
+                .pod(&pod_args.namespace, &pod_args.name)
+                .await?
+                .ok_or_else(|| PlexusError::PodNotFound {
+                    namespace: pod_args.namespace.clone(),
+                    name: pod_args.name.clone(),
+                })?;
+            let requests = plan::pod_requests(&ctx.config, &pod)?;
+            let mut resolved = Vec::with_capacity(requests.len());
+            for request in &requests {
+                match source::resolve_one(&source, &ctx.config, &pod, &request.reference).await {
+                    Ok(n) => resolved.push(Some(n)),
+                    Err(e) => {
+                        warn!(network = %request.reference.label(), error = %e, "DEL: this network can't be resolved; it is skipped");
+                        resolved.push(None);
+                    }
+                }
+            }
+            let env_args = plan::delegate_cni_args(&sandbox.args, &pod, &sandbox.container_id);
+            Plan::for_pod_partial(&ctx.config, &pod, &requests, resolved, &sandbox.ifname, &env_args)
+        };
+        match tokio::time::timeout(ctx.config.api_timeout, lookup).await {
+            Ok(result) => result,
+            Err(_) => Err(PlexusError::Kubernetes(source::SourceError::Timeout {
+                what: format!("reading pod {}/{} and its NADs", pod_args.namespace, pod_args.name),
+                seconds: ctx.config.api_timeout.as_secs_f64(),
+            })),
+        }
+    });
+    match from_pod {
+        Ok(plan) => {
+            return Some(ops::DerivedPlan {
+                plan,
+                source: "the pod and its NADs",
+            });
+        }
+        Err(e) => {
+            warn!(error = %e, "DEL: the pod's networks can't be read; falling back to the default network")
+        }
+    }
+    let pod = plan::PodView {
+        namespace: pod_args.namespace.clone(),
+        name: pod_args.name.clone(),
+        uid: pod_args.uid.clone().unwrap_or_default(),
+        annotations: Default::default(),
+    };
+    let default = runtime.block_on(async {
+        let reference = plexus_api::policy::default_network(&ctx.config.policy())?;
+        // The API server just failed us: the default network is looked up on the node only (delegates, a path,
+        // or a conf in confDir).
+        source::resolve_one(&source::NodeOnly, &ctx.config, &pod, &reference).await
+    });
+    match default {
+        Ok(network) => {
+            let env_args = plan::delegate_cni_args(&sandbox.args, &pod, &sandbox.container_id);
+            Plan::for_pod_partial(
+                &ctx.config,
+                &pod,
+                &[plan::NetworkRequest {
+                    reference: plan::NetworkRef::Delegate(0),
+                    selection: None,
+                }],
+                vec![Some(network)],
+                &sandbox.ifname,
+                &env_args,
+            )
+            .ok()
+            .map(|plan| ops::DerivedPlan {
+                plan,
+                source: "the configured default network",
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, "DEL: the default network can't be resolved either");
+            None
+        }
+    }
+}
+
+/// The networks STATUS is passed on to: read through the API server in Kubernetes mode (NADs named by
+/// `clusterNetwork` and `defaultNetworks`), from the node otherwise.
+fn status_networks<P: SourceProvider>(
+    provider: &P,
+    config: &Config,
+) -> Result<Vec<plexus_api::cni::NetworkConfigList>, PlexusError> {
+    let needs_api = config.kubeconfig.is_some()
+        && (config
+            .cluster_network
+            .as_ref()
+            .is_some_and(|c| !c.starts_with('/'))
+            || !config.default_networks.is_empty());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PlexusError::Runtime)?;
+    runtime.block_on(async {
+        match (&config.kubeconfig, needs_api) {
+            (Some(kubeconfig), true) => {
+                let source = provider.source(config, kubeconfig).await?;
+                source::default_network_configs(Some(&source), config).await
+            }
+            _ => source::default_network_configs(None::<&NodeOnly>, config).await,
+        }
+    })
 }
 
 /// ADD. Static mode (no kubeconfig, or a sandbox that is not a pod): the configured delegates. Kubernetes mode:
 /// read the pod and its NADs, attach, then publish network-status (one PATCH) and the pod's events.
-fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
+fn add<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+) -> Result<Value, PlexusError> {
     let kubeconfig = ctx.config.kubeconfig.clone();
     let pod_args = PodArgs::from_cni_args(&sandbox.args);
     let (Some(kubeconfig), Some(pod_args)) = (kubeconfig, pod_args) else {
@@ -175,9 +370,9 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| PlexusError::Kubernetes(format!("cannot start the async runtime: {e}")))?;
+        .map_err(PlexusError::Runtime)?;
     let (source, pod, plan) = runtime.block_on(async {
-        let source = KubeSource::new(&kubeconfig, ctx.config.api_timeout).await?;
+        let source = provider.source(&ctx.config, &kubeconfig).await?;
         let pod = source::pod_with_retry(
             &source,
             &pod_args.namespace,
@@ -192,7 +387,7 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
             &ctx.config,
             &pod,
             &requests,
-            resolved,
+            &resolved,
             &sandbox.ifname,
             &env_args,
         )?;
@@ -206,8 +401,13 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
     let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
 
     let statuses = network_statuses(&added.record);
+    for w in &plan.warnings {
+        warn!(warning = %w, "capability key without the capability");
+    }
     let events: Vec<PodEvent> = if ctx.config.pod_events {
-        attach_events(&added.record, &statuses)
+        let mut events = warning_events(&plan.warnings);
+        events.extend(attach_events(&added.record));
+        events
     } else {
         Vec::new()
     };
@@ -225,10 +425,10 @@ fn add(ctx: &Context, sandbox: &Sandbox) -> Result<Value, PlexusError> {
         if let Err(undo) = ops::undo(ctx, &added.record) {
             warn!(error = %undo, "undoing the ADD after the failed status update left errors");
         }
-        return Err(PlexusError::Kubernetes(format!(
-            "pod {}/{}: networks attached but network-status could not be written, so the ADD was undone: {e}",
-            pod.namespace, pod.name
-        )));
+        return Err(PlexusError::StatusNotWritten {
+            pod: pod.label(),
+            source: e,
+        });
     }
     Ok(added.result)
 }
@@ -244,15 +444,7 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
         .attachments
         .iter()
         .flat_map(|a| {
-            let version = a
-                .delegate
-                .get("cniVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(version::IMPLICIT);
-            let result = a
-                .result
-                .as_ref()
-                .and_then(|r| CniResult::from_value(r, version).ok());
+            let result = recorded_result(a);
             let mut entries = statuses_from_result(
                 &a.network,
                 a.is_default,
@@ -283,19 +475,16 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
         .collect()
 }
 
-/// One `AddedInterface` event per attachment, worded as Multus words it.
-fn attach_events(record: &record::Record, statuses: &[NetworkStatus]) -> Vec<PodEvent> {
+/// One `AddedInterface` event per attachment, worded as Multus words it: every IP of the result with its prefix
+/// (`Add eth0 [198.18.0.7/24] from ns/net`).
+pub fn attach_events(record: &record::Record) -> Vec<PodEvent> {
     record
         .attachments
         .iter()
         .map(|a| {
-            let ips: Vec<&str> = statuses
-                .iter()
-                .filter(|s| {
-                    s.name == a.network && s.interface.as_deref().is_none_or(|i| i == a.ifname)
-                })
-                .flat_map(|s| s.ips.iter().map(String::as_str))
-                .collect();
+            let ips: Vec<String> = recorded_result(a)
+                .map(|r| r.ips.iter().map(|ip| ip.address.to_string()).collect())
+                .unwrap_or_default();
             PodEvent {
                 reason: "AddedInterface".into(),
                 message: format!("Add {} [{}] from {}", a.ifname, ips.join(", "), a.network),
@@ -303,6 +492,30 @@ fn attach_events(record: &record::Record, statuses: &[NetworkStatus]) -> Vec<Pod
             }
         })
         .collect()
+}
+
+/// A Warning event for each thing the pod's owner should hear about (Decision 7).
+pub fn warning_events(warnings: &[plexus_api::policy::PolicyWarning]) -> Vec<PodEvent> {
+    warnings
+        .iter()
+        .map(|w| PodEvent {
+            reason: "CapabilityNotDeclared".into(),
+            message: w.to_string(),
+            warning: true,
+        })
+        .collect()
+}
+
+/// An attachment's recorded ADD result, parsed in its delegate's version.
+fn recorded_result(a: &record::RecordedAttachment) -> Option<CniResult> {
+    let version = a
+        .delegate
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(version::IMPLICIT);
+    a.result
+        .as_ref()
+        .and_then(|r| CniResult::from_value(r, version).ok())
 }
 
 /// VERSION (C36): echo the requested version with the list Plexus speaks.
@@ -410,6 +623,16 @@ mod tests {
             v["supportedVersions"].as_array().unwrap().len(),
             version::SUPPORTED.len()
         );
+    }
+
+    #[test]
+    fn a_panic_becomes_a_cni_error() {
+        let e = guard::<()>(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("boom 7"), "{e}");
+        let e = guard::<()>(|| std::panic::panic_any(5_u8)).unwrap_err();
+        assert_eq!(e.code, 999);
+        assert_eq!(guard(|| Ok::<_, CniError>(3)).unwrap(), 3);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use plexus_cni::error::PlexusError;
 
 fn main() -> ExitCode {
+    plexus_cni::install_panic_hook();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => plexus_cni::run(|k| std::env::var(k).ok(), &stdin),

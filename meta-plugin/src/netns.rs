@@ -316,7 +316,7 @@ fn describe(route: &RouteMessage, links: &[LinkInfo]) -> Vec<DefaultRoute> {
             })
             .collect(),
         None => vec![DefaultRoute {
-            ifname: name_of(output_interfaces(route)[0]),
+            ifname: name_of(output_interfaces(route).first().copied().flatten()),
             gateway: gateway_of(&route.attributes),
             metric,
             table,

@@ -18,6 +18,7 @@ use crate::record::{
     Loaded, PodRef, RECORD_FORMAT, Record, RecordState, RecordStore, RecordedAttachment,
     SandboxLock,
 };
+use plexus_api::policy::PolicyError;
 
 /// The sandbox a request is about, from the runtime's environment.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +50,7 @@ impl Context {
             }
         }
         Self {
-            store: RecordStore::new(config.cni_dir.clone()),
+            store: RecordStore::new(config.cni_dir.clone(), &config.name),
             timeout: config.delegate_timeout,
             path,
             config,
@@ -111,8 +112,9 @@ impl<'r> Runnable<'r> {
             timeout: ctx.timeout,
         })
         .map_err(|e| self.delegate_error(command, plugin_type, e, ctx.timeout))?;
-        if !out.stderr.is_empty() {
-            debug!(network = %self.rec.network, delegate = plugin_type, stderr = %String::from_utf8_lossy(&out.stderr), "delegate stderr");
+        if !out.stderr.iter().all(u8::is_ascii_whitespace) {
+            // C54: what a delegate says on stderr reaches the log at the default level, not only at debug.
+            info!(network = %self.rec.network, delegate = plugin_type, command = command.as_str(), stderr = %String::from_utf8_lossy(&out.stderr).trim(), "delegate stderr");
         }
         Ok(out.stdout)
     }
@@ -138,15 +140,18 @@ impl<'r> Runnable<'r> {
                 command,
                 seconds: timeout.as_secs_f64(),
             },
-            InvokeError::Plugin(err) => PlexusError::Delegate(Box::new(DelegateFailure {
-                network,
-                ifname,
-                delegate,
-                command,
-                code: err.code,
-                msg: err.msg,
-                details: err.details,
-            })),
+            InvokeError::Plugin(err) => {
+                warn!(network = %network, delegate = %delegate, command, code = err.code, msg = %err.msg, details = %err.details, "delegate failed");
+                PlexusError::Delegate(Box::new(DelegateFailure {
+                    network,
+                    ifname,
+                    delegate,
+                    command,
+                    code: err.code,
+                    msg: err.msg,
+                    details: err.details,
+                }))
+            }
             other => PlexusError::Delegate(Box::new(DelegateFailure {
                 network,
                 ifname,
@@ -260,10 +265,10 @@ pub fn add(
     let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
     match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(old) if old.state == RecordState::Added => {
-            return Err(PlexusError::Plan(format!(
-                "container {:?} interface {:?} is already attached; DEL it before adding it again",
-                sandbox.container_id, sandbox.ifname
-            )));
+            return Err(PlexusError::AlreadyAttached {
+                container_id: sandbox.container_id.clone(),
+                ifname: sandbox.ifname.clone(),
+            });
         }
         Loaded::Found(old) => {
             // An earlier ADD died or failed half-way: finish its teardown before starting again.
@@ -272,7 +277,7 @@ pub fn add(
         }
         Loaded::Corrupt(why) => {
             return Err(unusable_record(
-                ctx,
+                &ctx.store,
                 sandbox,
                 format!("{why}; DEL the container first"),
             ));
@@ -288,7 +293,7 @@ pub fn add(
         cni_version: ctx.config.result_version().to_owned(),
         path: ctx.path.clone(),
         pod,
-        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
+        attachments: plan.to_records(),
     };
     ctx.store.save(&record)?;
 
@@ -322,10 +327,11 @@ pub fn add(
                 info!(network = %chosen.network, ifname = %chosen.ifname, ?change, "default route moved")
             }
             Err(e) => {
-                let err = PlexusError::Plan(format!(
-                    "network {:?}: cannot give interface {} the default route: {e}",
-                    chosen.network, chosen.ifname
-                ));
+                let err = PlexusError::RouteChange {
+                    network: chosen.network.clone(),
+                    ifname: chosen.ifname.clone(),
+                    source: e,
+                };
                 let all = record.attachments.len();
                 roll_back(ctx, lock, &mut record, all)?;
                 return Err(err);
@@ -333,18 +339,25 @@ pub fn add(
         }
     }
 
-    let default = &record.attachments[0];
+    let Some(default) = record.attachments.first() else {
+        return Err(PlexusError::Policy(PolicyError::NoDefaultNetwork));
+    };
     let delegate_version = Runnable::new(default)?.version;
-    let result = default
-        .result
-        .as_ref()
-        .expect("every attachment has a result after a full ADD");
-    let converted = CniResult::from_value(result, delegate_version)
-        .and_then(|r| r.to_value(ctx.config.result_version()));
+    let converted = match &default.result {
+        Some(result) => CniResult::from_value(result, delegate_version)
+            .and_then(|r| r.to_value(ctx.config.result_version()))
+            .map_err(|e| e.to_string()),
+        None => Err("the default network's delegate gave no result".to_owned()),
+    };
     match converted {
         Ok(converted) => {
             record.state = RecordState::Added;
-            ctx.store.save(&record)?;
+            if let Err(e) = ctx.store.save(&record) {
+                // The runtime gets an error (e.g. a full disk), so it must not be left with networks attached.
+                let all = record.attachments.len();
+                roll_back(ctx, lock, &mut record, all)?;
+                return Err(e);
+            }
             Ok(Added {
                 result: converted,
                 record,
@@ -352,11 +365,11 @@ pub fn add(
         }
         Err(e) => {
             // The runtime gets an error, so it must not be left with networks it doesn't know about.
-            let err = PlexusError::Plan(format!(
-                "network {:?}: its result can't be given in CNI version {}: {e}",
-                default.network,
-                ctx.config.result_version()
-            ));
+            let err = PlexusError::ResultVersion {
+                network: default.network.clone(),
+                version: ctx.config.result_version().to_owned(),
+                msg: e,
+            };
             let all = record.attachments.len();
             roll_back(ctx, lock, &mut record, all)?;
             Err(err)
@@ -364,8 +377,8 @@ pub fn add(
     }
 }
 
-fn unusable_record(ctx: &Context, sandbox: &Sandbox, msg: String) -> PlexusError {
-    let path = ctx.store.path(&sandbox.container_id, &sandbox.ifname);
+fn unusable_record(store: &RecordStore, sandbox: &Sandbox, msg: String) -> PlexusError {
+    let path = store.path(&sandbox.container_id, &sandbox.ifname);
     PlexusError::Record {
         path: path.display().to_string(),
         msg,
@@ -394,25 +407,29 @@ fn roll_back(
     }
 }
 
-/// DEL every attachment of a record in reverse order, continuing past errors (R58–R60). Delegates are looked up
-/// where the ADD found them as well as in the current path.
-fn delete_attachments(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
+/// The context with the directories where the ADD found its delegates added to the path: DEL and CHECK run the
+/// plugins the ADD ran, also with an empty or different stdin config.
+fn with_recorded_path<'c>(ctx: &'c Context, record: &Record) -> std::borrow::Cow<'c, Context> {
     let missing: Vec<PathBuf> = record
         .path
         .iter()
         .filter(|p| !ctx.path.contains(p))
         .cloned()
         .collect();
-    let widened;
-    let ctx = if missing.is_empty() {
-        ctx
+    if missing.is_empty() {
+        std::borrow::Cow::Borrowed(ctx)
     } else {
-        widened = Context {
+        std::borrow::Cow::Owned(Context {
             path: ctx.path.iter().chain(&missing).cloned().collect(),
             ..ctx.clone()
-        };
-        &widened
-    };
+        })
+    }
+}
+
+/// DEL every attachment of a record in reverse order, continuing past errors (R58–R60). Delegates are looked up
+/// where the ADD found them as well as in the current path.
+fn delete_attachments(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
+    let ctx = &with_recorded_path(ctx, record);
     let sandbox = Sandbox {
         container_id: record.container_id.clone(),
         netns: record.netns.clone(),
@@ -444,36 +461,69 @@ pub fn undo(ctx: &Context, record: &Record) -> Result<(), PlexusError> {
     ctx.store.remove(lock, &record.container_id, &record.ifname)
 }
 
-/// DEL: from the record when there is one. Without a usable record, DEL falls back to the stdin config's plan, and
-/// fails (rather than claim success) when a corrupt record leaves it nothing to go by.
-pub fn del(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
-    let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
-    let record = match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
+/// What DEL falls back to when the sandbox has no usable record, and where it came from (for the log).
+#[derive(Debug)]
+pub struct DerivedPlan {
+    pub plan: Plan,
+    /// "the pod and its NADs", "the configured default network", "the stdin config's delegates".
+    pub source: &'static str,
+}
+
+/// The fallback of a DEL without a record when nothing but the stdin config is at hand (static mode, GC): its
+/// `delegates`.
+pub fn static_fallback(ctx: &Context, sandbox: &Sandbox) -> Option<DerivedPlan> {
+    Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)
+        .ok()
+        .map(|plan| DerivedPlan {
+            plan,
+            source: "the stdin config's delegates",
+        })
+}
+
+/// DEL: from the record when there is one. Without a usable record, DEL deletes what `derive` works out (in
+/// Kubernetes mode the pod and its NADs, then the configured default network; else the stdin config's delegates)
+/// and says in the log which source it used. With nothing derivable a missing record is success (nothing to
+/// delete), and a corrupt one an error (rather than claim success).
+pub fn del(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    derive: impl FnOnce() -> Option<DerivedPlan>,
+) -> Result<(), PlexusError> {
+    let store = ctx.store.locate(&sandbox.container_id, &sandbox.ifname);
+    let lock = store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    let record = match store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(record) => record,
-        Loaded::Missing if ctx.config.delegates.is_empty() => {
-            debug!("no record and no delegates in the config: nothing to delete");
-            return ctx
-                .store
-                .remove(lock, &sandbox.container_id, &sandbox.ifname);
-        }
-        Loaded::Missing => {
-            debug!("no record: deleting the networks of the stdin config");
-            fallback_record(ctx, sandbox)?
-        }
-        Loaded::Corrupt(why) if ctx.config.delegates.is_empty() => {
-            return Err(unusable_record(
-                ctx,
-                sandbox,
-                format!(
-                    "{why}; the stdin config names no delegates either, so what this container attached can't be \
-                     known: nothing was deleted and the record was kept for inspection"
-                ),
-            ));
-        }
-        Loaded::Corrupt(why) => {
-            warn!(reason = %why, "the record is unusable: deleting the networks of the stdin config instead");
-            fallback_record(ctx, sandbox)?
-        }
+        Loaded::Missing => match derive() {
+            Some(derived) => {
+                info!(
+                    source = derived.source,
+                    attachments = derived.plan.attachments.len(),
+                    "no record: deleting what {} gives",
+                    derived.source
+                );
+                derived_record(ctx, sandbox, &derived.plan)
+            }
+            None => {
+                info!("no record and nothing to derive one from: nothing to delete");
+                return store.remove(lock, &sandbox.container_id, &sandbox.ifname);
+            }
+        },
+        Loaded::Corrupt(why) => match derive() {
+            Some(derived) => {
+                warn!(reason = %why, source = derived.source, "the record is unusable: deleting what {} gives instead", derived.source);
+                derived_record(ctx, sandbox, &derived.plan)
+            }
+            None => {
+                return Err(unusable_record(
+                    &store,
+                    sandbox,
+                    format!(
+                        "{why}; the stdin config names no delegates either, so what this container attached can't \
+                         be known: nothing was deleted and the record was kept for inspection"
+                    ),
+                ));
+            }
+        },
     };
     // Keep the netns the runtime gives now if the record has none (DEL may come without CNI_NETNS, and vice versa).
     let record = Record {
@@ -485,13 +535,11 @@ pub fn del(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
         ..record
     };
     delete_attachments(ctx, &record)?;
-    ctx.store
-        .remove(lock, &sandbox.container_id, &sandbox.ifname)
+    store.remove(lock, &sandbox.container_id, &sandbox.ifname)
 }
 
-fn fallback_record(ctx: &Context, sandbox: &Sandbox) -> Result<Record, PlexusError> {
-    let plan = Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)?;
-    Ok(Record {
+fn derived_record(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Record {
+    Record {
         format: RECORD_FORMAT,
         container_id: sandbox.container_id.clone(),
         ifname: sandbox.ifname.clone(),
@@ -500,15 +548,25 @@ fn fallback_record(ctx: &Context, sandbox: &Sandbox) -> Result<Record, PlexusErr
         cni_version: ctx.config.result_version().to_owned(),
         path: ctx.path.clone(),
         pod: None,
-        attachments: plan.attachments.iter().map(|a| a.to_record()).collect(),
-    })
+        attachments: plan.to_records(),
+    }
 }
 
 /// CHECK: every attachment of the record, in order, with its recorded result.
+///
+/// A stdin config without `cniVersion` (a minimal one naming only `cniDir`) is judged by the version the runtime
+/// spoke at ADD, which the record keeps; a config with one must allow CHECK (0.4.0 or newer).
 pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
-    require_version(ctx, "CHECK", version::Version(0, 4, 0))?;
-    let _lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
-    let record = match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
+    if !ctx.config.cni_version.is_empty() {
+        require_version(
+            ctx.config.result_version(),
+            "CHECK",
+            version::Version(0, 4, 0),
+        )?;
+    }
+    let store = ctx.store.locate(&sandbox.container_id, &sandbox.ifname);
+    let _lock = store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    let record = match store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(r) => r,
         Loaded::Missing => {
             return Err(PlexusError::UnknownContainer {
@@ -517,14 +575,15 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
             });
         }
         Loaded::Corrupt(why) => {
-            return Err(unusable_record(ctx, sandbox, why));
+            return Err(unusable_record(&store, sandbox, why));
         }
     };
+    require_version(&record.cni_version, "CHECK", version::Version(0, 4, 0))?;
     if record.state != RecordState::Added {
-        return Err(PlexusError::Plan(format!(
-            "container {:?}: its ADD did not complete (record state {:?})",
-            sandbox.container_id, record.state
-        )));
+        return Err(PlexusError::Incomplete {
+            container_id: sandbox.container_id.clone(),
+            state: format!("{:?}", record.state),
+        });
     }
     if record.netns != sandbox.netns {
         return Err(PlexusError::Environment(vec![format!(
@@ -532,22 +591,24 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
             sandbox.netns, record.netns
         )]));
     }
+    let ctx = &with_recorded_path(ctx, &record);
     for a in &record.attachments {
         Runnable::new(a)?.check(ctx, sandbox)?;
     }
     Ok(())
 }
 
-fn require_version(ctx: &Context, command: &str, min: version::Version) -> Result<(), PlexusError> {
-    let v = version::Version::parse(ctx.config.result_version());
+fn require_version(
+    requested: &str,
+    command: &str,
+    min: version::Version,
+) -> Result<(), PlexusError> {
+    let v = version::Version::parse(requested);
     if v.is_some_and(|v| v >= min) {
         Ok(())
     } else {
         Err(PlexusError::IncompatibleVersion {
-            requested: format!(
-                "{} (for {command}, which needs {min} or newer)",
-                ctx.config.result_version()
-            ),
+            requested: format!("{requested} (for {command}, which needs {min} or newer)"),
             supported: version::SUPPORTED.join(", "),
         })
     }
@@ -581,9 +642,14 @@ pub fn wait_until_ready(ctx: &Context) -> Result<(), PlexusError> {
     Ok(())
 }
 
-/// STATUS: the readiness indicator file, then STATUS of every configured delegate that speaks 1.1.0 (C35).
-pub fn status(ctx: &Context) -> Result<(), PlexusError> {
-    require_version(ctx, "STATUS", version::Version(1, 1, 0))?;
+/// STATUS: the readiness indicator file, then STATUS of every network Plexus attaches by default that speaks 1.1.0
+/// (C35; `networks` from [`crate::source::default_network_configs`]).
+pub fn status(ctx: &Context, networks: &[NetworkConfigList]) -> Result<(), PlexusError> {
+    require_version(
+        ctx.config.result_version(),
+        "STATUS",
+        version::Version(1, 1, 0),
+    )?;
     if let Some(file) = &ctx.config.readiness_indicator_file
         && !file.exists()
     {
@@ -596,7 +662,7 @@ pub fn status(ctx: &Context) -> Result<(), PlexusError> {
         });
     }
     let sandbox = Sandbox::default();
-    for delegate in &ctx.config.delegates {
+    for delegate in networks {
         let rec = RecordedAttachment::for_network(&delegate.name, delegate.to_value());
         let r = Runnable::new(&rec)?;
         if !version::Version::parse(r.version).is_some_and(|v| v.supports_status_and_gc()) {
@@ -612,7 +678,7 @@ pub fn status(ctx: &Context) -> Result<(), PlexusError> {
 /// GC: DEL every recorded sandbox that is not in `valid`, then send GC to each known delegate network with the
 /// attachments that remain valid on it (C38–C42). Keeps going past errors and returns them all.
 pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> {
-    require_version(ctx, "GC", version::Version(1, 1, 0))?;
+    require_version(ctx.config.result_version(), "GC", version::Version(1, 1, 0))?;
     let mut errors = Vec::new();
     let (records, bad) = ctx.store.list();
     for b in bad {
@@ -634,7 +700,7 @@ pub fn gc(ctx: &Context, valid: &[(String, String)]) -> Result<(), PlexusError> 
             ifname: record.ifname.clone(),
             args: String::new(),
         };
-        if let Err(e) = del(ctx, &sandbox) {
+        if let Err(e) = del(ctx, &sandbox, || static_fallback(ctx, &sandbox)) {
             errors.push(e);
         }
     }

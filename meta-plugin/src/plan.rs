@@ -1,52 +1,44 @@
 //! From a config (and, in Kubernetes mode, a pod and its NADs) to a plan: the ordered attachments of one sandbox.
-//! No I/O happens here.
+//! No I/O happens here; the rules themselves live in [`plexus_api::policy`], shared with the controller's webhook.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-use plexus_api::cni::NetworkConfigList;
-use plexus_api::selection::{
-    DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, NetworkSelection, parse_selections,
-};
-use serde_json::{Map, Value};
+use plexus_api::policy::{self, PlannedAttachment, PolicyError, PolicyWarning};
+use plexus_api::selection::NetworkSelection;
 
 use crate::config::Config;
 use crate::error::PlexusError;
 use crate::record::RecordedAttachment;
 
-/// One interface to give the pod: a delegate, its interface name and what is passed to it.
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub index: usize,
-    /// Display name: `namespace/name` for a NAD, the config's `name` otherwise.
-    pub network: String,
-    pub ifname: String,
-    pub is_default: bool,
-    pub delegate: NetworkConfigList,
-    pub capability_args: Map<String, Value>,
-    pub cni_args: Map<String, Value>,
-    /// `CNI_ARGS` for the delegate.
-    pub env_args: String,
-    pub default_route_requested: bool,
-    /// Gateways from the selection's `default-route`: this attachment takes the pod's default route (R33).
-    pub default_route: Option<Vec<IpAddr>>,
+pub use plexus_api::policy::{NetworkRef, NetworkRequest, PodView, ResolvedNetwork};
+pub use plexus_api::validate::valid_interface_name;
+
+/// The `CNI_ARGS` of one attachment: the runtime's (with the pod identity in Kubernetes mode), then the
+/// attachment's own pairs (`IP=`, `MAC=`; Decision 7).
+pub fn attachment_env_args(env_args: &str, planned: &PlannedAttachment) -> String {
+    let mut args = env_args.to_owned();
+    for (k, v) in &planned.env_args {
+        if !args.is_empty() {
+            args.push(';');
+        }
+        args.push_str(&format!("{k}={v}"));
+    }
+    args
 }
 
-impl Attachment {
-    pub fn to_record(&self) -> RecordedAttachment {
+impl RecordedAttachment {
+    /// The record of an attachment about to run (no result yet).
+    pub fn planned(planned: &PlannedAttachment, env_args: &str) -> Self {
         RecordedAttachment {
-            index: self.index,
-            network: self.network.clone(),
-            ifname: self.ifname.clone(),
-            is_default: self.is_default,
-            delegate: self.delegate.to_value(),
-            capability_args: self.capability_args.clone(),
-            cni_args: self.cni_args.clone(),
-            env_args: self.env_args.clone(),
+            index: planned.index,
+            network: planned.network.clone(),
+            ifname: planned.ifname.clone(),
+            is_default: planned.is_default,
+            delegate: planned.delegate.to_value(),
+            capability_args: planned.capability_args.clone(),
+            cni_args: planned.cni_args.clone(),
+            env_args: attachment_env_args(env_args, planned),
             result: None,
-            default_route_requested: self.default_route_requested,
-            default_route: self.default_route.clone(),
+            default_route_requested: planned.default_route_requested,
+            default_route: planned.default_route.clone(),
         }
     }
 }
@@ -54,74 +46,107 @@ impl Attachment {
 /// The ordered attachments of one sandbox; the default network first.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<PlannedAttachment>,
+    /// The runtime's `CNI_ARGS` for every delegate (with the pod identity in Kubernetes mode).
+    pub env_args: String,
+    /// What the pod's owner should hear about (Decision 7); recorded as Warning events.
+    pub warnings: Vec<PolicyWarning>,
 }
 
 impl Plan {
-    /// Static mode (no kubeconfig): every entry of `delegates`, in order. The first is the default network and gets
-    /// the runtime's interface name and runtimeConfig; entry i (i ≥ 1) gets `net<i>` and no runtime arguments (R63).
+    /// The records of every attachment, before any runs.
+    pub fn to_records(&self) -> Vec<RecordedAttachment> {
+        self.attachments
+            .iter()
+            .map(|a| RecordedAttachment::planned(a, &self.env_args))
+            .collect()
+    }
+
+    /// Static mode (no kubeconfig): every entry of `delegates`, in order ([`policy::plan_static`]).
     pub fn from_static_config(
         config: &Config,
         runtime_ifname: &str,
         env_args: &str,
     ) -> Result<Plan, PlexusError> {
-        if config.delegates.is_empty() {
-            return Err(PlexusError::InvalidConfig(
-                "no networks to attach: \"delegates\" is empty and no kubeconfig is set".into(),
-            ));
-        }
-        let attachments = config
-            .delegates
-            .iter()
-            .enumerate()
-            .map(|(index, delegate)| Attachment {
-                index,
-                network: delegate.name.clone(),
-                ifname: if index == 0 {
-                    runtime_ifname.to_owned()
-                } else {
-                    format!("net{index}")
-                },
-                is_default: index == 0,
-                delegate: delegate.clone(),
-                capability_args: if index == 0 {
-                    config.runtime_config.clone()
-                } else {
-                    Map::new()
-                },
-                cni_args: Map::new(),
-                env_args: env_args.to_owned(),
-                default_route_requested: false,
-                default_route: None,
-            })
-            .collect();
-        let plan = Plan { attachments };
-        plan.check_interface_names()?;
-        Ok(plan)
+        Ok(Plan {
+            attachments: policy::plan_static(
+                &config.delegates,
+                runtime_ifname,
+                &config.runtime_config,
+            )?,
+            env_args: env_args.to_owned(),
+            warnings: Vec::new(),
+        })
     }
 
-    /// R22/R41: every interface name is unique within the sandbox and valid for the kernel.
-    pub fn check_interface_names(&self) -> Result<(), PlexusError> {
-        let mut seen = std::collections::HashSet::new();
-        for a in &self.attachments {
-            if !valid_interface_name(&a.ifname) {
-                return Err(PlexusError::Plan(format!(
-                    "network {:?}: interface name {:?} is not a valid Linux interface name",
-                    a.network, a.ifname
-                )));
-            }
-            if !seen.insert(a.ifname.as_str()) {
-                return Err(PlexusError::Plan(format!(
-                    "network {:?}: interface name {:?} is already used by an earlier attachment of this pod",
-                    a.network, a.ifname
-                )));
-            }
-        }
-        Ok(())
+    /// Kubernetes mode: one attachment per request, in order, each with its resolved config, as
+    /// [`policy::plan_pod`] decides.
+    pub fn for_pod(
+        config: &Config,
+        pod: &PodView,
+        requests: &[NetworkRequest],
+        resolved: &[ResolvedNetwork],
+        runtime_ifname: &str,
+        env_args: &str,
+    ) -> Result<Plan, PlexusError> {
+        let planned = policy::plan_pod(
+            &config.policy(),
+            pod,
+            requests,
+            resolved,
+            runtime_ifname,
+            &config.runtime_config,
+        )?;
+        Ok(Plan {
+            attachments: planned.attachments,
+            env_args: env_args.to_owned(),
+            warnings: planned.warnings,
+        })
     }
 }
 
-pub use plexus_api::validate::valid_interface_name;
+impl Plan {
+    /// DEL without a record: the plan of the networks that could be resolved (`None` for the others), each with the
+    /// interface name it would have had in the full plan. Fails when the default network (index 0) is missing.
+    pub fn for_pod_partial(
+        config: &Config,
+        pod: &PodView,
+        requests: &[NetworkRequest],
+        resolved: Vec<Option<ResolvedNetwork>>,
+        runtime_ifname: &str,
+        env_args: &str,
+    ) -> Result<Plan, PlexusError> {
+        let mut kept_requests = Vec::new();
+        let mut kept = Vec::new();
+        for (index, (request, network)) in requests.iter().zip(resolved).enumerate() {
+            let Some(network) = network else {
+                if index == 0 {
+                    return Err(PolicyError::NoDefaultNetwork.into());
+                }
+                continue;
+            };
+            let mut request = request.clone();
+            if index > 0 {
+                let (namespace, name) = match &request.reference {
+                    NetworkRef::Nad { namespace, name }
+                    | NetworkRef::NadOrConf { namespace, name } => {
+                        (namespace.clone(), name.clone())
+                    }
+                    other => (String::new(), other.label()),
+                };
+                let sel = request.selection.get_or_insert_with(|| NetworkSelection {
+                    name,
+                    namespace,
+                    ..NetworkSelection::default()
+                });
+                sel.interface.get_or_insert_with(|| format!("net{index}"));
+            }
+            kept_requests.push(request);
+            kept.push(network);
+        }
+        Self::for_pod(config, pod, &kept_requests, &kept, runtime_ifname, env_args)
+    }
+}
 
 /// The pod identity the runtime passes in `CNI_ARGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,292 +174,9 @@ impl PodArgs {
     }
 }
 
-/// The parts of a pod Plexus reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// Where one network's delegate config comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NetworkRef {
-    /// A NetworkAttachmentDefinition; it must exist.
-    Nad { namespace: String, name: String },
-    /// An admin-configured name (`clusterNetwork`, `defaultNetworks`): the NAD of that name in `multusNamespace`,
-    /// or else the conf/conflist in `confDir` whose network name it is.
-    NadOrConf { namespace: String, name: String },
-    /// A conf or conflist file (or a directory holding one), by absolute path.
-    Path(PathBuf),
-    /// An entry of the config's own `delegates`.
-    Delegate(usize),
-}
-
-impl NetworkRef {
-    /// The network's display name before resolution (`namespace/name` for NADs).
-    pub fn label(&self) -> String {
-        match self {
-            NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-                format!("{namespace}/{name}")
-            }
-            NetworkRef::Path(p) => p.display().to_string(),
-            NetworkRef::Delegate(i) => format!("delegates[{i}]"),
-        }
-    }
-}
-
-/// One network the pod gets, before its config is fetched.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NetworkRequest {
-    pub reference: NetworkRef,
-    /// The selection element that asked for it (none for the default network and `defaultNetworks`).
-    pub selection: Option<NetworkSelection>,
-}
-
-/// A network whose config was found.
-#[derive(Debug, Clone)]
-pub struct ResolvedNetwork {
-    /// `namespace/name` for a NAD; the config's `name` for a file or a static delegate.
-    pub display: String,
-    pub config: NetworkConfigList,
-}
-
-/// Works out which networks a pod gets, in order (R53, R54): the default network (the pod's
-/// `v1.multus-cni.io/default-network` override, else `clusterNetwork`, else the first static delegate), then
-/// `defaultNetworks` (not for pods in `systemNamespaces`), then the selection annotation. Fails on a bad annotation
-/// and on a namespace the pod may not use (R62), before anything runs.
+/// Works out which networks a pod gets, in order ([`policy::pod_requests`]).
 pub fn pod_requests(config: &Config, pod: &PodView) -> Result<Vec<NetworkRequest>, PlexusError> {
-    let pod_label = format!("pod {}/{}", pod.namespace, pod.name);
-    let mut requests = Vec::new();
-    let default = match pod
-        .annotations
-        .get(DEFAULT_NETWORK_ANNOTATION)
-        .filter(|a| !a.trim().is_empty())
-    {
-        Some(text) => {
-            let mut parsed = parse_selections(text, &pod.namespace).map_err(|e| {
-                PlexusError::Plan(format!(
-                    "{pod_label}: annotation {DEFAULT_NETWORK_ANNOTATION}: {e}"
-                ))
-            })?;
-            if parsed.len() != 1 {
-                return Err(PlexusError::Plan(format!(
-                    "{pod_label}: annotation {DEFAULT_NETWORK_ANNOTATION} must name exactly one network, not {}",
-                    parsed.len()
-                )));
-            }
-            let sel = parsed.remove(0);
-            check_namespace(config, pod, &sel.namespace, &sel.name)?;
-            NetworkRef::Nad {
-                namespace: sel.namespace,
-                name: sel.name,
-            }
-        }
-        None => match &config.cluster_network {
-            Some(path) if path.starts_with('/') => NetworkRef::Path(PathBuf::from(path)),
-            Some(name) => NetworkRef::NadOrConf {
-                namespace: config.multus_namespace.clone(),
-                name: name.clone(),
-            },
-            None if !config.delegates.is_empty() => NetworkRef::Delegate(0),
-            None => {
-                return Err(PlexusError::InvalidConfig(
-                    "no default network: set \"clusterNetwork\" or give at least one entry in \"delegates\"".into(),
-                ));
-            }
-        },
-    };
-    requests.push(NetworkRequest {
-        reference: default,
-        selection: None,
-    });
-
-    if !config.system_namespaces.contains(&pod.namespace) {
-        for name in &config.default_networks {
-            requests.push(NetworkRequest {
-                reference: NetworkRef::NadOrConf {
-                    namespace: config.multus_namespace.clone(),
-                    name: name.clone(),
-                },
-                selection: None,
-            });
-        }
-    }
-
-    if let Some(text) = pod
-        .annotations
-        .get(NETWORKS_ANNOTATION)
-        .filter(|a| !a.trim().is_empty())
-    {
-        let selections = parse_selections(text, &pod.namespace).map_err(|e| {
-            PlexusError::Plan(format!(
-                "{pod_label}: annotation {NETWORKS_ANNOTATION}: {e}"
-            ))
-        })?;
-        let mut gateway_families = [None::<IpAddr>; 2];
-        for sel in selections {
-            check_namespace(config, pod, &sel.namespace, &sel.name)?;
-            for gw in sel.default_route.iter().flatten() {
-                let slot = &mut gateway_families[usize::from(gw.is_ipv6())];
-                if let Some(first) = slot {
-                    return Err(PlexusError::Plan(format!(
-                        "{pod_label}: network {}/{}: default-route lists two gateways of one family ({first} and \
-                         {gw}); one default gateway per family is supported",
-                        sel.namespace, sel.name
-                    )));
-                }
-                *slot = Some(*gw);
-            }
-            requests.push(NetworkRequest {
-                reference: NetworkRef::Nad {
-                    namespace: sel.namespace.clone(),
-                    name: sel.name.clone(),
-                },
-                selection: Some(sel),
-            });
-        }
-    }
-    Ok(requests)
-}
-
-/// `namespaceIsolation`: a pod may use NADs of its own namespace and of `globalNamespaces` only (R62).
-fn check_namespace(
-    config: &Config,
-    pod: &PodView,
-    namespace: &str,
-    name: &str,
-) -> Result<(), PlexusError> {
-    if config.namespace_isolation
-        && namespace != pod.namespace
-        && !config.global_namespaces.iter().any(|g| g == namespace)
-    {
-        return Err(PlexusError::Plan(format!(
-            "pod {}/{}: network {namespace}/{name} is in another namespace, which namespaceIsolation forbids \
-             (allowed: {}, {})",
-            pod.namespace,
-            pod.name,
-            pod.namespace,
-            config.global_namespaces.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-/// The capability each selection key needs (R18–R36), and the runtimeConfig key it fills.
-const CAPABILITY_KEYS: &[(&str, &str)] = &[
-    ("ips", "ips"),
-    ("mac", "mac"),
-    ("portMappings", "portMappings"),
-    ("bandwidth", "bandwidth"),
-    ("infiniband-guid", "infinibandGUID"),
-];
-
-/// The capability arguments a selection asks for, keyed by capability name.
-fn selection_capability_args(sel: &NetworkSelection) -> Map<String, Value> {
-    let mut args = Map::new();
-    let mut put = |cap: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            args.insert(cap.to_owned(), v);
-        }
-    };
-    put("ips", sel.ips.as_ref().map(|v| serde_json::json!(v)));
-    put("mac", sel.mac.as_ref().map(|v| serde_json::json!(v)));
-    put(
-        "portMappings",
-        sel.port_mappings
-            .as_ref()
-            .map(|v| serde_json::to_value(v).expect("serialises")),
-    );
-    put(
-        "bandwidth",
-        sel.bandwidth
-            .as_ref()
-            .map(|v| serde_json::to_value(v).expect("serialises")),
-    );
-    put(
-        "infinibandGUID",
-        sel.infiniband_guid.as_ref().map(|v| serde_json::json!(v)),
-    );
-    args
-}
-
-impl Plan {
-    /// Kubernetes mode: one attachment per request, in order, each with its resolved config. The default network
-    /// gets the runtime's interface name and runtimeConfig (R63); selected networks get their own interface name
-    /// or `net<i>`, their capability arguments (only when some plugin declares the capability — else the pod's ADD
-    /// fails, R18–R36), their `cni-args` and their `default-route`.
-    pub fn for_pod(
-        config: &Config,
-        pod: &PodView,
-        requests: &[NetworkRequest],
-        resolved: Vec<ResolvedNetwork>,
-        runtime_ifname: &str,
-        env_args: &str,
-    ) -> Result<Plan, PlexusError> {
-        assert_eq!(
-            requests.len(),
-            resolved.len(),
-            "one resolved network per request"
-        );
-        let default_route_taken = requests.iter().any(|r| {
-            r.selection
-                .as_ref()
-                .is_some_and(|s| s.default_route.is_some())
-        });
-        let mut attachments = Vec::with_capacity(requests.len());
-        for (index, (request, network)) in requests.iter().zip(resolved).enumerate() {
-            let sel = request.selection.as_ref();
-            let ifname = match (index, sel.and_then(|s| s.interface.clone())) {
-                (0, _) => runtime_ifname.to_owned(),
-                (_, Some(name)) => name,
-                (i, None) => format!("net{i}"),
-            };
-            let capability_args = match sel {
-                None if index == 0 => config.runtime_config.clone(),
-                None => Map::new(),
-                Some(sel) => {
-                    let args = selection_capability_args(sel);
-                    for (key, cap) in CAPABILITY_KEYS {
-                        if args.contains_key(*cap) && !network.config.any_plugin_has_capability(cap)
-                        {
-                            return Err(PlexusError::Plan(format!(
-                                "pod {}/{}: network {} was asked for \"{key}\", but no plugin of its config declares \
-                                 the \"{cap}\" capability",
-                                pod.namespace, pod.name, network.display
-                            )));
-                        }
-                    }
-                    args
-                }
-            };
-            attachments.push(Attachment {
-                index,
-                network: network.display,
-                ifname,
-                is_default: index == 0,
-                delegate: network.config,
-                capability_args,
-                cni_args: sel.and_then(|s| s.cni_args.clone()).unwrap_or_default(),
-                env_args: env_args.to_owned(),
-                default_route_requested: if index == 0 {
-                    !default_route_taken
-                } else {
-                    sel.is_some_and(|s| s.default_route.is_some())
-                },
-                default_route: sel.and_then(|s| s.default_route.clone()),
-            });
-        }
-        let plan = Plan { attachments };
-        plan.check_interface_names().map_err(|e| match e {
-            PlexusError::Plan(msg) => {
-                PlexusError::Plan(format!("pod {}/{}: {msg}", pod.namespace, pod.name))
-            }
-            other => other,
-        })?;
-        Ok(plan)
-    }
+    Ok(policy::pod_requests(&config.policy(), pod)?)
 }
 
 /// `CNI_ARGS` for delegates in Kubernetes mode: the runtime's, with `IgnoreUnknown=true` and the pod identity added
@@ -491,6 +233,55 @@ mod tests {
             p.attachments[1].capability_args.is_empty(),
             "R63: runtime config goes to the default network only"
         );
+    }
+
+    #[test]
+    fn a_partial_plan_keeps_each_networks_interface_name() {
+        let c = config(r#"[{"name":"a","cniVersion":"1.0.0","type":"bridge"}]"#);
+        let pod = PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            annotations: [(
+                plexus_api::selection::NETWORKS_ANNOTATION.to_owned(),
+                "gone,kept,named@mine".to_owned(),
+            )]
+            .into(),
+        };
+        let requests = pod_requests(&c, &pod).unwrap();
+        let resolved = |i: usize| ResolvedNetwork {
+            display: requests[i].reference.label(),
+            config: c.delegates[0].clone(),
+        };
+        let plan = Plan::for_pod_partial(
+            &c,
+            &pod,
+            &requests,
+            vec![
+                Some(resolved(0)),
+                None,
+                Some(resolved(2)),
+                Some(resolved(3)),
+            ],
+            "eth0",
+            "",
+        )
+        .unwrap();
+        let names: Vec<_> = plan.attachments.iter().map(|a| a.ifname.as_str()).collect();
+        assert_eq!(
+            names,
+            ["eth0", "net2", "mine"],
+            "the gone network's net1 is skipped"
+        );
+        let no_default = Plan::for_pod_partial(
+            &c,
+            &pod,
+            &requests,
+            vec![None, None, None, None],
+            "eth0",
+            "",
+        );
+        assert!(no_default.is_err());
     }
 
     #[test]

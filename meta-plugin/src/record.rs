@@ -1,13 +1,18 @@
 //! On-node records of attached plans.
 //!
 //! A record holds everything DEL and CHECK need (each attachment's delegate config, interface name, runtime
-//! arguments and result), so they never need the API server, the NAD or the stdin config. Records live in `cniDir`,
-//! one file per sandbox interface, written atomically (temp file, fsync, rename, fsync of the directory) with mode
-//! 0600. Every operation on a sandbox holds that sandbox's lock file for its whole duration.
+//! arguments and result), so they never need the API server, the NAD or the stdin config. Records live in `cniDir`
+//! (mode 0700; an existing directory that others can read is refused), one file per network, sandbox and interface
+//! (`<network>~<container id>-<ifname>.json`, so that Plexus networks sharing a `cniDir` never see each other's
+//! records), written atomically (temp file, fsync, rename, fsync of the directory) with mode 0600. Every operation on
+//! a sandbox holds that sandbox's lock file for its whole duration.
+//!
+//! Records written before the network name was part of the key (`<container id>-<ifname>.json`) are moved to the
+//! new name by the first DEL or CHECK of their sandbox; GC leaves them alone (it can't know their network).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -112,11 +117,15 @@ pub struct PodRef {
     pub uid: String,
 }
 
-/// The records of one node.
+/// The records of one Plexus network (the stdin config's `name`) on one node.
 #[derive(Debug, Clone)]
 pub struct RecordStore {
     dir: PathBuf,
+    network: String,
 }
+
+/// Separates the network name from the sandbox in a record's file name; no network name or container id holds it.
+const NETWORK_SEPARATOR: char = '~';
 
 /// A held lock on one sandbox's records. Released on drop.
 pub struct SandboxLock {
@@ -134,14 +143,24 @@ pub enum Loaded {
 }
 
 impl RecordStore {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+    /// The records of network `network` (a valid CNI network name, or "" for records without one) in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, network: &str) -> Self {
+        Self {
+            dir: dir.into(),
+            network: network.to_owned(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// Creates `cniDir` with mode 0700. An existing one that grants anything to group or others is set to 0700 when
+    /// it is ours, and refused (with what to do) when it belongs to someone else.
     fn ensure_dir(&self) -> Result<(), PlexusError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -152,22 +171,96 @@ impl RecordStore {
                     &self.dir,
                     format!("cannot create the record directory: {e}"),
                 )
-            })
+            })?;
+        let meta = fs::metadata(&self.dir)
+            .map_err(|e| record_err(&self.dir, format!("cannot read the record directory: {e}")))?;
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+                record_err(
+                    &self.dir,
+                    format!("cannot set the record directory to mode 0700: {e}"),
+                )
+            })?;
+            tracing::info!(dir = %self.dir.display(), was = format!("{mode:04o}"), "record directory set to mode 0700");
+        } else if mode & 0o077 != 0 {
+            return Err(record_err(
+                &self.dir,
+                format!(
+                    "the record directory has mode {mode:04o} and belongs to uid {}, not to Plexus's uid {}: records \
+                     hold delegate configs and must not be readable by others, so it is not used; make it 0700 and \
+                     Plexus's (chown {} {}; chmod 700 {}) or point cniDir at another directory",
+                    meta.uid(),
+                    nix::unistd::geteuid(),
+                    nix::unistd::geteuid(),
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
-    fn key(container_id: &str, ifname: &str) -> String {
-        // Both parts are validated CNI identifiers: no '/', so the key is a plain file name.
-        format!("{container_id}-{ifname}")
+    fn key(&self, container_id: &str, ifname: &str) -> String {
+        // Every part is a validated CNI identifier: no '/', so the key is a plain file name.
+        if self.network.is_empty() {
+            format!("{container_id}-{ifname}")
+        } else {
+            format!("{}{NETWORK_SEPARATOR}{container_id}-{ifname}", self.network)
+        }
     }
 
     pub fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
         self.dir
-            .join(format!("{}.json", Self::key(container_id, ifname)))
+            .join(format!("{}.json", self.key(container_id, ifname)))
     }
 
     fn lock_path(&self, container_id: &str, ifname: &str) -> PathBuf {
         self.dir
-            .join(format!("{}.lock", Self::key(container_id, ifname)))
+            .join(format!("{}.lock", self.key(container_id, ifname)))
+    }
+
+    /// The store that holds this sandbox's record, for DEL and CHECK. Its own when the record is there. Otherwise a
+    /// record written before records were keyed by network is moved to this network's name (migration); and a
+    /// store without a network name (DEL with an empty config) takes the one network that has a record of the
+    /// sandbox.
+    pub fn locate(&self, container_id: &str, ifname: &str) -> RecordStore {
+        if self.path(container_id, ifname).exists() {
+            return self.clone();
+        }
+        let unnamed = RecordStore::new(&self.dir, "");
+        if !self.network.is_empty() {
+            let legacy = unnamed.path(container_id, ifname);
+            if legacy.exists() {
+                match fs::rename(&legacy, self.path(container_id, ifname)) {
+                    Ok(()) => {
+                        let _ = fs::remove_file(unnamed.lock_path(container_id, ifname));
+                        tracing::info!(from = %legacy.display(), network = %self.network, "record moved to its network's name");
+                    }
+                    Err(e) => {
+                        tracing::warn!(record = %legacy.display(), error = %e, "cannot move the record to its network's name; using it where it is");
+                        return unnamed;
+                    }
+                }
+            }
+            return self.clone();
+        }
+        let suffix = format!("{NETWORK_SEPARATOR}{container_id}-{ifname}.json");
+        let owners: Vec<String> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(&suffix)
+                    .filter(|n| !n.starts_with('.'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        match owners.as_slice() {
+            [only] => RecordStore::new(&self.dir, only),
+            _ => self.clone(),
+        }
     }
 
     /// Takes the sandbox's exclusive lock, waiting for another Plexus process that holds it.
@@ -228,7 +321,7 @@ impl RecordStore {
         let path = self.path(&record.container_id, &record.ifname);
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",
-            Self::key(&record.container_id, &record.ifname),
+            self.key(&record.container_id, &record.ifname),
             std::process::id()
         ));
         let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
@@ -269,7 +362,8 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Every record on the node (for GC). Unreadable ones are returned as errors with their file names.
+    /// Every record of this network on the node (for GC): never another network's. Unreadable ones are returned as
+    /// errors with their file names.
     pub fn list(&self) -> (Vec<Record>, Vec<String>) {
         let mut records = Vec::new();
         let mut bad = Vec::new();
@@ -278,7 +372,11 @@ impl RecordStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".json") {
+            let ours = match name.split_once(NETWORK_SEPARATOR) {
+                Some((network, _)) => network == self.network,
+                None => self.network.is_empty(),
+            };
+            if !ours || name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
             match fs::read(entry.path()).map(|t| serde_json::from_slice::<Record>(&t)) {
@@ -333,7 +431,7 @@ mod tests {
     #[test]
     fn save_load_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::new(dir.path().join("records"));
+        let store = RecordStore::new(dir.path().join("records"), "net");
         let lock = store.lock("c1", "eth0").unwrap();
         let r = record("c1");
         store.save(&r).unwrap();
@@ -360,9 +458,69 @@ mod tests {
     }
 
     #[test]
+    fn networks_sharing_a_dir_see_only_their_own_records_and_old_records_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RecordStore::new(dir.path(), "net-a");
+        let b = RecordStore::new(dir.path(), "net-b");
+        let unnamed = RecordStore::new(dir.path(), "");
+        for (store, id) in [(&a, "c1"), (&b, "c2"), (&unnamed, "c3")] {
+            let lock = store.lock(id, "eth0").unwrap();
+            store.save(&record(id)).unwrap();
+            drop(lock);
+        }
+        let ids = |s: &RecordStore| -> Vec<String> {
+            s.list().0.into_iter().map(|r| r.container_id).collect()
+        };
+        assert_eq!(ids(&a), ["c1"]);
+        assert_eq!(ids(&b), ["c2"]);
+        assert_eq!(
+            ids(&unnamed),
+            ["c3"],
+            "records without a network stay apart"
+        );
+        assert!(matches!(a.load("c2", "eth0"), Loaded::Missing));
+
+        // An old record (no network in its name) moves to the network that DELs or CHECKs it.
+        let found = a.locate("c3", "eth0");
+        assert_eq!(found.network(), "net-a");
+        assert!(matches!(a.load("c3", "eth0"), Loaded::Found(_)));
+        assert!(!unnamed.path("c3", "eth0").exists());
+        // A DEL with an empty config finds the one network that has the sandbox.
+        assert_eq!(unnamed.locate("c2", "eth0").network(), "net-b");
+        assert_eq!(unnamed.locate("c9", "eth0").network(), "");
+    }
+
+    #[test]
+    fn an_existing_record_dir_open_to_others_is_made_0700_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let ours = dir.path().join("ours");
+        fs::create_dir(&ours).unwrap();
+        fs::set_permissions(&ours, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(RecordStore::new(&ours, "net").lock("c1", "eth0").unwrap());
+        assert_eq!(mode(&ours), 0o700, "our own directory is tightened");
+
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&theirs, Some(nobody), None).unwrap();
+        let store = RecordStore::new(&theirs, "net");
+        let Err(e) = store.lock("c1", "eth0") else {
+            panic!("another user's 0755 record directory was used")
+        };
+        assert!(
+            e.to_string().contains("0755") && e.to_string().contains("chmod 700"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0, "nothing written");
+        assert_eq!(mode(&theirs), 0o755, "left as it was");
+    }
+
+    #[test]
     fn corrupt_and_mismatched_records_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::new(dir.path());
+        let store = RecordStore::new(dir.path(), "net");
         fs::write(store.path("c1", "eth0"), b"{ half a rec").unwrap();
         assert!(matches!(store.load("c1", "eth0"), Loaded::Corrupt(_)));
         fs::write(
@@ -378,7 +536,7 @@ mod tests {
     #[test]
     fn the_lock_excludes_other_holders() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::new(dir.path());
+        let store = RecordStore::new(dir.path(), "net");
         let held = store.lock("c1", "eth0").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let other = store.clone();

@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use plexus_api::cni::NetworkConfigList;
-use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, pick_on_disk_config};
+use plexus_api::nad::{NetworkAttachmentDefinition, pick_on_disk_config};
+use plexus_api::policy::{self, PolicyError};
 use tracing::{debug, warn};
 
 use crate::config::Config;
@@ -28,12 +29,6 @@ pub enum SourceError {
     Timeout { what: String, seconds: f64 },
     #[error("kubeconfig {path}: {msg}")]
     Kubeconfig { path: String, msg: String },
-}
-
-impl From<SourceError> for PlexusError {
-    fn from(e: SourceError) -> Self {
-        PlexusError::Kubernetes(e.to_string())
-    }
 }
 
 /// An event about the pod, for `kubectl describe pod`.
@@ -70,6 +65,46 @@ pub trait NetworkSource {
         pod: &PodView,
         events: &[PodEvent],
     ) -> impl Future<Output = Result<(), SourceError>>;
+}
+
+/// How a request gets its [`NetworkSource`]: thin mode connects per request with the config's kubeconfig
+/// ([`Connect`]); the node daemon of thick mode hands out its watch-backed cache instead.
+pub trait SourceProvider {
+    type Source: NetworkSource;
+    fn source(
+        &self,
+        config: &Config,
+        kubeconfig: &Path,
+    ) -> impl Future<Output = Result<Self::Source, SourceError>>;
+}
+
+/// Thin mode: a [`KubeSource`] per request, every call bounded by `apiTimeoutSeconds`.
+pub struct Connect;
+
+impl SourceProvider for Connect {
+    type Source = KubeSource;
+    async fn source(&self, config: &Config, kubeconfig: &Path) -> Result<KubeSource, SourceError> {
+        KubeSource::new(kubeconfig, config.api_timeout).await
+    }
+}
+
+/// A source that knows no pods and no NADs: what is left when the API server can't be asked (a DEL whose record
+/// is gone and whose API server is down). Networks resolve from the node only.
+pub struct NodeOnly;
+
+impl NetworkSource for NodeOnly {
+    async fn pod(&self, _: &str, _: &str) -> Result<Option<PodView>, SourceError> {
+        Ok(None)
+    }
+    async fn nad_config(&self, _: &str, _: &str) -> Result<Option<Option<String>>, SourceError> {
+        Ok(None)
+    }
+    async fn publish_status(&self, _: &PodView, _: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
+    async fn record_events(&self, _: &PodView, _: &[PodEvent]) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 /// The API server, asked directly, every call bounded by a timeout.
@@ -237,15 +272,8 @@ pub async fn pod_with_retry<S: NetworkSource>(
     for attempt in 1..=5 {
         match source.pod(namespace, name).await? {
             Some(pod) => {
-                if let Some(uid) = uid
-                    && !pod.uid.is_empty()
-                    && pod.uid != uid
-                {
-                    return Err(PlexusError::Plan(format!(
-                        "pod {namespace}/{name}: its UID is {} but the runtime asked for {uid}: the pod was replaced",
-                        pod.uid
-                    )));
-                }
+                // A static pod's mirror has another UID than the runtime's: that is not a replaced pod.
+                policy::check_pod_uid(&pod, uid)?;
                 return Ok(pod);
             }
             None if attempt < 5 => {
@@ -256,9 +284,10 @@ pub async fn pod_with_retry<S: NetworkSource>(
             None => break,
         }
     }
-    Err(PlexusError::Plan(format!(
-        "pod {namespace}/{name} was not found in the API server"
-    )))
+    Err(PlexusError::PodNotFound {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// Fetches every requested network's config, concurrently, and turns each into a delegate config list.
@@ -278,33 +307,39 @@ pub async fn resolve<S: NetworkSource>(
     // One after another, on the one kept-alive connection: kube's client speaks HTTP/1.1, so concurrent requests
     // would each open a TLS connection of their own. Measured with scripts/bench (pod + 3 NADs + status + events
     // on loopback): a median ADD of 162 ms concurrent against 77 ms sequential. HTTP/2 multiplexing would give both.
-    let mut fetched = Vec::with_capacity(distinct.len());
-    for reference in &distinct {
-        fetched.push(resolve_one(source, config, pod, reference).await?);
+    let mut fetched: Vec<(&NetworkRef, ResolvedNetwork)> = Vec::with_capacity(distinct.len());
+    for reference in distinct {
+        fetched.push((
+            reference,
+            resolve_one(source, config, pod, reference).await?,
+        ));
     }
     Ok(requests
         .iter()
-        .map(|r| {
-            let i = distinct
+        .filter_map(|r| {
+            fetched
                 .iter()
-                .position(|d| **d == r.reference)
-                .expect("every reference is in distinct");
-            fetched[i].clone()
+                .find(|(d, _)| **d == r.reference)
+                .map(|(_, n)| n.clone())
         })
         .collect())
 }
 
-async fn resolve_one<S: NetworkSource>(
+/// One network's config: a static delegate, a file, or a NAD (and, without its config, the conf of that name in
+/// `confDir`).
+pub async fn resolve_one<S: NetworkSource>(
     source: &S,
     config: &Config,
     pod: &PodView,
     reference: &NetworkRef,
 ) -> Result<ResolvedNetwork, PlexusError> {
-    let pod_label = format!("pod {}/{}", pod.namespace, pod.name);
-    let invalid = |network: String, e| PlexusError::InvalidDelegate { network, source: e };
     match reference {
         NetworkRef::Delegate(i) => {
-            let list = config.delegates[*i].clone();
+            let list = config
+                .delegates
+                .get(*i)
+                .cloned()
+                .ok_or(PlexusError::Policy(PolicyError::NoDefaultNetwork))?;
             Ok(ResolvedNetwork {
                 display: list.name.clone(),
                 config: list,
@@ -318,63 +353,104 @@ async fn resolve_one<S: NetworkSource>(
             })
         }
         NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-            let display = format!("{namespace}/{name}");
             let spec = source.nad_config(namespace, name).await?;
-            let from_nad = match &spec {
-                Some(text) => nad_config(name, text.as_deref()).map_err(|e| {
-                    PlexusError::Plan(format!("{pod_label}: network {display}: {e}"))
-                })?,
-                None if matches!(reference, NetworkRef::Nad { .. }) => {
-                    return Err(PlexusError::Plan(format!(
-                        "{pod_label}: network {display}: no such NetworkAttachmentDefinition"
-                    )));
+            if spec.is_none() && matches!(reference, NetworkRef::Nad { .. }) {
+                return Err(PolicyError::NoSuchNad {
+                    pod: pod.label(),
+                    network: format!("{namespace}/{name}"),
                 }
-                None => None,
-            };
-            match from_nad {
-                Some(value) => NetworkConfigList::from_value(value)
-                    .map(|list| ResolvedNetwork {
-                        display: display.clone(),
-                        config: list,
-                    })
-                    .map_err(|e| invalid(display, e)),
-                // R7 steps 2–3: the on-disk network named after the NAD.
-                None => {
-                    let search = pick_on_disk_config(name, &read_conf_dir(&config.conf_dir));
-                    for skipped in &search.skipped {
-                        warn!(file = %skipped.file, reason = %skipped.reason, "confDir file skipped");
-                    }
-                    match search.chosen {
-                        Some(found) => Ok(ResolvedNetwork {
-                            display: if spec.is_some() {
-                                display
-                            } else {
-                                found.config.name.clone()
-                            },
-                            config: found.config,
-                        }),
-                        None => Err(PlexusError::Plan(format!(
-                            "{pod_label}: network {display}: {} and no config named {name:?} in {} (R8)",
-                            if spec.is_some() {
-                                "the NetworkAttachmentDefinition has no spec.config"
-                            } else {
-                                "there is no such NetworkAttachmentDefinition"
-                            },
-                            config.conf_dir.display()
-                        ))),
-                    }
-                }
+                .into());
             }
+            if let Some(found) =
+                policy::delegate_from_nad(pod, namespace, name, spec.clone().flatten().as_deref())?
+            {
+                return Ok(found);
+            }
+            // R7 steps 2–3: the on-disk network named after the NAD.
+            let search = pick_on_disk_config(name, &read_conf_dir(&config.conf_dir)?);
+            for skipped in &search.skipped {
+                warn!(file = %skipped.file, reason = %skipped.reason, "confDir file skipped");
+            }
+            Ok(policy::delegate_from_disk(
+                pod,
+                namespace,
+                name,
+                spec.is_some(),
+                search,
+                &config.conf_dir.display().to_string(),
+            )?)
         }
     }
 }
 
-/// The `*.conf`, `*.conflist` and `*.json` files of a directory, as (file name, content). Unreadable files are
-/// left out (and logged).
-pub fn read_conf_dir(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+/// The configs of the networks Plexus attaches to a pod without being asked (C35: STATUS is passed on to each):
+/// every static delegate, `clusterNetwork` (a path, or a NAD or conf name in `multusNamespace`) and
+/// `defaultNetworks`, each once. NADs are read through `source` when there is one (Kubernetes mode); without one,
+/// names are looked up in `confDir` only.
+pub async fn default_network_configs<S: NetworkSource>(
+    source: Option<&S>,
+    config: &Config,
+) -> Result<Vec<NetworkConfigList>, PlexusError> {
+    let policy = config.policy();
+    let mut refs: Vec<NetworkRef> = Vec::new();
+    if policy.cluster_network.is_some() || policy.static_delegates > 0 {
+        refs.push(policy::default_network(&policy)?);
+    }
+    refs.extend(
+        policy
+            .default_networks
+            .iter()
+            .map(|name| NetworkRef::NadOrConf {
+                namespace: policy.multus_namespace.clone(),
+                name: name.clone(),
+            }),
+    );
+    let mut configs = config.delegates.clone();
+    for reference in refs {
+        let list = match &reference {
+            NetworkRef::Delegate(_) => continue,
+            NetworkRef::Path(path) => load_path(path)?,
+            NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
+                let spec = match source {
+                    Some(s) => s.nad_config(namespace, name).await?,
+                    None => None,
+                };
+                let label = format!("{namespace}/{name}");
+                let from_nad = plexus_api::nad::nad_config(name, spec.flatten().as_deref())
+                    .map_err(|e| PlexusError::InvalidConfig(format!("network {label}: {e}")))?;
+                match from_nad {
+                    Some(value) => NetworkConfigList::from_value(value).map_err(|source| {
+                        PlexusError::InvalidDelegate {
+                            network: label,
+                            source,
+                        }
+                    })?,
+                    None => pick_on_disk_config(name, &read_conf_dir(&config.conf_dir)?)
+                        .chosen
+                        .map(|found| found.config)
+                        .ok_or_else(|| {
+                            PlexusError::InvalidConfig(format!(
+                                "network {label}: no NetworkAttachmentDefinition config and no config named {name:?} in {}",
+                                config.conf_dir.display()
+                            ))
+                        })?,
+                }
+            }
+        };
+        if !configs.iter().any(|c| c.name == list.name) {
+            configs.push(list);
+        }
+    }
+    Ok(configs)
+}
+
+/// The `*.conf`, `*.conflist` and `*.json` files of a directory, as (file name, content). A directory that can't
+/// be listed is an error carrying the I/O error; unreadable files in it are left out (and logged).
+pub fn read_conf_dir(dir: &Path) -> Result<Vec<(String, String)>, PlexusError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PlexusError::ConfDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut files = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -390,26 +466,25 @@ pub fn read_conf_dir(dir: &Path) -> Vec<(String, String)> {
         }
     }
     files.sort();
-    files
+    Ok(files)
 }
 
 /// A conf/conflist by path; a directory means the lexically first conf/conflist in it.
 fn load_path(path: &Path) -> Result<NetworkConfigList, PlexusError> {
     let file: PathBuf = if path.is_dir() {
-        read_conf_dir(path)
+        read_conf_dir(path)?
             .first()
             .map(|(name, _)| path.join(name))
-            .ok_or_else(|| {
-                PlexusError::InvalidConfig(format!(
-                    "clusterNetwork {}: no CNI config in it",
-                    path.display()
-                ))
+            .ok_or_else(|| PlexusError::ClusterNetwork {
+                path: path.display().to_string(),
+                msg: "no CNI config in it".into(),
             })?
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read(&file).map_err(|e| {
-        PlexusError::InvalidConfig(format!("clusterNetwork {}: {e}", file.display()))
+    let text = std::fs::read(&file).map_err(|e| PlexusError::ClusterNetwork {
+        path: file.display().to_string(),
+        msg: e.to_string(),
     })?;
     NetworkConfigList::parse(&text).map_err(|e| PlexusError::InvalidDelegate {
         network: file.display().to_string(),

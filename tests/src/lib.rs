@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod doc_examples;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this test process and call, usable in interface names (≤ 15 bytes with the prefix).
@@ -252,6 +254,12 @@ pub fn record_files(cni_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Where Plexus keeps the record of `container_id`/`ifname` attached by the Plexus network named `network` (the
+/// stdin config's `name`).
+pub fn record_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+    cni_dir.join(format!("{network}~{container_id}-{ifname}.json"))
+}
+
 /// Asserts that a sandbox left nothing behind: no interface in its namespace, no host-local lease, no record.
 pub fn assert_nothing_left(netns: &Netns, lease_dir: &Path, cni_dir: &Path) {
     assert_eq!(
@@ -299,6 +307,11 @@ impl<'a> Call<'a> {
     }
 
     pub fn run(&self, stdin: &[u8]) -> Output {
+        self.spawn(stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts plexus with `stdin` written and closed; stdout and stderr are piped.
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
         let mut child = Command::new(plexus_bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -314,7 +327,7 @@ impl<'a> Call<'a> {
             .spawn()
             .expect("spawn plexus");
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        child
     }
 
     /// Runs and expects success; returns stdout parsed as JSON (Null when empty).
@@ -350,4 +363,46 @@ impl<'a> Call<'a> {
             )
         })
     }
+}
+
+/// iptables rules of every table that mention `needle` (the bridge, ptp and portmap plugins write the container id
+/// into the comments of the rules and chains they make for a sandbox).
+pub fn iptables_rules_mentioning(needle: &str) -> Vec<String> {
+    let out = Command::new("iptables-save")
+        .output()
+        .expect("run iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The end of every fault test: nothing of the sandbox is left. No interface in its namespace (so no veth pair,
+/// whose host end would die with it, and no host route through one), no port on `bridge`, no host-local lease, no
+/// record, lock or temp file, no iptables rule naming the container; then the namespace is deleted and its file in
+/// /run/netns must be gone.
+pub fn assert_no_leftovers(
+    netns: Netns,
+    bridge: Option<&str>,
+    lease_dir: &Path,
+    cni_dir: &Path,
+    container_id: &str,
+) {
+    assert_nothing_left(&netns, lease_dir, cni_dir);
+    if let Some(bridge) = bridge {
+        assert_eq!(
+            bridge_ports(bridge),
+            Vec::<String>::new(),
+            "ports left on {bridge}"
+        );
+    }
+    assert_eq!(
+        iptables_rules_mentioning(container_id),
+        Vec::<String>::new(),
+        "iptables rules left for {container_id}"
+    );
+    let file = PathBuf::from(netns.path());
+    drop(netns);
+    assert!(!file.exists(), "netns file {} left", file.display());
 }

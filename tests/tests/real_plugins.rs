@@ -60,7 +60,7 @@ impl ThreeNetworks {
     }
 
     fn record(&self, id: &str) -> Value {
-        let text = std::fs::read(self.cni_dir.path().join(format!("{id}-eth0.json")))
+        let text = std::fs::read(record_path(self.cni_dir.path(), "plexus", id, "eth0"))
             .expect("record exists");
         serde_json::from_slice(&text).unwrap()
     }
@@ -443,7 +443,7 @@ fn a_corrupt_record_falls_back_to_the_config_and_never_fakes_success() {
     let t = ThreeNetworks::new("1.0.0");
     t.call("ADD", "c-corrupt").ok(&t.config);
     let hosts = t.host_interfaces("c-corrupt");
-    let record = t.cni_dir.path().join("c-corrupt-eth0.json");
+    let record = record_path(t.cni_dir.path(), "plexus", "c-corrupt", "eth0");
     std::fs::write(&record, b"{\"format\": 1, \"trunc").unwrap();
 
     // Without delegates in the config there is nothing to go by: DEL fails and says so, and keeps the record.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::version;
 
 /// Why a network config was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("network config is not valid JSON: {0}")]
     Json(String),

@@ -26,6 +26,12 @@ pub enum ErrorCode {
     Kubernetes = 103,
     /// The on-node record of an attachment could not be read or written.
     Record = 104,
+    /// The pod the runtime named does not exist in the API server (after a short retry).
+    PodNotFound = 105,
+    /// The pod in the API server has another UID than the runtime's `K8S_POD_UID`: it was deleted and re-created.
+    PodReplaced = 106,
+    /// Moving the pod's default route to the selected interface (`default-route`) failed.
+    RouteChange = 107,
     /// A bug or an unexpected internal condition.
     Internal = 999,
 }

@@ -1,0 +1,332 @@
+//! What the webhook decides for one object: a NetworkAttachmentDefinition (CREATE, UPDATE) or a pod that carries
+//! the networks annotation (CREATE). The rules are `plexus_api`'s, the ones the plugin applies at ADD, so the
+//! webhook refuses at `kubectl apply` what the plugin would refuse on the node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_api::policy::{
+    NetworkRef, PodView, Policy, PolicyError, delegate_from_nad, pod_requests, validate_pod,
+};
+use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
+use plexus_api::validate::{nad_warnings, validate_nad};
+
+/// The interface name kubelet gives the default network (CNI_IFNAME).
+pub const RUNTIME_IFNAME: &str = "eth0";
+
+/// The webhook's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// `None`: allowed. `Some(message)`: denied, with a message naming the field or element.
+    pub denial: Option<String>,
+    /// Shown by `kubectl` as `Warning: ...` whether or not the object is admitted.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    pub fn allow(warnings: Vec<String>) -> Self {
+        Self {
+            denial: None,
+            warnings,
+        }
+    }
+
+    pub fn deny(message: String) -> Self {
+        Self {
+            denial: Some(message),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Why a NAD could not be looked up (the API server did not answer).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LookupError(pub String);
+
+/// Where the webhook finds NADs: a watch cache, falling back to a GET for one not seen yet.
+pub trait NadLookup {
+    fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Arc<NetworkAttachmentDefinition>>, LookupError>> + Send;
+}
+
+/// A NAD: denied when [`validate_nad`] finds problems (all are listed, each naming its field); warnings from
+/// [`nad_warnings`].
+pub fn review_nad(nad: &NetworkAttachmentDefinition) -> Verdict {
+    match validate_nad(nad) {
+        Ok(()) => Verdict::allow(nad_warnings(nad)),
+        Err(problems) => Verdict::deny(problems.join("; ")),
+    }
+}
+
+/// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
+/// ([`validate_pod`]) with the NADs it names fetched first. A network the webhook cannot judge (an on-disk config
+/// named by `clusterNetwork` or `defaultNetworks`) is left to the plugin. The denial starts with the annotation and
+/// names the network or element; the plugin's warnings (Decision 7) come back as admission warnings.
+pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, policy: &Policy) -> Verdict {
+    let field = if pod.annotations.contains_key(NETWORKS_ANNOTATION) {
+        NETWORKS_ANNOTATION
+    } else if pod.annotations.contains_key(DEFAULT_NETWORK_ANNOTATION) {
+        DEFAULT_NETWORK_ANNOTATION
+    } else {
+        return Verdict::default();
+    };
+    let field = format!("metadata.annotations[{field}]");
+    let requests = match pod_requests(policy, pod) {
+        Ok(r) => r,
+        Err(e) => return Verdict::deny(format!("{field}: {e}")),
+    };
+    let mut found: HashMap<(&str, &str), Option<Arc<NetworkAttachmentDefinition>>> = HashMap::new();
+    for request in &requests {
+        if let NetworkRef::Nad { namespace, name } = &request.reference {
+            if found.contains_key(&(namespace.as_str(), name.as_str())) {
+                continue;
+            }
+            match nads.get(namespace, name).await {
+                Ok(nad) => {
+                    found.insert((namespace, name), nad);
+                }
+                Err(e) => {
+                    return Verdict::deny(format!(
+                        "{field}: network {namespace}/{name}: could not look up the NetworkAttachmentDefinition: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    let verdict = validate_pod(policy, pod, RUNTIME_IFNAME, |reference| match reference {
+        NetworkRef::Nad { namespace, name } => {
+            match found.get(&(namespace.as_str(), name.as_str())) {
+                Some(Some(nad)) => {
+                    delegate_from_nad(pod, namespace, name, nad.spec.config.as_deref())
+                }
+                _ => Err(PolicyError::NoSuchNad {
+                    pod: pod.label(),
+                    network: format!("{namespace}/{name}"),
+                }),
+            }
+        }
+        // On-disk configs and paths live on the nodes: the plugin judges them.
+        _ => Ok(None),
+    });
+    match verdict {
+        Ok(warnings) => Verdict::allow(warnings.iter().map(ToString::to_string).collect()),
+        Err(e) => Verdict::deny(format!("{field}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexus_api::nad::NetworkAttachmentDefinitionSpec;
+
+    /// NADs held in memory: the lookup's contract (found, absent, API error) without an API server.
+    struct Nads(HashMap<(String, String), Arc<NetworkAttachmentDefinition>>);
+
+    impl NadLookup for Nads {
+        async fn get(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<Arc<NetworkAttachmentDefinition>>, LookupError> {
+            if name == "unreachable" {
+                return Err(LookupError("connection refused".into()));
+            }
+            Ok(self
+                .0
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned())
+        }
+    }
+
+    fn nads() -> Nads {
+        let mut map = HashMap::new();
+        for (ns, name, config) in [
+            (
+                "ns",
+                "plain",
+                Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
+            ),
+            ("ns", "ondisk", None),
+            (
+                "ns",
+                "static",
+                Some(
+                    r#"{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","capabilities":{"ips":true}}]}"#,
+                ),
+            ),
+            ("ns", "broken", Some("{oops")),
+            (
+                "other",
+                "plain",
+                Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
+            ),
+        ] {
+            let mut nad = NetworkAttachmentDefinition::new(
+                name,
+                NetworkAttachmentDefinitionSpec {
+                    config: config.map(str::to_owned),
+                },
+            );
+            nad.metadata.namespace = Some(ns.into());
+            map.insert((ns.to_owned(), name.to_owned()), Arc::new(nad));
+        }
+        Nads(map)
+    }
+
+    fn view(annotation: &str) -> PodView {
+        PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: String::new(),
+            annotations: [(NETWORKS_ANNOTATION.to_owned(), annotation.to_owned())].into(),
+        }
+    }
+
+    fn default_policy() -> Policy {
+        Policy {
+            static_delegates: 1,
+            ..Policy::default()
+        }
+    }
+
+    fn pod(annotation: &str, policy: &Policy) -> Verdict {
+        futures::executor::block_on(review_pod(&view(annotation), &nads(), policy))
+    }
+
+    fn denial(annotation: &str, policy: &Policy) -> String {
+        pod(annotation, policy)
+            .denial
+            .unwrap_or_else(|| panic!("{annotation} was allowed"))
+    }
+
+    #[test]
+    fn legal_pods_are_allowed() {
+        let policy = default_policy();
+        for ok in [
+            "plain",
+            "plain, plain",
+            "ondisk@data0, other/plain",
+            r#"[{"name":"static","ips":["198.18.0.5/24"]},{"name":"plain","interface":"net3"}]"#,
+            "plain@net1, plain",
+        ] {
+            assert_eq!(pod(ok, &policy), Verdict::default(), "{ok}");
+        }
+        let mut none = view("");
+        none.annotations.clear();
+        assert_eq!(
+            futures::executor::block_on(review_pod(&none, &nads(), &policy)),
+            Verdict::default()
+        );
+    }
+
+    #[test]
+    fn each_refusal_names_the_element_or_network() {
+        let policy = default_policy();
+        let field = format!("metadata.annotations[{NETWORKS_ANNOTATION}]");
+        let cases = [
+            (" ", "the networks annotation is empty"),
+            ("plain,,plain", "element 1 ``: the entry is empty"),
+            (
+                "missing",
+                "network ns/missing: no such NetworkAttachmentDefinition",
+            ),
+            (
+                "plain@net2, plain",
+                "network \"ns/plain\": interface name \"net2\" is already used",
+            ),
+            ("plain@eth0", "interface name \"eth0\" is already used"),
+            ("plain@a:b", "interface name \"a:b\" is not valid"),
+            (
+                r#"[{"name":"plain","mac":"nope"}]"#,
+                "\"mac\" \"nope\" is not a 6-byte MAC",
+            ),
+            (
+                "broken",
+                "network ns/broken: NetworkAttachmentDefinition \"broken\": spec.config is not valid JSON",
+            ),
+            (
+                "unreachable",
+                "network ns/unreachable: could not look up the NetworkAttachmentDefinition: connection refused",
+            ),
+            (
+                r#"[{"name":"plain","default-route":["198.18.0.1"]},{"name":"plain","default-route":["198.18.0.2"]}]"#,
+                "both set \"default-route\"",
+            ),
+            (
+                r#"[{"name":"plain","default-route":["198.18.0.1","198.18.0.2"]}]"#,
+                "network ns/plain: default-route lists two gateways of one family",
+            ),
+        ];
+        for (annotation, want) in cases {
+            let got = denial(annotation, &policy);
+            assert!(got.starts_with(&field), "{got}");
+            assert!(got.contains(want), "{annotation}: {got}\nwanted: {want}");
+        }
+    }
+
+    #[test]
+    fn capabilities_warn_by_default_and_refuse_when_strict() {
+        let annotation = r#"[{"name":"plain","ips":["198.18.0.5/24"]}]"#;
+        let v = pod(annotation, &default_policy());
+        assert_eq!(v.denial, None);
+        assert_eq!(v.warnings.len(), 1, "{v:?}");
+        assert!(
+            v.warnings[0].contains("\"ips\" was requested but no plugin"),
+            "{v:?}"
+        );
+        let strict = Policy {
+            strict_capabilities: true,
+            ..default_policy()
+        };
+        assert!(denial(annotation, &strict).contains("strictCapabilities is on"));
+    }
+
+    #[test]
+    fn namespace_isolation_and_default_networks_follow_the_policy() {
+        let isolated = Policy {
+            namespace_isolation: true,
+            ..default_policy()
+        };
+        let got = denial("other/plain", &isolated);
+        assert!(
+            got.contains(
+                "network other/plain is in another namespace, which namespaceIsolation forbids"
+            ),
+            "{got}"
+        );
+        assert_eq!(pod("plain", &isolated), Verdict::default());
+        let shifted = Policy {
+            default_networks: vec!["mon".into()],
+            ..default_policy()
+        };
+        // With one default network, the first selection is generated as net2.
+        assert!(denial("plain, plain@net2", &shifted).contains("\"net2\" is already used"));
+        // ... and the default network itself takes net1.
+        assert!(denial("plain@net1", &shifted).contains("\"net1\" is already used"));
+        assert_eq!(pod("plain, plain@net3", &shifted), Verdict::default());
+    }
+
+    #[test]
+    fn nads_denied_with_fields_and_warned() {
+        let mut bad = NetworkAttachmentDefinition::new(
+            "a",
+            NetworkAttachmentDefinitionSpec {
+                config: Some(r#"{"cniVersion":"1.0.0","type":"/bin/sh"}"#.into()),
+            },
+        );
+        let v = review_nad(&bad);
+        assert!(
+            v.denial.as_deref().unwrap().starts_with("spec.config"),
+            "{v:?}"
+        );
+        bad.spec.config = Some(r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#.into());
+        let v = review_nad(&bad);
+        assert_eq!(v.denial, None);
+        assert_eq!(v.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,453 @@
+//! The fault matrix in Kubernetes mode (docs/testing.md has it as a table): `plexus` against the real
+//! kube-apiserver, with the faults made by real means — a TCP proxy this test runs in front of the API server (it
+//! forwards, stalls, or is gone), a delegate wrapper script that holds the ADD at a chosen step, SIGKILL, objects
+//! deleted with kubectl. Every test ends with `assert_no_leftovers`: no link, lease, record, iptables rule or netns
+//! file is left.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexus_e2e::*;
+use serde_json::{Value, json};
+
+const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// A TCP proxy on 127.0.0.1 in front of the API server. Forwarding, it is transparent (TLS passes through; the
+/// serving certificate is valid for 127.0.0.1). Stalled, it accepts connections and holds every byte: the API
+/// server is "slow" without bound. Stopped, its port is closed: the API server is down.
+struct Proxy {
+    port: u16,
+    stalled: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// The accepting thread: it owns the listener, so the port closes when it ends.
+    acceptor: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        let upstream = api_server_address();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Self {
+            port,
+            stalled: Arc::default(),
+            stopped: Arc::default(),
+            accepted: Arc::default(),
+            open: Arc::default(),
+            acceptor: Mutex::default(),
+        };
+        let (stalled, stopped, accepted, open) = (
+            Arc::clone(&proxy.stalled),
+            Arc::clone(&proxy.stopped),
+            Arc::clone(&proxy.accepted),
+            Arc::clone(&proxy.open),
+        );
+        let acceptor = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let stalled = Arc::clone(&stalled);
+                    std::thread::spawn(move || pipe(from, to, &stalled));
+                }
+            }
+        });
+        *proxy.acceptor.lock().unwrap() = Some(acceptor);
+        proxy
+    }
+
+    fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the port and every open connection: the API server is down.
+    fn stop(&self) {
+        self.close();
+        assert!(
+            TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "the proxy still accepts connections"
+        );
+    }
+
+    fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        kubeconfig_via(dir, self.port)
+    }
+}
+
+impl Proxy {
+    fn close(&self) {
+        if !self.stopped.swap(true, Ordering::SeqCst) {
+            // Wakes the accepting thread, which sees the flag and ends, closing the listener.
+            let _ = TcpStream::connect(("127.0.0.1", self.port));
+        }
+        if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
+            let _ = acceptor.join();
+        }
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Copies bytes one way; while `stalled`, holds what it read.
+fn pipe(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// A pod in a namespace of its own selecting two NADs: `side` (ptp with ipMasq: iptables rules) and `lan` (bridge
+/// + host-local, then tuning). `lan`'s tuning can be a wrapper that holds the ADD (see [`Pod::hold_last_delegate`]).
+struct Pod {
+    ns: KubeNamespace,
+    sb: PodSandbox,
+    bridge: String,
+    _bridge: HostLink,
+    bin: tempfile::TempDir,
+    args: String,
+}
+
+impl Pod {
+    fn new(prefix: &str) -> Self {
+        let ns = KubeNamespace::new(prefix);
+        let sb = PodSandbox::new();
+        let bridge = unique("plxe");
+        let bin = tempfile::tempdir().unwrap();
+        create_nad(
+            &ns.name,
+            "side",
+            Some(
+                &json!({"cniVersion": "1.0.0", "type": "ptp", "ipMasq": true, "ipam": sb.host_local(&subnet().0)}),
+            ),
+        );
+        let lan = json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "bridge", "bridge": bridge, "ipam": sb.host_local(&subnet().0)},
+            {"type": "tuning"}
+        ]});
+        create_nad(&ns.name, "lan", Some(&lan));
+        let uid = create_pod(&ns.name, "victim", &[(NETWORKS, "side, lan")]);
+        let args = pod_args(&ns.name, "victim", &uid, &sb.container_id);
+        Self {
+            ns,
+            sb,
+            _bridge: HostLink::adopt(&bridge),
+            bridge,
+            bin,
+            args,
+        }
+    }
+
+    /// The Plexus config, with `kubeconfig` and `extra` keys on top; wrapper delegates are found first.
+    fn config(&self, kubeconfig: &Path, extra: Value) -> Value {
+        let mut config = self.sb.config(extra);
+        config["kubeconfig"] = json!(kubeconfig);
+        config["binDir"] = json!(format!(
+            "{}:{}",
+            self.bin.path().display(),
+            plugins_dir().display()
+        ));
+        config
+    }
+
+    fn call(&self, command: &'static str) -> Call<'_> {
+        self.sb.call(command, &self.args)
+    }
+
+    fn link_names(&self) -> Vec<String> {
+        let mut names = self.sb.netns.link_names();
+        names.sort();
+        names
+    }
+
+    fn record_state(&self) -> Option<String> {
+        let path = record_path(
+            self.sb.cni_dir.path(),
+            "plexus",
+            &self.sb.container_id,
+            "eth0",
+        );
+        let record: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        record["state"].as_str().map(str::to_owned)
+    }
+
+    fn has_network_status(&self) -> bool {
+        pod_annotations(&self.ns.name, "victim").contains_key(NETWORK_STATUS)
+    }
+
+    /// Makes `lan`'s last plugin a wrapper that, on ADD, creates `<bin>/reached` and waits for `<bin>/go` before
+    /// running the real tuning plugin. Returns the two paths.
+    fn hold_last_delegate(&self) -> (PathBuf, PathBuf) {
+        let (reached, go) = (self.bin.path().join("reached"), self.bin.path().join("go"));
+        script(
+            self.bin.path(),
+            "held-tuning",
+            &format!(
+                "if [ \"$CNI_COMMAND\" = ADD ]; then touch {}; while [ ! -e {} ]; do sleep 0.05; done; fi\nexec {}",
+                reached.display(),
+                go.display(),
+                plugins_dir().join("tuning").display()
+            ),
+        );
+        let lan = json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "bridge", "bridge": self.bridge, "ipam": self.sb.host_local(&subnet().0)},
+            {"type": "held-tuning"}
+        ]});
+        create_nad(&self.ns.name, "lan", Some(&lan));
+        (reached, go)
+    }
+
+    fn assert_no_leftovers(self) {
+        let Pod {
+            sb,
+            bridge,
+            _bridge,
+            ..
+        } = self;
+        let PodSandbox {
+            netns,
+            data,
+            cni_dir,
+            container_id,
+            ..
+        } = sb;
+        assert_no_leftovers(
+            netns,
+            Some(&bridge),
+            data.path(),
+            cni_dir.path(),
+            &container_id,
+        );
+    }
+}
+
+/// A [`Pod`] whose config reaches the API server through a new [`Proxy`], each call bounded by `api_timeout`
+/// seconds. The temporary directory holds the kubeconfig.
+fn behind_proxy(prefix: &str, api_timeout: u32) -> (Pod, Proxy, tempfile::TempDir, Value) {
+    let pod = Pod::new(prefix);
+    let proxy = Proxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pod.config(
+        &proxy.kubeconfig(dir.path()),
+        json!({"apiTimeoutSeconds": api_timeout}),
+    );
+    (pod, proxy, dir, config)
+}
+
+/// Waits (bounded, so that a broken build fails instead of hanging) until `done` holds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn api_server_down_during_add() {
+    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2);
+    proxy.stop();
+    let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
+    assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
+    assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_slow_during_add() {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1);
+    proxy.stall();
+    let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 11, "try again later: {e}");
+    assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
+    assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
+    assert!(
+        proxy.accepted.load(Ordering::SeqCst) > 0,
+        "plexus went through the proxy"
+    );
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_slow_at_the_status_patch() {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2);
+    let (reached, go) = pod.hold_last_delegate();
+    let child = pod.call("ADD").spawn(config.to_string().as_bytes());
+    // The pod and NADs were read; the last delegate runs. From now on the API server does not answer.
+    wait_for("the last delegate", || reached.exists());
+    proxy.stall();
+    std::fs::write(&go, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(e["msg"].as_str().unwrap().contains("network-status"), "{e}");
+    assert_eq!(pod.link_names(), Vec::<String>::new(), "the ADD was undone");
+    assert!(!pod.has_network_status());
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn killed_before_the_status_patch_then_del() {
+    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60);
+    let (reached, go) = pod.hold_last_delegate();
+    let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
+    wait_for("the last delegate", || reached.exists());
+    // Hold the PATCH at the proxy, let the ADD finish its delegates and its record, then SIGKILL plexus.
+    proxy.stall();
+    std::fs::write(&go, b"").unwrap();
+    wait_for("the final record", || {
+        pod.record_state().as_deref() == Some("added")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
+    assert!(
+        !pod.has_network_status(),
+        "the PATCH never reached the API server"
+    );
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_down_during_del() {
+    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2);
+    pod.call("ADD").ok(&config);
+    assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
+    proxy.stop();
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_slow_during_del() {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2);
+    pod.call("ADD").ok(&config);
+    proxy.stall();
+    let before = proxy.accepted.load(Ordering::SeqCst);
+    pod.call("DEL").ok(&config);
+    assert_eq!(
+        proxy.accepted.load(Ordering::SeqCst),
+        before,
+        "DEL with a record opens no connection to the API server"
+    );
+    pod.assert_no_leftovers();
+}
+
+/// An object the ADD read is deleted before the DEL: the DEL goes by the record and cleans up.
+fn deleted_between_add_and_del(prefix: &str, delete: impl Fn(&str)) {
+    let pod = Pod::new(prefix);
+    let config = pod.config(&kubeconfig(), json!({}));
+    pod.call("ADD").ok(&config);
+    assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
+    delete(&pod.ns.name);
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn nad_deleted_between_add_and_del() {
+    deleted_between_add_and_del("nad-gone", |ns| {
+        for nad in ["side", "lan"] {
+            kubectl(
+                &["delete", "network-attachment-definition", "-n", ns, nad],
+                None,
+            );
+        }
+    });
+}
+
+#[test]
+fn pod_deleted_between_add_and_del() {
+    deleted_between_add_and_del("pod-gone", |ns| {
+        kubectl(&["delete", "pod", "-n", ns, "victim", "--wait=false"], None);
+    });
+}
+
+impl Pod {
+    /// Wipes the record directory (a node restored from a backup, `cniDir` on a lost disk).
+    fn wipe_records(&self) {
+        for entry in std::fs::read_dir(self.sb.cni_dir.path()).unwrap().flatten() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn del_with_the_record_gone() {
+    let pod = Pod::new("no-record");
+    let config = pod.config(&kubeconfig(), json!({}));
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    // DEL derives the attachments from the pod and its NADs.
+    pod.call("DEL").ok(&config);
+    pod.assert_no_leftovers();
+}
+
+/// The API server fails (`fault`) while the record is gone: the DEL still finishes, falling back to the default
+/// network; nothing on the node or in reach says what else the pod had.
+fn api_server_fails_during_del_with_the_record_gone(prefix: &str, fault: fn(&Proxy)) {
+    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2);
+    pod.call("ADD").ok(&config);
+    pod.wipe_records();
+    fault(&proxy);
+    pod.call("DEL").ok(&config);
+    assert_eq!(
+        pod.link_names(),
+        ["net1", "net2"],
+        "the default network went"
+    );
+    // Once the API server answers again, a DEL (GC, a retry) finds the rest through the pod and its NADs.
+    pod.call("DEL").ok(&pod.config(&kubeconfig(), json!({})));
+    pod.assert_no_leftovers();
+}
+
+#[test]
+fn api_server_down_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-down", Proxy::stop);
+}
+
+#[test]
+fn api_server_slow_during_del_with_the_record_gone() {
+    api_server_fails_during_del_with_the_record_gone("no-record-slow", Proxy::stall);
+}

@@ -219,9 +219,15 @@ fn legal_pods_are_admitted() {
     }
     // A capability the network does not declare: admitted with the plugin's warning (Decision 7; refused only with
     // strictCapabilities).
-    let warned = apply(&pod(n, "caps", Some(r#"[{"name":"plain","ips":["198.18.92.6/24"]}]"#))).expect("admitted");
+    let warned = apply(&pod(
+        n,
+        "caps",
+        Some(r#"[{"name":"plain","ips":["198.18.92.6/24"]}]"#),
+    ))
+    .expect("admitted");
     assert!(
-        warned.contains("Warning:") && warned.contains(r#""ips" was requested but no plugin of the network declares"#),
+        warned.contains("Warning:")
+            && warned.contains(r#""ips" was requested but no plugin of the network declares"#),
         "{warned}"
     );
     // No annotation at all: never sent to the webhook.

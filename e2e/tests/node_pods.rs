@@ -255,7 +255,8 @@ fn a_missing_nad_holds_the_pod_until_the_nad_exists() {
     };
     let (_, message) = failed("missing", "no such NetworkAttachmentDefinition");
     assert!(message.contains("later"), "{message}");
-    for pod in ["missing"] {
+    {
+        let pod = "missing";
         let phase = kubectl(
             &[
                 "get",
@@ -273,7 +274,8 @@ fn a_missing_nad_holds_the_pod_until_the_nad_exists() {
     let (subnet, _) = node_subnet();
     bridge_nad(&ns.name, "later", &unique("nl"), &subnet);
     wait_ready(&ns.name, "missing", READY);
-    for pod in ["missing"] {
+    {
+        let pod = "missing";
         let status = assert_status_matches_pod(&ns.name, pod);
         assert_eq!(status.len(), 2, "{status:?}");
     }

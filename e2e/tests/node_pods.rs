@@ -233,55 +233,6 @@ fn deleting_a_pod_runs_del_records_leases_and_links_go() {
 }
 
 #[test]
-// A bad annotation never reaches the node now: plexus-controller's admission webhook (started by `e2e/cluster up`)
-// denies the pod, which the controller's own e2e tests cover.
-fn a_missing_nad_holds_the_pod_until_the_nad_exists() {
-    let nodes = Nodes::from_env();
-    let ns = KubeNamespace::new("node-fail");
-    create_node_pod(&nodes, 0, &ns.name, "missing", Some("later"));
-    let failed = |pod: &str, needle: &str| {
-        wait_until(
-            &format!("FailedCreatePodSandBox on {pod} with {needle:?}"),
-            READY,
-            || {
-                pod_events(&ns.name, pod)
-                    .into_iter()
-                    .find(|(reason, message)| {
-                        reason == "FailedCreatePodSandBox" && message.contains(needle)
-                    })
-            },
-            || describe_pod(&ns.name, pod),
-        )
-    };
-    let (_, message) = failed("missing", "no such NetworkAttachmentDefinition");
-    assert!(message.contains("later"), "{message}");
-    {
-        let pod = "missing";
-        let phase = kubectl(
-            &[
-                "get",
-                "pod",
-                "-n",
-                &ns.name,
-                pod,
-                "-o",
-                "jsonpath={.status.phase}",
-            ],
-            None,
-        );
-        assert_eq!(phase, "Pending", "{pod} stays in ContainerCreating");
-    }
-    let (subnet, _) = node_subnet();
-    bridge_nad(&ns.name, "later", &unique("nl"), &subnet);
-    wait_ready(&ns.name, "missing", READY);
-    {
-        let pod = "missing";
-        let status = assert_status_matches_pod(&ns.name, pod);
-        assert_eq!(status.len(), 2, "{status:?}");
-    }
-}
-
-#[test]
 fn two_pods_on_one_node_ping_over_net1() {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("node-ping");

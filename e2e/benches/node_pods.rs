@@ -28,28 +28,42 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The node's CNI config for `mode`, written whole and renamed over the one containerd loads.
+/// Makes `mode` the node's CNI config: the conf dir then holds only that file (containerd loads the first one).
 fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &str) {
     let dir = nodes.node_dir(0);
     let cluster_net = dir.join("cluster-network/10-pods.conflist");
-    let conf: Value = match mode {
-        "bare" => serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
-        "plexus" => plexus_conf.clone(),
+    let (file, conf): (&str, Value) = match mode {
+        "bare" => (
+            "00-bare.conflist",
+            serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
+        ),
+        "plexus" => ("00-plexus.conf", plexus_conf.clone()),
         "multus" => {
-            // Multus thin reads the same kubeconfig (the bench's admin one: Multus also updates pods/status).
+            // Multus thin gets the admin kubeconfig (it also updates pods/status, which Plexus's user may not).
             let bin_link = dir.join("cni-bin/multus");
             let _ = std::fs::remove_file(&bin_link);
             std::os::unix::fs::symlink(multus_bin, &bin_link).unwrap();
-            json!({"cniVersion": "0.3.1", "name": "multus", "type": "multus",
-                   "kubeconfig": dir.join("admin.kubeconfig"), "clusterNetwork": cluster_net,
-                   "binDir": dir.join("cni-bin"), "cniDir": "/var/lib/cni/multus"})
+            (
+                "00-multus.conf",
+                json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+                       "kubeconfig": dir.join("admin.kubeconfig"), "clusterNetwork": cluster_net,
+                       "binDir": dir.join("cni-bin"), "cniDir": "/var/lib/cni/multus"}),
+            )
         }
         _ => unreachable!(),
     };
-    let path = nodes.cni_conf(0);
-    let tmp = path.with_extension("tmp");
+    // containerd v2.4.2 ignores Create events in the conf dir (a file renamed in from elsewhere is not loaded): the
+    // new file is renamed within the dir, then the others removed; each Rename/Remove event reloads.
+    let conf_dir = dir.join("cni-conf");
+    let tmp = conf_dir.join("new.tmp");
     std::fs::write(&tmp, conf.to_string()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    std::fs::rename(&tmp, conf_dir.join(file)).unwrap();
+    for entry in std::fs::read_dir(&conf_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != file {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
     // containerd reloads the CNI config on a file event; give it a moment.
     std::thread::sleep(Duration::from_secs(2));
 }
@@ -132,7 +146,8 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64) {
         ],
         None,
     );
-    for bridge in &bridges {
+    // The bare cluster network never creates the NADs' bridges.
+    for bridge in bridges.iter().filter(|_| mode != "bare") {
         let ports = nodes.exec(0, &["ip", "-o", "link", "show", "master", bridge]);
         assert_eq!(ports, "", "{mode}: ports left on {bridge}");
         let _ = nodes.exec_output(0, &["ip", "link", "del", bridge]);
@@ -142,18 +157,37 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64) {
 
 fn main() {
     let rounds = env_or("BENCH_NODE_ROUNDS", 3);
+    // BENCH_NODE_MODES (space-separated) picks modes; see docs/benchmarks.md for why Multus may be left out.
+    let modes: Vec<&str> = match std::env::var("BENCH_NODE_MODES") {
+        Ok(v) => MODES
+            .into_iter()
+            .filter(|m| v.split_whitespace().any(|w| w == *m))
+            .collect(),
+        Err(_) => MODES.to_vec(),
+    };
     let count = env_or("BENCH_NODE_PODS", 30);
     let nodes = Nodes::from_env();
     let multus_bin = tool_bin("multus").join("multus");
     let plexus_conf: Value =
         serde_json::from_str(&std::fs::read_to_string(nodes.cni_conf(0)).unwrap()).unwrap();
-    // Multus gets the admin kubeconfig, copied where the node's processes can read it.
-    std::fs::copy(kubeconfig(), nodes.node_dir(0).join("admin.kubeconfig")).unwrap();
+    // Multus gets the admin kubeconfig, pointed at the node's forwarder of the API server (127.0.0.1:6443 inside).
+    let admin: String = std::fs::read_to_string(kubeconfig())
+        .unwrap()
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("server: ") {
+            Some(_) => "    server: https://127.0.0.1:6443\n".to_owned(),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let admin_path = nodes.node_dir(0).join("admin.kubeconfig");
+    std::fs::write(&admin_path, admin).unwrap();
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&admin_path, mode).unwrap();
 
-    let mut ready: Vec<Vec<f64>> = vec![vec![]; MODES.len()];
-    let mut totals: Vec<Vec<f64>> = vec![vec![]; MODES.len()];
+    let mut ready: Vec<Vec<f64>> = vec![vec![]; modes.len()];
+    let mut totals: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     for r in 0..rounds {
-        for (m, mode) in MODES.iter().enumerate() {
+        for (m, mode) in modes.iter().enumerate() {
             switch_mode(
                 &nodes,
                 mode,
@@ -177,7 +211,7 @@ fn main() {
     println!("| mode | p50 | p90 | total (median of rounds) |");
     println!("|---|---|---|---|");
     let mut json_out = serde_json::Map::new();
-    for (m, mode) in MODES.iter().enumerate() {
+    for (m, mode) in modes.iter().enumerate() {
         let mut r = ready[m].clone();
         r.sort_by(f64::total_cmp);
         let mut t = totals[m].clone();

@@ -233,6 +233,69 @@ fn deleting_a_pod_runs_del_records_leases_and_links_go() {
 }
 
 #[test]
+// The namespace is labelled plexus/admission=off: plexus-controller's webhook would deny both pods at creation
+// (its own tests cover that); this test shows what the plugin itself does when such a pod reaches a node.
+fn a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed() {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::without_admission("node-fail");
+    create_node_pod(&nodes, 0, &ns.name, "bad", Some(r#"[{"name": "later""#));
+    create_node_pod(&nodes, 0, &ns.name, "missing", Some("later"));
+    let failed = |pod: &str, needle: &str| {
+        wait_until(
+            &format!("FailedCreatePodSandBox on {pod} with {needle:?}"),
+            READY,
+            || {
+                pod_events(&ns.name, pod)
+                    .into_iter()
+                    .find(|(reason, message)| {
+                        reason == "FailedCreatePodSandBox" && message.contains(needle)
+                    })
+            },
+            || describe_pod(&ns.name, pod),
+        )
+    };
+    let (_, message) = failed("bad", "the networks annotation is not valid JSON");
+    assert!(message.contains("plexus"), "{message}");
+    let (_, message) = failed("missing", "no such NetworkAttachmentDefinition");
+    assert!(message.contains("later"), "{message}");
+    for pod in ["bad", "missing"] {
+        let phase = kubectl(
+            &[
+                "get",
+                "pod",
+                "-n",
+                &ns.name,
+                pod,
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+            None,
+        );
+        assert_eq!(phase, "Pending", "{pod} stays in ContainerCreating");
+    }
+    let (subnet, _) = node_subnet();
+    bridge_nad(&ns.name, "later", &unique("nl"), &subnet);
+    kubectl(
+        &[
+            "annotate",
+            "pod",
+            "-n",
+            &ns.name,
+            "bad",
+            "--overwrite",
+            "k8s.v1.cni.cncf.io/networks=later",
+        ],
+        None,
+    );
+    wait_ready(&ns.name, "missing", READY);
+    wait_ready(&ns.name, "bad", READY);
+    for pod in ["bad", "missing"] {
+        let status = assert_status_matches_pod(&ns.name, pod);
+        assert_eq!(status.len(), 2, "{status:?}");
+    }
+}
+
+#[test]
 fn two_pods_on_one_node_ping_over_net1() {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("node-ping");

@@ -382,16 +382,19 @@ pub fn default_network(policy: &Policy) -> Result<NetworkRef, PolicyError> {
 /// `defaultNetworks`. (STATUS is passed on to each of them.)
 pub fn default_networks(policy: &Policy) -> Result<Vec<NetworkRef>, PolicyError> {
     let mut refs = vec![default_network(policy)?];
-    refs.extend(
-        policy
-            .default_networks
-            .iter()
-            .map(|name| NetworkRef::NadOrConf {
-                namespace: policy.multus_namespace.clone(),
-                name: name.clone(),
-            }),
-    );
+    refs.extend(configured_default_networks(policy));
     Ok(refs)
+}
+
+/// `defaultNetworks` alone: each a NAD in `multusNamespace` or a conf name.
+pub fn configured_default_networks(policy: &Policy) -> impl Iterator<Item = NetworkRef> + '_ {
+    policy
+        .default_networks
+        .iter()
+        .map(|name| NetworkRef::NadOrConf {
+            namespace: policy.multus_namespace.clone(),
+            name: name.clone(),
+        })
 }
 
 /// Rule 2 (R62): with `namespaceIsolation`, a pod may use NADs of its own namespace and of `globalNamespaces` only.

@@ -396,15 +396,7 @@ pub async fn default_network_configs<S: NetworkSource>(
     if policy.cluster_network.is_some() || policy.static_delegates > 0 {
         refs.push(policy::default_network(&policy)?);
     }
-    refs.extend(
-        policy
-            .default_networks
-            .iter()
-            .map(|name| NetworkRef::NadOrConf {
-                namespace: policy.multus_namespace.clone(),
-                name: name.clone(),
-            }),
-    );
+    refs.extend(policy::configured_default_networks(&policy));
     let mut configs = config.delegates.clone();
     for reference in refs {
         let list = match &reference {

@@ -5,6 +5,7 @@
 
 pub mod node;
 pub mod oci;
+pub mod thick;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,15 +121,28 @@ pub fn create_nad(namespace: &str, name: &str, config: Option<&Value>) {
 /// Creates a Pod object (it stays Pending: no scheduler, no kubelet — the test plays the runtime) and returns its
 /// UID.
 pub fn create_pod(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+    create_pod_on(namespace, name, annotations, None)
+}
+
+/// [`create_pod`], bound to `node` when given (`spec.nodeName`: what a thick-mode daemon's pod cache watches).
+pub fn create_pod_on(
+    namespace: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+    node: Option<&str>,
+) -> String {
     let annotations: serde_json::Map<String, Value> = annotations
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
         .collect();
-    let pod = json!({
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
     });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
     kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
     kubectl(
         &[
@@ -273,10 +287,16 @@ pub fn pod_args(namespace: &str, name: &str, uid: &str, container_id: &str) -> S
 
 /// A kubeconfig like the real one but pointing at a port where nothing listens: the API server is down.
 pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    kubeconfig_via(dir, port)
+    kubeconfig_via(dir, free_port())
+}
+
+/// A port on 127.0.0.1 where nothing listens (at the moment of the call).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A kubeconfig like the real one but with the API server at `127.0.0.1:<port>` (e.g. a proxy in front of it; the

@@ -1,0 +1,284 @@
+//! Thick mode in the tests: a `plexus-daemon` of the test's own (its socket, config, log and metrics port in a
+//! temp dir, its own node name), and the shim config that makes `plexus` forward to it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{free_port, kubectl, kubectl_output, plexus_bin, unique};
+
+/// The built `plexus-daemon` (`PLEXUS_DAEMON_BIN`, else next to `plexus`).
+pub fn daemon_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PLEXUS_DAEMON_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = plexus_bin().with_file_name("plexus-daemon");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A Node object (no kubelet behind it) for a daemon's pods, deleted on drop. Pods bound to a node that does not
+/// exist are deleted by kube-controller-manager's pod garbage collector when one runs (`e2e/cluster up --nodes`).
+pub struct KubeNode {
+    pub name: String,
+}
+
+impl KubeNode {
+    pub fn new() -> Self {
+        let name = format!("thick-{}", unique("").trim_start_matches('-'));
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+        kubectl(&["apply", "-f", "-"], Some(&node.to_string()));
+        Self { name }
+    }
+}
+
+impl Default for KubeNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KubeNode {
+    fn drop(&mut self) {
+        let _ = kubectl_output(&["delete", "node", &self.name, "--wait=false"], None);
+    }
+}
+
+/// A running `plexus-daemon`, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub node: KubeNode,
+    pub metrics_port: u16,
+    config: Value,
+}
+
+impl Daemon {
+    /// Starts a daemon with the admin kubeconfig, a node of its own and `extra` keys on top; returns once it
+    /// serves its socket and its caches synced.
+    pub fn start(extra: Value) -> Self {
+        let d = Self::start_unready(extra);
+        d.wait_ready();
+        d
+    }
+
+    /// [`Daemon::start`] without waiting for the caches (e.g. with an API server that can't be reached).
+    pub fn start_unready(extra: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = KubeNode::new();
+        let metrics_port = free_port();
+        let mut config = json!({
+            "kubeconfig": std::env::var("KUBECONFIG").ok(),
+            "nodeName": node.name,
+            "daemonSocketDir": dir.path().join("run"),
+            "metricsAddress": format!("127.0.0.1:{metrics_port}"),
+            "logLevel": "debug",
+            "logToStderr": true,
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            config[k] = v;
+        }
+        std::fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
+        let mut d = Self {
+            child: None,
+            dir,
+            node,
+            metrics_port,
+            config,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the process again (after [`Daemon::kill`]); returns once it serves its socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(daemon_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("daemon.json"))
+            .env_remove("NODE_NAME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start plexus-daemon");
+        self.child = Some(child);
+        self.wait_for("its socket and /healthz", |d| {
+            d.socket().exists() && d.get("/healthz").0 == 200
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: &str) {
+        crate::sh(&["kill", &format!("-{signal}"), &self.pid().to_string()]);
+    }
+
+    /// kill -9, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. after SIGTERM); returns whether it exited with success.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let mut child = self.child.take().expect("running");
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "plexus-daemon did not exit within {within:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.socket_dir().join("plexus.sock")
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The shim config for a plugin `config`: the same keys without `kubeconfig` (the daemon has the client),
+    /// plus `daemonSocketDir`.
+    pub fn shim_config(&self, config: &Value) -> Value {
+        shim_config(config, &self.socket_dir())
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `GET path` on the metrics address: (status, body); (0, "") when nothing answers.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_port, path)
+    }
+
+    /// The sum of every sample of `name` whose labels contain each of `labels` (`key="value"`).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "/metrics: {text}");
+        metric_sum(&text, name, labels)
+    }
+
+    /// Waits until /readyz answers 200 (the caches synced).
+    pub fn wait_ready(&self) {
+        self.wait_for("/readyz", |d| d.get("/readyz").0 == 200);
+    }
+
+    /// Polls `done` for up to 30 s; panics with the daemon's log when it never holds.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(
+                Instant::now() < until,
+                "plexus-daemon: no {what} within 30 s. Log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A plugin config made a shim config: without `kubeconfig`, with `daemonSocketDir`.
+pub fn shim_config(config: &Value, socket_dir: &Path) -> Value {
+    let mut shim = config.clone();
+    if let Some(o) = shim.as_object_mut() {
+        o.remove("kubeconfig");
+        o.insert("daemonSocketDir".into(), json!(socket_dir));
+    }
+    shim
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: (status, body); (0, "") when nothing answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return (0, String::new());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum of the samples of `name` (exact metric name, e.g. `plexus_daemon_cache_lookups_total`) whose labels
+/// contain every one of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && labels.iter().all(|want| label_text.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}

@@ -220,6 +220,8 @@ pub struct PodSandbox {
     pub conf_dir: tempfile::TempDir,
     pub container_id: String,
     pub default_prefix: String,
+    /// Thick mode: the daemon's socket dir; [`PodSandbox::config`] then gives the shim config.
+    pub shim_socket_dir: Option<PathBuf>,
 }
 
 impl PodSandbox {
@@ -232,10 +234,12 @@ impl PodSandbox {
             conf_dir: tempfile::tempdir().unwrap(),
             container_id: unique("ctr"),
             default_prefix: prefix,
+            shim_socket_dir: None,
         }
     }
 
-    /// A Plexus config in Kubernetes mode; `extra` keys are merged in on top.
+    /// A Plexus config in Kubernetes mode; `extra` keys are merged in on top. In thick mode, the shim config of it
+    /// (without `kubeconfig`: the daemon's client is used).
     pub fn config(&self, extra: Value) -> Value {
         let mut config = json!({
             "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
@@ -248,7 +252,10 @@ impl PodSandbox {
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             config[k] = v;
         }
-        config
+        match &self.shim_socket_dir {
+            Some(dir) => thick::shim_config(&config, dir),
+            None => config,
+        }
     }
 
     /// host-local IPAM keeping its leases in this sandbox's data dir.

@@ -282,3 +282,83 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         })
         .sum()
 }
+
+/// How a test body runs `plexus`: thin (the plugin reads the API server itself, with the config's kubeconfig) or
+/// thick (a daemon of the test's own serves the requests and `plexus` is its shim). The Kubernetes-mode tests run
+/// each body in both ([`in_both_modes!`](crate::in_both_modes)), so the two modes cannot drift apart.
+pub struct Mode {
+    daemon: Option<Daemon>,
+}
+
+impl Mode {
+    pub fn thin() -> Self {
+        Self { daemon: None }
+    }
+
+    pub fn thick() -> Self {
+        Self {
+            daemon: Some(Daemon::start(json!({}))),
+        }
+    }
+
+    /// The daemon in thick mode.
+    pub fn daemon(&self) -> Option<&Daemon> {
+        self.daemon.as_ref()
+    }
+
+    /// A pod sandbox whose configs ([`crate::PodSandbox::config`]) are shim configs in thick mode.
+    pub fn sandbox(&self) -> crate::PodSandbox {
+        let mut sb = crate::PodSandbox::new();
+        sb.shim_socket_dir = self.daemon.as_ref().map(Daemon::socket_dir);
+        sb
+    }
+
+    /// [`crate::create_pod`]; in thick mode bound to the daemon's node, returning once the daemon's cache holds it
+    /// (so the ADD is a warm one; `thick::a_pod_missing_from_the_cache_is_read_with_one_get` covers the other case).
+    pub fn create_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+        let Some(daemon) = &self.daemon else {
+            return crate::create_pod(namespace, name, annotations);
+        };
+        let cached = |d: &Daemon| d.metric("plexus_daemon_cached_objects", &["kind=\"pod\""]);
+        let before = cached(daemon);
+        let uid = crate::create_pod_on(namespace, name, annotations, Some(&daemon.node.name));
+        daemon.wait_for("the new pod in its cache", |d| cached(d) > before);
+        uid
+    }
+
+    /// The pod's events once `done` holds for them (thick mode sends them after the reply), at most 30 s.
+    pub fn pod_events(
+        &self,
+        namespace: &str,
+        name: &str,
+        done: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = crate::pod_events(namespace, name);
+            if done(&events) || Instant::now() > until {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs each named test body (`fn name(mode: &Mode)`) in both modes, as tests `name::thin` and `name::thick`.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn thin() {
+                    super::$name(&$crate::thick::Mode::thin())
+                }
+                #[test]
+                fn thick() {
+                    super::$name(&$crate::thick::Mode::thick())
+                }
+            }
+        )*
+    };
+}

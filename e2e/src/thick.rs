@@ -33,7 +33,10 @@ pub struct KubeNode {
 impl KubeNode {
     pub fn new() -> Self {
         let name = format!("thick-{}", unique("").trim_start_matches('-'));
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+        // Unschedulable and tainted: the scheduler of `e2e/cluster up --nodes` never puts a real pod here.
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"unschedulable": true,
+                     "taints": [{"key": "plexus.test/no-kubelet", "effect": "NoSchedule"}]}});
         kubectl(&["apply", "-f", "-"], Some(&node.to_string()));
         Self { name }
     }
@@ -53,7 +56,7 @@ impl Drop for KubeNode {
 
 /// A running `plexus-daemon`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     pub dir: tempfile::TempDir,
     pub node: KubeNode,
     pub metrics_port: u16,
@@ -86,8 +89,8 @@ impl Daemon {
             config[k] = v;
         }
         std::fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
-        let mut d = Self {
-            child: None,
+        let d = Self {
+            child: std::sync::Mutex::new(None),
             dir,
             node,
             metrics_port,
@@ -98,7 +101,7 @@ impl Daemon {
     }
 
     /// Starts the process again (after [`Daemon::kill`]); returns once it serves its socket.
-    pub fn spawn(&mut self) {
+    pub fn spawn(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -113,14 +116,18 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start plexus-daemon");
-        self.child = Some(child);
+        *self.child() = Some(child);
         self.wait_for("its socket and /healthz", |d| {
             d.socket().exists() && d.get("/healthz").0 == 200
         });
     }
 
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.child().as_ref().expect("running").id() as i32
     }
 
     /// Sends `signal` to the daemon.
@@ -129,16 +136,17 @@ impl Daemon {
     }
 
     /// kill -9, and waits for the process to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(&self) {
+        let taken = self.child().take();
+        if let Some(mut child) = taken {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     /// Waits for the process to exit by itself (e.g. after SIGTERM); returns whether it exited with success.
-    pub fn wait_exit(&mut self, within: Duration) -> bool {
-        let mut child = self.child.take().expect("running");
+    pub fn wait_exit(&self, within: Duration) -> bool {
+        let mut child = self.child().take().expect("running");
         let until = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -212,7 +220,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let taken = self.child().take();
+        if let Some(mut child) = taken {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
@@ -287,36 +296,59 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 /// thick (a daemon of the test's own serves the requests and `plexus` is its shim). The Kubernetes-mode tests run
 /// each body in both ([`in_both_modes!`](crate::in_both_modes)), so the two modes cannot drift apart.
 pub struct Mode {
-    daemon: Option<Daemon>,
+    thick: bool,
+    daemon: std::sync::OnceLock<Daemon>,
 }
 
 impl Mode {
     pub fn thin() -> Self {
-        Self { daemon: None }
+        Self {
+            thick: false,
+            daemon: std::sync::OnceLock::new(),
+        }
     }
 
+    /// Thick mode; the daemon starts at first use, with the admin kubeconfig unless [`Mode::start_daemon`] came
+    /// first.
     pub fn thick() -> Self {
         Self {
-            daemon: Some(Daemon::start(json!({}))),
+            thick: true,
+            daemon: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn is_thick(&self) -> bool {
+        self.thick
+    }
+
+    /// Thick mode: starts the daemon with `extra` keys (e.g. a kubeconfig through a proxy). Call it before anything
+    /// else uses the daemon.
+    pub fn start_daemon(&self, extra: Value) {
+        if self.thick {
+            assert!(
+                self.daemon.set(Daemon::start(extra)).is_ok(),
+                "the daemon was already started"
+            );
         }
     }
 
     /// The daemon in thick mode.
     pub fn daemon(&self) -> Option<&Daemon> {
-        self.daemon.as_ref()
+        self.thick
+            .then(|| self.daemon.get_or_init(|| Daemon::start(json!({}))))
     }
 
     /// A pod sandbox whose configs ([`crate::PodSandbox::config`]) are shim configs in thick mode.
     pub fn sandbox(&self) -> crate::PodSandbox {
         let mut sb = crate::PodSandbox::new();
-        sb.shim_socket_dir = self.daemon.as_ref().map(Daemon::socket_dir);
+        sb.shim_socket_dir = self.daemon().map(Daemon::socket_dir);
         sb
     }
 
     /// [`crate::create_pod`]; in thick mode bound to the daemon's node, returning once the daemon's cache holds it
     /// (so the ADD is a warm one; `thick::a_pod_missing_from_the_cache_is_read_with_one_get` covers the other case).
     pub fn create_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-        let Some(daemon) = &self.daemon else {
+        let Some(daemon) = self.daemon() else {
             return crate::create_pod(namespace, name, annotations);
         };
         let cached = |d: &Daemon| d.metric("plexus_daemon_cached_objects", &["kind=\"pod\""]);

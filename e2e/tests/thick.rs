@@ -85,7 +85,7 @@ impl SlowPod {
             bin.path(),
             "slow-ptp",
             &format!(
-                "[ \"$CNI_COMMAND\" = ADD ] && {{ echo $$ > {pid}; sleep {seconds}; }}\nexec {plugins}/ptp",
+                "[ \"$CNI_COMMAND\" = ADD ] && {{ echo $$ > {pid}.new; mv {pid}.new {pid}; sleep {seconds}; }}\nexec {plugins}/ptp",
                 pid = pidfile.display(),
                 plugins = plugins_dir().display()
             ),
@@ -272,7 +272,7 @@ fn a_changed_nad_is_used_by_the_next_add() {
 
 #[test]
 fn killed_mid_add_then_del_through_a_restarted_daemon_leaves_nothing() {
-    let mut daemon = Daemon::start(json!({}));
+    let daemon = Daemon::start(json!({}));
     let slow = SlowPod::new(&daemon, "kill9", 60);
     let add = slow.start_add();
     let pod = &slow.pod;
@@ -298,7 +298,7 @@ fn killed_mid_add_then_del_through_a_restarted_daemon_leaves_nothing() {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_the_socket_is_gone() {
-    let mut daemon = Daemon::start(json!({}));
+    let daemon = Daemon::start(json!({}));
     let slow = SlowPod::new(&daemon, "term", 2);
     let add = slow.start_add();
     let pod = &slow.pod;

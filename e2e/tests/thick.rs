@@ -563,7 +563,7 @@ impl Drop for DaemonRole {
 const TOKEN_REREAD: Duration = Duration::from_secs(55);
 
 #[test]
-fn a_rotated_service_account_token_is_picked_up() {
+fn an_in_cluster_daemon_picks_up_a_rotated_service_account_token() {
     let ns = KubeNamespace::new("token");
     let sa = "plexus-daemon";
     kubectl(&["create", "serviceaccount", sa, "-n", &ns.name], None);
@@ -606,23 +606,12 @@ fn a_rotated_service_account_token_is_picked_up() {
     };
     let first = token_for("first");
     write_token(&first);
+    // The daemon as in a pod: the in-cluster config, the service account's files in their usual place.
     let pki = kubeconfig().parent().unwrap().join("pki");
-    let kc = creds.path().join("sa.kubeconfig");
-    let kubeconfig_with = |token: &str| {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{}\n    certificate-authority: {}\n\
-             users:\n- name: sa\n  user:\n    {token}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: sa\n",
-            api_server_address(),
-            pki.join("ca.crt").display()
-        )
-    };
-    std::fs::write(
-        &kc,
-        kubeconfig_with(&format!("tokenFile: {}", token_file.display())),
-    )
-    .unwrap();
+    std::fs::copy(pki.join("ca.crt"), creds.path().join("ca.crt")).unwrap();
+    std::fs::write(creds.path().join("namespace"), &ns.name).unwrap();
     let started = Instant::now();
-    let daemon = Daemon::start(json!({"kubeconfig": kc}));
+    let daemon = Daemon::start_in_cluster(creds.path(), json!({}));
 
     let sb = PodSandbox::new();
     ptp_nad(&ns.name, "side", "ptp", &sb);
@@ -646,7 +635,16 @@ fn a_rotated_service_account_token_is_picked_up() {
     write_token(&token_for("second"));
     kubectl(&["delete", "secret", "first", "-n", &ns.name], None);
     let old = creds.path().join("old.kubeconfig");
-    std::fs::write(&old, kubeconfig_with(&format!("token: {first}"))).unwrap();
+    std::fs::write(
+        &old,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{}\n    certificate-authority: {}\n\
+             users:\n- name: sa\n  user:\n    token: {first}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: sa\n",
+            api_server_address(),
+            pki.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let out = std::process::Command::new(kubectl_bin())

@@ -709,3 +709,35 @@ fn events_the_api_server_refuses_are_logged_and_counted_and_the_add_stands() {
     pod.call("DEL").ok(&pod.config);
     pod.sb.assert_clean();
 }
+
+#[test]
+fn max_concurrent_delegates_bounds_the_requests_that_run_at_once() {
+    let daemon = Daemon::start(json!({"maxConcurrentDelegates": 1}));
+    let first = SlowPod::new(&daemon, "conc1", 3);
+    let second = SlowPod::new(&daemon, "conc2", 0);
+    let mut running = first.start_add();
+    let waiting = second
+        .pod
+        .call("ADD")
+        .spawn(second.pod.config.to_string().as_bytes());
+    // While the first ADD holds the one slot, the second does not start.
+    while running.try_wait().unwrap().is_none() {
+        assert!(
+            !second.pidfile.exists(),
+            "the second ADD ran beside the first"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running.wait().unwrap().success());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(second.pidfile.exists());
+    for slow in [&first, &second] {
+        slow.pod.call("DEL").ok(&slow.pod.config);
+        slow.pod.sb.assert_clean();
+    }
+}

@@ -1,0 +1,625 @@
+//! The Helm chart (charts/plexus) installed with `helm install` onto a real node that runs only its cluster network
+//! (a bare cluster: `PLEXUS_E2E_BARE=1 e2e/cluster up --node`; scripts/test starts one for this test binary and runs
+//! it with that cluster's `e2e/cluster env`, including PLEXUS_NODE_VALUES). Not run by `cargo test --tests` (it
+//! needs its own cluster): `cargo test -p plexus-e2e --test chart`.
+//!
+//! One test walks the release's life, in order: install (the node pod writes the conf, a pod with two NADs gets
+//! them), the webhook through its Service, the RBAC of both ServiceAccounts, server-side dry runs of several value
+//! sets, Multus's own samples, an upgrade that rolls the DaemonSet while pods are being created, and the uninstall.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexus_e2e::node::*;
+use plexus_e2e::*;
+use serde_json::Value;
+
+const RELEASE: &str = "plexus";
+const NAMESPACE: &str = "plexus-system";
+const NODE_SA: &str = "system:serviceaccount:plexus-system:plexus-node";
+const CONTROLLER_SA: &str = "system:serviceaccount:plexus-system:plexus-controller";
+/// Covers the kubelet's sandbox retries (its back-off starts at 10 s).
+const READY: Duration = Duration::from_secs(120);
+
+fn chart() -> String {
+    repo().join("charts/plexus").display().to_string()
+}
+
+fn node_values() -> String {
+    std::env::var("PLEXUS_NODE_VALUES").expect(
+        "PLEXUS_NODE_VALUES is not set: PLEXUS_E2E_BARE=1 e2e/cluster up --node, then eval \"$(e2e/cluster env)\"",
+    )
+}
+
+fn helm_output(args: &[&str]) -> Output {
+    Command::new(tool_bin("helm").join("helm"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("run helm")
+}
+
+fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The node's CNI dirs on the host (the values file's cni.binDir and cni.confDir).
+fn cni_dirs(nodes: &Nodes) -> (PathBuf, PathBuf) {
+    let dir = nodes.node_dir(0);
+    (dir.join("cni-bin"), dir.join("cni-conf"))
+}
+
+fn node_pod() -> Option<(String, String)> {
+    let out = kubectl_output(
+        &[
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=node",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pods: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 2)
+        .collect();
+    (pods.len() == 1).then(|| (pods[0][0].to_owned(), pods[0][1].to_owned()))
+}
+
+fn rollout(kind_name: &str) {
+    kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NAMESPACE,
+            kind_name,
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// The interfaces of the pod's network-status, in order, after it is Ready.
+fn status_interfaces(namespace: &str, pod: &str) -> Vec<String> {
+    network_status(namespace, pod)
+        .iter()
+        .map(|e| e["interface"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The pod is Ready with eth0 and one interface per NAD, both in the status and inside the pod.
+fn assert_networks(namespace: &str, pod: &str, expected: &[&str]) {
+    wait_ready(namespace, pod, READY);
+    assert_eq!(
+        status_interfaces(namespace, pod),
+        expected,
+        "network-status of {namespace}/{pod}"
+    );
+    let mut inside: Vec<String> = pod_interfaces(namespace, pod)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    inside.sort();
+    want.sort();
+    assert_eq!(inside, want, "interfaces inside {namespace}/{pod}");
+}
+
+fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("--all-namespaces"),
+    }
+    let out = kubectl_output(&args, None);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[test]
+fn helm_lint_strict() {
+    let out = helm(&["lint", "--strict", &chart()]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // With the local node's values too, and with everything optional switched on.
+    let out = helm(&[
+        "lint",
+        "--strict",
+        &chart(),
+        "-f",
+        &node_values(),
+        "--set",
+        "samples.enabled=true",
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "cni.readinessIndicatorFile=/run/ready",
+    ]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // The schema refuses a typo and an out-of-range value.
+    for bad in [
+        "node.tokenExpirationSeconds=60",
+        "cni.binDir=relative",
+        "nodee.mode=thin",
+    ] {
+        let out = helm_output(&["lint", "--strict", &chart(), "--set", bad]);
+        assert!(!out.status.success(), "{bad} passed lint");
+    }
+}
+
+#[test]
+fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
+    let nodes = Nodes::from_env();
+    let (bin_dir, conf_dir) = cni_dirs(&nodes);
+    let conf = conf_dir.join("00-plexus.conflist");
+    let ns = KubeNamespace::new("chart");
+    let (bridge_subnet, bridge_prefix) = node_subnet();
+    let (macvlan_subnet, _) = node_subnet();
+    assert!(
+        !conf.exists() && !bin_dir.join("plexus").exists(),
+        "a bare node"
+    );
+
+    // ---- install, and the first pod with all its networks ----------------------------------------------------------
+    let started = Instant::now();
+    helm(&[
+        "install",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+        "-f",
+        &node_values(),
+        "--set",
+        "samples.enabled=true",
+        "--set",
+        &format!("samples.namespace={}", ns.name),
+        "--set",
+        &format!("samples.bridge.subnet={bridge_subnet}"),
+        "--set",
+        &format!("samples.macvlan.master={}", nodes.lan_if),
+        "--set",
+        &format!("samples.macvlan.subnet={macvlan_subnet}"),
+    ]);
+    let installed = started.elapsed();
+    wait_until(
+        "the installer's conf",
+        READY,
+        || conf.exists().then_some(()),
+        || {
+            format!(
+                "{:?}",
+                kubectl_output(&["get", "pods", "-A", "-o", "wide"], None)
+            )
+        },
+    );
+    let conf_written = started.elapsed();
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "first",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "first", &["eth0", "net1", "net2"]);
+    let first_pod = started.elapsed();
+    eprintln!(
+        "[chart] helm install returned after {:.1}s, conf on the node after {:.1}s, first pod with all its networks \
+         Ready after {:.1}s",
+        installed.as_secs_f64(),
+        conf_written.as_secs_f64(),
+        first_pod.as_secs_f64()
+    );
+    let status = network_status(&ns.name, "first");
+    assert_eq!(status[1]["name"], format!("{}/sample-bridge", ns.name));
+    assert!(
+        status[1]["ips"][0]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&format!("{bridge_prefix}."))),
+        "{status:?}"
+    );
+
+    // What the installer wrote: the binary, a 0600 conf delegating to the cluster network, a 0600 kubeconfig.
+    let written: Value = serde_json::from_slice(&std::fs::read(&conf).unwrap()).unwrap();
+    assert_eq!(written["plugins"][0]["type"], "plexus");
+    assert_eq!(written["plugins"][0]["delegates"][0]["name"], "pods");
+    assert!(bin_dir.join("plexus").is_file());
+    let kubeconfig_file = conf_dir.join("plexus.d/plexus.kubeconfig");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kubeconfig_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    rollout("deployment/plexus-controller");
+
+    // ---- the webhook, called by the API server through the controller's Service ------------------------------------
+    let vwc: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "plexus",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        vwc["webhooks"][0]["clientConfig"]["service"]["name"],
+        "plexus-controller"
+    );
+    assert!(vwc["webhooks"][0]["clientConfig"].get("url").is_none());
+    let bad = format!(
+        r#"{{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {{"name": "bad", "namespace": "{}"}}, "spec": {{"config": "not json"}}}}"#,
+        ns.name
+    );
+    let out = kubectl_output(&["create", "-f", "-"], Some(&bad));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("denied the request"),
+        "a bad NAD was not refused by the webhook: {err}"
+    );
+
+    // ---- RBAC of the two ServiceAccounts ----------------------------------------------------------------------------
+    for (verb, resource) in [
+        ("get", "pods"),
+        ("patch", "pods"),
+        ("get", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("create", "events"),
+    ] {
+        assert!(
+            can_i(NODE_SA, verb, resource, None),
+            "node may not {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("list", "pods"),
+        ("delete", "pods"),
+        ("create", "pods"),
+        ("update", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("list", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("get", "configmaps"),
+        ("get", "nodes"),
+    ] {
+        assert!(
+            !can_i(NODE_SA, verb, resource, None),
+            "node may {verb} {resource}"
+        );
+    }
+    assert!(can_i(
+        NODE_SA,
+        "get",
+        "daemonsets/plexus-node",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(NODE_SA, "get", "daemonsets/other", Some(NAMESPACE)));
+    assert!(!can_i(
+        NODE_SA,
+        "delete",
+        "daemonsets/plexus-node",
+        Some(NAMESPACE)
+    ));
+    for (verb, resource) in [
+        ("watch", "pods"),
+        ("list", "pods"),
+        ("patch", "pods/status"),
+        ("watch", "network-attachment-definitions.k8s.cni.cncf.io"),
+        (
+            "patch",
+            "network-attachment-definitions.k8s.cni.cncf.io/status",
+        ),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(
+            can_i(CONTROLLER_SA, verb, resource, None),
+            "controller may not {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("delete", "pods"),
+        ("patch", "pods"),
+        ("update", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("delete", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("get", "configmaps"),
+    ] {
+        assert!(
+            !can_i(CONTROLLER_SA, verb, resource, None),
+            "controller may {verb} {resource}"
+        );
+    }
+    assert!(can_i(
+        CONTROLLER_SA,
+        "update",
+        "leases/plexus-controller",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(
+        CONTROLLER_SA,
+        "update",
+        "leases/other",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(CONTROLLER_SA, "create", "leases", Some(NAMESPACE)));
+
+    // ---- server-side dry runs of other value sets --------------------------------------------------------------------
+    let dry = KubeNamespace::new("chart-dry");
+    for set in [
+        vec![],
+        vec!["-f", &node_values(), "--set", "samples.enabled=true"],
+        vec![
+            "--set",
+            "controller.enabled=false",
+            "--set",
+            "webhook.enabled=false",
+        ],
+        vec![
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "controller.replicas=3",
+        ],
+        vec![
+            "--set",
+            "cni.clusterNetwork=k8s-pod-network",
+            "--set",
+            "cni.readinessIndicatorFile=/run/flannel/ready",
+            "--set",
+            "plugin.namespaceIsolation=true",
+            "--set",
+            "plugin.defaultNetworks={extra}",
+            "--set",
+            "plugin.logFile=/var/log/plexus.log",
+            "--set",
+            "cni.cniVersion=1.1.0",
+        ],
+        vec!["--set", "webhook.certManager.enabled=true"],
+    ] {
+        let mut args = vec!["template", "dry", &chart(), "-n", &dry.name];
+        args.extend(set.iter().copied());
+        let rendered = helm(&args);
+        // cert-manager's kinds are not served here: check they are rendered, validate the rest.
+        let docs: Vec<&str> = rendered
+            .split("\n---")
+            .filter(|d| !d.contains("apiVersion: cert-manager.io/"))
+            .collect();
+        if set.contains(&"webhook.certManager.enabled=true") {
+            assert!(rendered.contains("kind: Certificate") && rendered.contains("inject-ca-from"));
+        }
+        let out = kubectl_output(
+            &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+            Some(&docs.join("\n---")),
+        );
+        assert!(
+            out.status.success(),
+            "server-side dry run of {set:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // ---- Multus's samples, unchanged ----------------------------------------------------------------------------------
+    multus_samples(&nodes, &ns.name, &macvlan_subnet);
+
+    // ---- upgrade, the DaemonSet rolled while pods are being created ------------------------------------------------
+    let (old_pod, old_uid) = node_pod().expect("one node pod");
+    let conf_missing = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (conf, missing, stop) = (conf.clone(), conf_missing.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !conf.exists() {
+                    missing.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let creator = {
+        let (nodes, ns, created) = (nodes.clone(), ns.name.clone(), created.clone());
+        std::thread::spawn(move || {
+            for i in 0..10 {
+                let name = format!("during-{i}");
+                create_node_pod(&nodes, 0, &ns, &name, Some("sample-bridge, sample-macvlan"));
+                created.lock().unwrap().push(name);
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    helm(&[
+        "upgrade",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "node.podAnnotations.rolled=yes",
+    ]);
+    rollout("daemonset/plexus-node");
+    creator.join().unwrap();
+    let new = wait_until(
+        "the old node pod gone",
+        READY,
+        || node_pod().filter(|(_, uid)| *uid != old_uid),
+        || format!("old pod {old_pod}"),
+    );
+    eprintln!("[chart] DaemonSet rolled: {old_pod} → {}", new.0);
+    for pod in created.lock().unwrap().iter() {
+        assert_networks(&ns.name, pod, &["eth0", "net1", "net2"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        !conf_missing.load(Ordering::Relaxed),
+        "the conf was missing during the upgrade"
+    );
+
+    // ---- uninstall: no object but the CRD, no file on the host --------------------------------------------------------
+    let mut pods = vec!["first".to_owned()];
+    pods.extend(created.lock().unwrap().iter().cloned());
+    pods.extend(["multus-samplepod".to_owned(), "multus-jsonpod".to_owned()]);
+    for pod in &pods {
+        delete_pod(&ns.name, pod);
+    }
+    helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout=120s",
+    ]);
+    wait_until(
+        "the node's files removed",
+        READY,
+        || (!conf.exists() && !bin_dir.join("plexus").exists()).then_some(()),
+        || format!("{:?}", files_in(&conf_dir)),
+    );
+    assert_eq!(files_in(&conf_dir), ["10-pods.conflist"]);
+    assert!(!conf_dir.join("plexus.d").exists());
+    assert!(files_in(&nodes.records_dir(0)).is_empty());
+    let left = kubectl(
+        &[
+            "get",
+            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,daemonsets,deployments,services,\
+             serviceaccounts,configmaps,secrets,roles,rolebindings,leases,network-attachment-definitions",
+            "-A",
+            "-l",
+            "app.kubernetes.io/instance=plexus",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(left.trim(), "", "objects left after helm uninstall");
+    let left = kubectl(
+        &[
+            "get",
+            "all,leases,secrets,configmaps",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|l| *l != "configmap/kube-root-ca.crt" && !l.starts_with("pod/"))
+        .collect();
+    assert!(left.is_empty(), "left in {NAMESPACE}: {left:?}");
+    kubectl(
+        &[
+            "get",
+            "crd",
+            "network-attachment-definitions.k8s.cni.cncf.io",
+        ],
+        None,
+    );
+}
+
+/// Multus's quick-start objects as a Multus user has them (NAD configs in Multus's format: a single conf with an
+/// old cniVersion; the networks annotation in both forms), applied unchanged: with Plexus installed instead of
+/// Multus, the pods get their networks.
+fn multus_samples(nodes: &Nodes, namespace: &str, subnet: &str) {
+    let base = subnet.trim_end_matches(".0/24");
+    let nad = format!(
+        r#"apiVersion: "k8s.cni.cncf.io/v1"
+kind: NetworkAttachmentDefinition
+metadata:
+  name: macvlan-conf
+  namespace: {namespace}
+spec:
+  config: '{{
+      "cniVersion": "0.3.0",
+      "type": "macvlan",
+      "master": "{master}",
+      "mode": "bridge",
+      "ipam": {{
+        "type": "host-local",
+        "subnet": "{subnet}",
+        "rangeStart": "{base}.200",
+        "rangeEnd": "{base}.216",
+        "gateway": "{base}.1"
+      }}
+    }}'
+"#,
+        master = nodes.lan_if
+    );
+    kubectl(&["apply", "-f", "-"], Some(&nad));
+    let pod = |name: &str, networks: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations:
+    k8s.v1.cni.cncf.io/networks: '{networks}'
+spec:
+  nodeName: {node}
+  tolerations: [{{key: {taint}, operator: Exists}}]
+  terminationGracePeriodSeconds: 2
+  dnsPolicy: Default
+  containers:
+  - name: samplepod
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+    image: {image}
+    imagePullPolicy: Never
+"#,
+            node = nodes.name(0),
+            taint = NODE_TAINT,
+            image = nodes.image
+        )
+    };
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&pod("multus-samplepod", "macvlan-conf")),
+    );
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&pod(
+            "multus-jsonpod",
+            r#"[{"name": "macvlan-conf", "interface": "macvlan0"}]"#,
+        )),
+    );
+    assert_networks(namespace, "multus-samplepod", &["eth0", "net1"]);
+    assert_networks(namespace, "multus-jsonpod", &["eth0", "macvlan0"]);
+    let status = network_status(namespace, "multus-samplepod");
+    let ip = status[1]["ips"][0].as_str().unwrap_or_default();
+    let last: u32 = ip
+        .rsplit('.')
+        .next()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ip.starts_with(&format!("{base}.")) && (200..=216).contains(&last),
+        "{status:?}"
+    );
+}

@@ -95,7 +95,9 @@ node_images() {
 # The image the chart runs (bare clusters): the checkout's plexus and plexus-controller with the shared libraries
 # they link, rebuilt at each `up` (the binaries change between runs), into the state dir.
 plexus_image() {
-  local controller lib entries=("usr/local/bin/plexus=$PLEXUS_BIN" tmp/ run/ etc/)
+  local controller lib entries=("usr/local/bin/plexus=$STATE/plexus.stripped" tmp/ run/ etc/)
+  # Without debug info (a debug build is ~170 MB; the installer copies it onto the node).
+  strip -o "$STATE/plexus.stripped" "$PLEXUS_BIN" || die "could not strip $PLEXUS_BIN"
   controller=$(controller_bin)
   entries+=("usr/local/bin/plexus-controller=$controller")
   for lib in $(ldd "$PLEXUS_BIN" "$controller" | awk '$1 ~ /^\// { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do

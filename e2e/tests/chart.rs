@@ -176,6 +176,8 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
     );
 
     // ---- install, and the first pod with all its networks ----------------------------------------------------------
+    // The admin makes the namespace (helm uninstall leaves a namespace it created with --create-namespace).
+    kubectl(&["create", "namespace", NAMESPACE], None);
     let started = Instant::now();
     helm(&[
         "install",
@@ -183,7 +185,6 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
         &chart(),
         "-n",
         NAMESPACE,
-        "--create-namespace",
         "-f",
         &node_values(),
         "--set",
@@ -423,6 +424,17 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
     // ---- Multus's samples, unchanged ----------------------------------------------------------------------------------
     multus_samples(&nodes, &ns.name, &macvlan_subnet);
 
+    // ---- token rotation, written the way the kubelet writes a projected volume ------------------------------------
+    rotate_token(&nodes, &kubeconfig_file);
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "after-rotation",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "after-rotation", &["eth0", "net1", "net2"]);
+
     // ---- upgrade, the DaemonSet rolled while pods are being created ------------------------------------------------
     let (old_pod, old_uid) = node_pod().expect("one node pod");
     let conf_missing = Arc::new(AtomicBool::new(false));
@@ -481,7 +493,7 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
     );
 
     // ---- uninstall: no object but the CRD, no file on the host --------------------------------------------------------
-    let mut pods = vec!["first".to_owned()];
+    let mut pods = vec!["first".to_owned(), "after-rotation".to_owned()];
     pods.extend(created.lock().unwrap().iter().cloned());
     pods.extend(["multus-samplepod".to_owned(), "multus-jsonpod".to_owned()]);
     for pod in &pods {
@@ -541,6 +553,61 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
             "network-attachment-definitions.k8s.cni.cncf.io",
         ],
         None,
+    );
+    kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"], None);
+}
+
+/// A new token for the node pod (a real TokenRequest bound to the pod, as the kubelet asks for), swapped into the
+/// pod's projected service-account volume as the kubelet does it (a new timestamped dir with every file, then the
+/// `..data` symlink replaced by a rename): the installer writes it into the plugin's kubeconfig.
+fn rotate_token(nodes: &Nodes, kubeconfig_file: &std::path::Path) {
+    let (pod, uid) = node_pod().expect("one node pod");
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "plexus-node",
+            "-n",
+            NAMESPACE,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            &pod,
+            "--bound-object-uid",
+            &uid,
+            "--duration",
+            "10m",
+        ],
+        None,
+    );
+    let token = token.trim();
+    let volume = nodes.node_dir(0).join(format!(
+        "var-lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/service-account"
+    ));
+    let current =
+        std::fs::read_link(volume.join("..data")).expect("the projected volume's ..data link");
+    let fresh = volume.join("..plexus_test_rotation");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for file in ["ca.crt", "namespace"] {
+        std::fs::copy(volume.join(&current).join(file), fresh.join(file)).unwrap();
+    }
+    std::fs::write(fresh.join("token"), token).unwrap();
+    let link = volume.join("..data_tmp");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("..plexus_test_rotation", &link).unwrap();
+    std::fs::rename(&link, volume.join("..data")).unwrap();
+    wait_until(
+        "the plugin's kubeconfig to carry the rotated token",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read(kubeconfig_file).ok()?;
+            let doc: Value = serde_json::from_slice(&text).ok()?;
+            (doc["users"][0]["user"]["token"] == token).then_some(())
+        },
+        || {
+            String::from_utf8_lossy(&std::fs::read(kubeconfig_file).unwrap_or_default())
+                .into_owned()
+        },
     );
 }
 

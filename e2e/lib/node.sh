@@ -100,7 +100,7 @@ plexus_image() {
   strip -o "$STATE/plexus.stripped" "$PLEXUS_BIN" || die "could not strip $PLEXUS_BIN"
   controller=$(controller_bin)
   entries+=("usr/local/bin/plexus-controller=$controller")
-  for lib in $(ldd "$PLEXUS_BIN" "$controller" | awk '$1 ~ /^\// { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
+  for lib in $(ldd "$PLEXUS_BIN" "$controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
     entries+=("${lib#/}=$(readlink -f "$lib")")
   done
   "$OCI_IMAGE_BIN" "$STATE/plexus-image.tar" "$PLEXUS_IMAGE" /usr/local/bin/plexus "${entries[@]}" >/dev/null ||

@@ -1,14 +1,15 @@
-//! The Helm chart (charts/plexus) installed with `helm install` onto a real node that runs only its cluster network
-//! (a bare cluster: `PLEXUS_E2E_BARE=1 e2e/cluster up --node`; scripts/test starts one for this test binary and runs
-//! it with that cluster's `e2e/cluster env`, including PLEXUS_NODE_VALUES). Not run by `cargo test --tests` (it
-//! needs its own cluster): `cargo test -p plexus-e2e --test chart`.
+//! The Helm chart (charts/plexus) installed with `helm install` onto a real node that runs only its cluster network.
 //!
-//! One test walks the release's life, in order: install (the node pod writes the conf, a pod with two NADs gets
-//! them), the webhook through its Service, the RBAC of both ServiceAccounts, server-side dry runs of several value
-//! sets, Multus's own samples, an upgrade that rolls the DaemonSet while pods are being created, and the uninstall.
+//! The node test starts a bare cluster of its own (`PLEXUS_E2E_BARE=1 e2e/cluster up --node`: no Plexus conf, no
+//! harness controller, no CRD), then runs itself again as a child process with that cluster's `e2e/cluster env`
+//! (KUBECONFIG, PLEXUS_NODE_VALUES, NODE_*), so that every helper works against it; the cluster goes down when the
+//! test ends, passed or failed. Against that cluster the child walks the release's life, in order: install (the node
+//! pod writes the conf, a pod with two NADs gets them), the webhook through its Service, the RBAC of both
+//! ServiceAccounts, server-side dry runs of several value sets, Multus's own samples, a token rotation, an upgrade that
+//! rolls the DaemonSet while pods are being created, and the uninstall.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,9 +36,9 @@ fn node_values() -> String {
 }
 
 fn helm_output(args: &[&str]) -> Output {
+    // helm reads KUBECONFIG from the environment (lint needs no cluster).
     Command::new(tool_bin("helm").join("helm"))
         .args(args)
-        .env("KUBECONFIG", kubeconfig())
         .output()
         .expect("run helm")
 }
@@ -122,8 +123,13 @@ fn assert_networks(namespace: &str, pod: &str, expected: &[&str]) {
     assert_eq!(inside, want, "interfaces inside {namespace}/{pod}");
 }
 
+/// `kubectl auth can-i` as `user`; `resource` may be `resource/name` or `resource:subresource`.
 fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let (resource, subresource) = resource.split_once(':').unwrap_or((resource, ""));
     let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
+    if !subresource.is_empty() {
+        args.extend(["--subresource", subresource]);
+    }
     match namespace {
         Some(ns) => args.extend(["-n", ns]),
         None => args.push("--all-namespaces"),
@@ -136,13 +142,17 @@ fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> boo
 fn helm_lint_strict() {
     let out = helm(&["lint", "--strict", &chart()]);
     assert!(out.contains("0 chart(s) failed"), "{out}");
-    // With the local node's values too, and with everything optional switched on.
+    // With values like the local node's, and with everything optional switched on.
     let out = helm(&[
         "lint",
         "--strict",
         &chart(),
-        "-f",
-        &node_values(),
+        "--set",
+        "controller.hostNetwork=true",
+        "--set",
+        "apiServer.host=127.0.0.1",
+        "--set",
+        "apiServer.port=6443",
         "--set",
         "samples.enabled=true",
         "--set",
@@ -162,9 +172,96 @@ fn helm_lint_strict() {
     }
 }
 
+/// Set in the child process that runs against the bare cluster.
+const CHILD: &str = "PLEXUS_CHART_TEST_CHILD";
+
+/// A bare cluster of the test's own, down on drop.
+struct BareCluster {
+    state: tempfile::TempDir,
+}
+
+impl BareCluster {
+    fn up() -> Self {
+        let cluster = Self {
+            state: tempfile::Builder::new()
+                .prefix("plexus-e2e-chart.")
+                .tempdir()
+                .unwrap(),
+        };
+        let status = cluster
+            .command(&["up", "--node"])
+            .env("PLEXUS_E2E_BARE", "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run e2e/cluster");
+        assert!(
+            status.success(),
+            "PLEXUS_E2E_BARE=1 e2e/cluster up --node failed"
+        );
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo().join("e2e/cluster"));
+        cmd.args(args).env("PLEXUS_E2E_STATE", self.state.path());
+        cmd
+    }
+
+    /// `e2e/cluster env`: its NAME='value' lines (values single-quoted by the script).
+    fn env(&self) -> Vec<(String, String)> {
+        let out = self
+            .command(&["env"])
+            .output()
+            .expect("run e2e/cluster env");
+        assert!(out.status.success(), "e2e/cluster env failed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                let v = v
+                    .strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .unwrap_or(v);
+                (k.to_owned(), v.replace("'\\''", "'"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for BareCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["down"]).stdout(Stdio::null()).status();
+    }
+}
+
 #[test]
 fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
+    if std::env::var_os(CHILD).is_some() {
+        return chart_lifecycle();
+    }
+    let cluster = BareCluster::up();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_chart_installs_upgrades_and_uninstalls_on_a_real_node",
+            "--nocapture",
+        ])
+        .envs(cluster.env())
+        .env(CHILD, "1")
+        .status()
+        .expect("run the test binary again");
+    assert!(
+        status.success(),
+        "the chart's life on a bare node failed (its output is above)"
+    );
+}
+
+/// Against the bare cluster (in the child process): install, use, upgrade, uninstall.
+fn chart_lifecycle() {
     let nodes = Nodes::from_env();
+
     let (bin_dir, conf_dir) = cni_dirs(&nodes);
     let conf = conf_dir.join("00-plexus.conflist");
     let ns = KubeNamespace::new("chart");
@@ -325,11 +422,11 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
     for (verb, resource) in [
         ("watch", "pods"),
         ("list", "pods"),
-        ("patch", "pods/status"),
+        ("patch", "pods:status"),
         ("watch", "network-attachment-definitions.k8s.cni.cncf.io"),
         (
             "patch",
-            "network-attachment-definitions.k8s.cni.cncf.io/status",
+            "network-attachment-definitions.k8s.cni.cncf.io:status",
         ),
         ("create", "events.events.k8s.io"),
     ] {
@@ -399,7 +496,8 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
         ],
         vec!["--set", "webhook.certManager.enabled=true"],
     ] {
-        let mut args = vec!["template", "dry", &chart(), "-n", &dry.name];
+        let chart = chart();
+        let mut args = vec!["template", "dry", &chart, "-n", &dry.name];
         args.extend(set.iter().copied());
         let rendered = helm(&args);
         // cert-manager's kinds are not served here: check they are rendered, validate the rest.
@@ -560,7 +658,7 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
 /// A new token for the node pod (a real TokenRequest bound to the pod, as the kubelet asks for), swapped into the
 /// pod's projected service-account volume as the kubelet does it (a new timestamped dir with every file, then the
 /// `..data` symlink replaced by a rename): the installer writes it into the plugin's kubeconfig.
-fn rotate_token(nodes: &Nodes, kubeconfig_file: &std::path::Path) {
+fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
     let (pod, uid) = node_pod().expect("one node pod");
     let token = kubectl(
         &[
@@ -581,21 +679,23 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &std::path::Path) {
         None,
     );
     let token = token.trim();
-    let volume = nodes.node_dir(0).join(format!(
-        "var-lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/service-account"
-    ));
-    let current =
-        std::fs::read_link(volume.join("..data")).expect("the projected volume's ..data link");
-    let fresh = volume.join("..plexus_test_rotation");
-    std::fs::create_dir_all(&fresh).unwrap();
-    for file in ["ca.crt", "namespace"] {
-        std::fs::copy(volume.join(&current).join(file), fresh.join(file)).unwrap();
-    }
-    std::fs::write(fresh.join("token"), token).unwrap();
-    let link = volume.join("..data_tmp");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink("..plexus_test_rotation", &link).unwrap();
-    std::fs::rename(&link, volume.join("..data")).unwrap();
+    // The volume is a tmpfs the kubelet mounted inside the node's mount namespace: work there.
+    let volume =
+        format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/service-account");
+    nodes.exec(
+        0,
+        &[
+            "sh",
+            "-c",
+            "set -e; cd \"$1\"; current=$(readlink ..data); mkdir ..plexus_test_rotation; \
+             cp \"$current/ca.crt\" \"$current/namespace\" ..plexus_test_rotation/; \
+             printf %s \"$2\" > ..plexus_test_rotation/token; \
+             ln -s ..plexus_test_rotation ..data_tmp; mv -T ..data_tmp ..data",
+            "rotate",
+            &volume,
+            token,
+        ],
+    );
     wait_until(
         "the plugin's kubeconfig to carry the rotated token",
         Duration::from_secs(20),

@@ -64,9 +64,13 @@ node_tool_bins() {
 node_rust_bins() {
   local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
   case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
-  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image >&2) ||
-    die "cargo build of plexus and oci-image failed"
+  local daemon=()
+  # Bare: the chart's image also carries plexus-daemon (thick mode).
+  if bare; then daemon=(-p plexus-daemon --bin plexus-daemon); fi
+  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image \
+    "${daemon[@]}" >&2) || die "cargo build of plexus and oci-image failed"
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
+  PLEXUS_DAEMON_BIN=$target/debug/plexus-daemon
   OCI_IMAGE_BIN=$target/debug/oci-image
 }
 
@@ -95,12 +99,14 @@ node_images() {
 # The image the chart runs (bare clusters): the checkout's plexus and plexus-controller with the shared libraries
 # they link, rebuilt at each `up` (the binaries change between runs), into the state dir.
 plexus_image() {
-  local controller lib entries=("usr/local/bin/plexus=$STATE/plexus.stripped" tmp/ run/ etc/)
+  local controller lib entries=("usr/local/bin/plexus=$STATE/plexus.stripped" tmp/ run/ etc/
+    "usr/local/bin/plexus-daemon=$STATE/plexus-daemon.stripped")
   # Without debug info (a debug build is ~170 MB; the installer copies it onto the node).
   strip -o "$STATE/plexus.stripped" "$PLEXUS_BIN" || die "could not strip $PLEXUS_BIN"
+  strip -o "$STATE/plexus-daemon.stripped" "$PLEXUS_DAEMON_BIN" || die "could not strip $PLEXUS_DAEMON_BIN"
   controller=$(controller_bin)
   entries+=("usr/local/bin/plexus-controller=$controller")
-  for lib in $(ldd "$PLEXUS_BIN" "$controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
+  for lib in $(ldd "$PLEXUS_BIN" "$PLEXUS_DAEMON_BIN" "$controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
     entries+=("${lib#/}=$(readlink -f "$lib")")
   done
   "$OCI_IMAGE_BIN" "$STATE/plexus-image.tar" "$PLEXUS_IMAGE" /usr/local/bin/plexus "${entries[@]}" >/dev/null ||
@@ -225,9 +231,15 @@ write_node_configs() {
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
   local p cluster_network=$n/cluster-network
-  for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
-  # Bare: the conf dir holds only the cluster network; the chart's installer copies plexus and writes its conf.
-  if bare; then cluster_network=$n/cni-conf; else ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"; fi
+  # Bare: the conf dir holds only the cluster network; the chart's installer copies plexus and writes its conf; the
+  # plugins are copies (thick mode's daemon runs them in its container, where links into the tool cache would dangle).
+  if bare; then
+    cluster_network=$n/cni-conf
+    cp -f "$CNI_BIN"/* "$n/cni-bin/"
+  else
+    for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
+    ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
+  fi
   cat >"$cluster_network/10-pods.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "pods", "plugins": [
   {"type": "bridge", "bridge": "pods0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
@@ -353,6 +365,13 @@ setup_node_namespace() {
   node_exec "$k" mount --bind "$n/run" /run
   node_exec "$k" mount --bind "$n/var-lib" /var/lib
   node_exec "$k" mount --bind "$n/var-log" /var/log
+  # As on a systemd host, the runtime's netns mounts propagate to containers that mount /run/netns with
+  # HostToContainer (thick mode's daemon); the node's namespace was made with private propagation.
+  if bare; then
+    node_exec "$k" mkdir -p /run/netns
+    node_exec "$k" mount --bind /run/netns /run/netns
+    node_exec "$k" mount --make-shared /run/netns
+  fi
   node_exec "$k" ip link set lo up
   node_exec "$k" sysctl -qw net.ipv4.ip_forward=1
   ip link add "pxm${id}n$k" type veth peer name eth0 netns "$pid"

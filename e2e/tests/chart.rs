@@ -590,8 +590,60 @@ fn chart_lifecycle() {
         "the conf was missing during the upgrade"
     );
 
+    // ---- thin → thick by helm upgrade ----------------------------------------------------------------------------
+    let thin_uid = node_pod().expect("one node pod").1;
+    helm(&[
+        "upgrade",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "node.mode=thick",
+    ]);
+    rollout("daemonset/plexus-node");
+    wait_until(
+        "the thin node pod gone",
+        READY,
+        || node_pod().filter(|(_, uid)| *uid != thin_uid),
+        || format!("{:?}", node_pod()),
+    );
+    let socket_dir = nodes.node_dir(0).join("run/plexus");
+    wait_until(
+        "a shim conf pointing at the daemon's socket",
+        READY,
+        || {
+            let c: Value = serde_json::from_slice(&std::fs::read(&conf).ok()?).ok()?;
+            (c["plugins"][0]["daemonSocketDir"] == "/run/plexus").then_some(c)
+        },
+        || String::from_utf8_lossy(&std::fs::read(&conf).unwrap_or_default()).into_owned(),
+    );
+    assert!(socket_dir.join("plexus.sock").exists(), "no daemon socket");
+    assert!(
+        !kubeconfig_file.exists(),
+        "thick mode leaves no token on the host"
+    );
+    assert!(
+        can_i(NODE_SA, "watch", "pods", None),
+        "thick: the daemon watches pods"
+    );
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "thick",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "thick", &["eth0", "net1", "net2"]);
+
     // ---- uninstall: no object but the CRD, no file on the host --------------------------------------------------------
-    let mut pods = vec!["first".to_owned(), "after-rotation".to_owned()];
+    // The pods created in thin mode are deleted through the daemon (it reads the same records).
+    let mut pods = vec![
+        "first".to_owned(),
+        "after-rotation".to_owned(),
+        "thick".to_owned(),
+    ];
     pods.extend(created.lock().unwrap().iter().cloned());
     pods.extend(["multus-samplepod".to_owned(), "multus-jsonpod".to_owned()]);
     for pod in &pods {
@@ -614,6 +666,10 @@ fn chart_lifecycle() {
     assert_eq!(files_in(&conf_dir), ["10-pods.conflist"]);
     assert!(!conf_dir.join("plexus.d").exists());
     assert!(files_in(&nodes.records_dir(0)).is_empty());
+    assert!(
+        !socket_dir.join("plexus.sock").exists(),
+        "the daemon's socket is left"
+    );
     let left = kubectl(
         &[
             "get",

@@ -13,6 +13,10 @@
 //!   networks); [`cleanup`] removes what the installer wrote, and only that (the chart runs it when the DaemonSet
 //!   itself is gone, i.e. on `helm uninstall`).
 //!
+//! Thick mode (`--mode thick`): the conf makes `plexus` a shim that forwards each request to the node daemon's socket
+//! (`daemonSocketDir`); no kubeconfig is written (the daemon has its own credentials), and one left by thin mode is
+//! removed.
+//!
 //! Of several installers on one node (the old and the new pod during a rolling update), only the one that started
 //! last writes: each claims the node at start (`plexus.d/owner`) and stops writing once another claimed it.
 
@@ -72,6 +76,16 @@ fn io<'a>(
     }
 }
 
+/// How the runtime's `plexus` works on this node.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `plexus` asks the API server itself, with the kubeconfig the installer writes.
+    #[default]
+    Thin,
+    /// `plexus` forwards each request to `plexus-daemon` on the node.
+    Thick,
+}
+
 /// `plexus install`: the command line (each flag also an environment variable, for the DaemonSet's spec).
 #[derive(clap::Args, Debug, Clone)]
 pub struct InstallArgs {
@@ -79,6 +93,12 @@ pub struct InstallArgs {
     /// below is read and written under it.
     #[arg(long, env = "PLEXUS_HOST_ROOT", default_value = "/host")]
     pub host_root: PathBuf,
+    /// thin: write the plugin's kubeconfig; thick: a shim conf pointing at the node daemon's socket.
+    #[arg(long, env = "PLEXUS_MODE", value_enum, default_value = "thin")]
+    pub mode: Mode,
+    /// thick: the host dir of the node daemon's socket (`daemonSocketDir`).
+    #[arg(long, env = "PLEXUS_DAEMON_SOCKET_DIR", default_value = "/run/plexus")]
+    pub daemon_socket_dir: PathBuf,
     /// The host's CNI bin dir (host path).
     #[arg(long, env = "PLEXUS_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
     pub cni_bin_dir: PathBuf,
@@ -362,6 +382,9 @@ pub struct ConfSettings {
     pub cluster_network: Option<String>,
     pub host_readiness_file: Option<PathBuf>,
     pub cni_version: Option<String>,
+    pub mode: Mode,
+    /// thick: written as `daemonSocketDir`.
+    pub daemon_socket_dir: PathBuf,
 }
 
 /// The conflist Plexus's conf file holds: one plugin, `plexus`, in Kubernetes mode, delegating to `primary` (inline,
@@ -374,10 +397,22 @@ pub fn plexus_conflist(
 ) -> Result<Value, InstallError> {
     let mut plugin = settings.plugin_config.clone();
     plugin.insert("type".into(), json!(BINARY_NAME));
-    plugin.insert(
-        "kubeconfig".into(),
-        json!(settings.host_kubeconfig.display().to_string()),
-    );
+    match settings.mode {
+        Mode::Thin => {
+            plugin.remove("daemonSocketDir");
+            plugin.insert(
+                "kubeconfig".into(),
+                json!(settings.host_kubeconfig.display().to_string()),
+            );
+        }
+        Mode::Thick => {
+            plugin.remove("kubeconfig");
+            plugin.insert(
+                "daemonSocketDir".into(),
+                json!(settings.daemon_socket_dir.display().to_string()),
+            );
+        }
+    }
     plugin.insert(
         "binDir".into(),
         json!(settings.host_bin_dir.display().to_string()),
@@ -443,11 +478,13 @@ pub fn plexus_conflist(
     as_called["name"] = json!(NETWORK_NAME);
     let text = serde_json::to_vec(&as_called).unwrap_or_default();
     let config = Config::load(&text).map_err(|e| InstallError::Generated(e.to_string()))?;
-    if config.kubeconfig.is_none()
-        || (config.cluster_network.is_none() && config.delegates.is_empty())
-    {
+    let credentials = match settings.mode {
+        Mode::Thin => config.kubeconfig.is_some(),
+        Mode::Thick => crate::shim::Shim::from_stdin(&text).is_some_and(|s| s.is_ok()),
+    };
+    if !credentials || (config.cluster_network.is_none() && config.delegates.is_empty()) {
         return Err(InstallError::Generated(
-            "it has no kubeconfig or no cluster network".into(),
+            "it has no kubeconfig (thin) or daemon socket (thick), or no cluster network".into(),
         ));
     }
     Ok(conflist)
@@ -536,9 +573,20 @@ impl Installer {
     /// only written when their content differs.
     pub fn pass(&self) -> Result<Pass, InstallError> {
         let mut pass = Pass::default();
-        let account = ServiceAccount::read(&self.service_account_dir, self.env)?;
-        pass.kubeconfig_written =
-            write_if_changed(&self.layout.kubeconfig(), &account.kubeconfig(), 0o600)?;
+        match self.settings.mode {
+            Mode::Thin => {
+                let account = ServiceAccount::read(&self.service_account_dir, self.env)?;
+                pass.kubeconfig_written =
+                    write_if_changed(&self.layout.kubeconfig(), &account.kubeconfig(), 0o600)?;
+            }
+            // The daemon has its own credentials: no token on the host (one left by thin mode goes).
+            Mode::Thick => {
+                let kubeconfig = self.layout.kubeconfig();
+                if kubeconfig.exists() {
+                    fs::remove_file(&kubeconfig).map_err(io("remove", &kubeconfig))?;
+                }
+            }
+        }
         if let Some(file) = &self.layout.readiness_file
             && !file.exists()
         {
@@ -700,6 +748,8 @@ pub fn main(args: InstallArgs) -> Result<(), InstallError> {
         cluster_network: args.cluster_network.clone().filter(|c| !c.is_empty()),
         host_readiness_file: layout.host_readiness_file.clone(),
         cni_version: args.cni_version.clone().filter(|v| !v.is_empty()),
+        mode: args.mode,
+        daemon_socket_dir: args.daemon_socket_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -846,6 +896,23 @@ mod tests {
     }
 
     #[test]
+    fn a_thick_conf_is_a_shim_conf_without_a_kubeconfig() {
+        let mut s = settings();
+        s.mode = Mode::Thick;
+        s.daemon_socket_dir = "/run/plexus".into();
+        s.plugin_config = serde_json::from_value(json!({"kubeconfig": "/elsewhere"})).unwrap();
+        let primary = Primary {
+            path: "/x.conflist".into(),
+            config: bridge("pods"),
+        };
+        let conf = plexus_conflist(Some(&primary), &s).unwrap();
+        let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["daemonSocketDir"], "/run/plexus");
+        assert!(plugin.get("kubeconfig").is_none());
+        assert_eq!(plugin["delegates"][0], bridge("pods"));
+    }
+
+    #[test]
     fn no_cluster_network_is_no_conf() {
         assert!(matches!(
             plexus_conflist(None, &settings()),
@@ -910,6 +977,8 @@ mod tests {
     #[test]
     fn host_paths_are_read_under_the_host_root() {
         let args = InstallArgs {
+            mode: Mode::Thin,
+            daemon_socket_dir: "/run/plexus".into(),
             host_root: "/host".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),

@@ -323,3 +323,22 @@ fn a_configured_cluster_network_needs_no_conf_file_and_the_readiness_file_is_wai
     assert_eq!(plugin["readinessindicatorfile"], "/run/flannel/ready");
     installer.stop();
 }
+
+#[test]
+fn thick_mode_writes_a_shim_conf_and_removes_the_thin_kubeconfig() {
+    let host = Host::new();
+    host.write_primary("10-pods.conflist", &bridge("pods", "198.19.4.0/24"));
+    let thin = host.start(&[]);
+    wait_for("the thin conf", || host.conf().exists());
+    assert!(host.kubeconfig().exists());
+    let thick = host.start(&["--mode", "thick", "--daemon-socket-dir", "/run/plexus"]);
+    wait_for("the shim conf", || {
+        read_json(&host.conf()).is_some_and(|c| c["plugins"][0]["daemonSocketDir"] == "/run/plexus")
+    });
+    let plugin = read_json(&host.conf()).unwrap()["plugins"][0].clone();
+    assert!(plugin.get("kubeconfig").is_none(), "{plugin}");
+    assert_eq!(plugin["delegates"][0], bridge("pods", "198.19.4.0/24"));
+    wait_for("the thin kubeconfig gone", || !host.kubeconfig().exists());
+    thin.stop();
+    thick.stop();
+}

@@ -362,6 +362,9 @@ start_holder() {
 setup_node_namespace() {
   local k=$1 n id; n=$(node_dir "$k"); id=$(node_id)
   local pid; pid=$(pid_of "node$k-holder")
+  # Bare: the host's own /run/netns mount (if `ip netns` made one) would stay under the node's /run, and containerd
+  # would judge the propagation of the node's /run/netns by it; drop it from the node's (private) mount namespace.
+  if bare; then node_exec "$k" umount -l /run/netns 2>/dev/null || true; fi
   node_exec "$k" mount --bind "$n/run" /run
   node_exec "$k" mount --bind "$n/var-lib" /var/lib
   node_exec "$k" mount --bind "$n/var-log" /var/log

@@ -123,6 +123,21 @@ fn assert_networks(namespace: &str, pod: &str, expected: &[&str]) {
     assert_eq!(inside, want, "interfaces inside {namespace}/{pod}");
 }
 
+/// A NAD whose config is not JSON is refused by plexus-controller's webhook (the API server calls it through the
+/// Service, the VWC names no URL).
+fn assert_webhook_refuses_a_bad_nad(namespace: &str) {
+    let bad = format!(
+        r#"{{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {{"name": "bad", "namespace": "{namespace}"}}, "spec": {{"config": "not json"}}}}"#
+    );
+    let out = kubectl_output(&["create", "-f", "-"], Some(&bad));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("denied the request"),
+        "a bad NAD was not refused by the webhook: {err}"
+    );
+}
+
 /// `kubectl auth can-i` as `user`; `resource` may be `resource/name` or `resource:subresource`.
 fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
     let (resource, subresource) = resource.split_once(':').unwrap_or((resource, ""));
@@ -233,6 +248,10 @@ impl BareCluster {
 impl Drop for BareCluster {
     fn drop(&mut self) {
         let _ = self.command(&["down"]).stdout(Stdio::null()).status();
+        // `down` leaves the lock file beside the state dir (what parallel callers wait on); nobody else uses this one.
+        let mut lock = self.state.path().as_os_str().to_owned();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
     }
 }
 
@@ -366,17 +385,7 @@ fn chart_lifecycle() {
         "plexus-controller"
     );
     assert!(vwc["webhooks"][0]["clientConfig"].get("url").is_none());
-    let bad = format!(
-        r#"{{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {{"name": "bad", "namespace": "{}"}}, "spec": {{"config": "not json"}}}}"#,
-        ns.name
-    );
-    let out = kubectl_output(&["create", "-f", "-"], Some(&bad));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("denied the request"),
-        "a bad NAD was not refused by the webhook: {err}"
-    );
+    assert_webhook_refuses_a_bad_nad(&ns.name);
 
     // ---- RBAC of the two ServiceAccounts ----------------------------------------------------------------------------
     for (verb, resource) in [
@@ -624,6 +633,8 @@ fn chart_lifecycle() {
         !kubeconfig_file.exists(),
         "thick mode leaves no token on the host"
     );
+    // Two upgrades later the webhook's certificate (kept by the chart's lookup) still matches its caBundle.
+    assert_webhook_refuses_a_bad_nad(&ns.name);
     assert!(
         can_i(NODE_SA, "watch", "pods", None),
         "thick: the daemon watches pods"

@@ -504,6 +504,12 @@ fn chart_lifecycle() {
             "cni.cniVersion=1.1.0",
         ],
         vec!["--set", "webhook.certManager.enabled=true"],
+        vec![
+            "--set",
+            "node.mode=thick",
+            "--set",
+            "node.daemon.metricsPort=9475",
+        ],
     ] {
         let chart = chart();
         let mut args = vec!["template", "dry", &chart, "-n", &dry.name];

@@ -12,7 +12,9 @@
 #     the other nodes' pod subnets (node k: 198.18.<16c+k>.0/24);
 #   - lan0 on a shared L2 segment (host bridge pxl<id>, no address): a macvlan master or a bridge port for secondary
 #     networks that span nodes;
-#   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist.
+#   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist;
+#     or, in a bare cluster (PLEXUS_E2E_BARE=1 at the first `up`), only that conflist, for the Helm chart to install
+#     Plexus onto (see bare() below).
 # <id> comes from the state dir's path and c (1..15) is the first /20 of 198.18.0.0/16 no host address uses, so two
 # clusters (two state dirs) can run nodes side by side.
 #
@@ -27,6 +29,14 @@ NODE_APISERVER_PORT=6443
 NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 # Only pods that tolerate this run on the harness nodes (the runtime-playing tests' pods stay Pending as before).
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
+
+# A bare cluster: nodes with only the cluster network's conflist in their CNI conf dir, no plexus-node user, no
+# harness plexus-controller (e2e/cluster), and a Plexus image (plexus + plexus-controller, built from the checkout)
+# in each node's containerd, with a values file for `helm install plexus charts/plexus -f <file>` (PLEXUS_NODE_VALUES).
+# Chosen at the first `up` (PLEXUS_E2E_BARE=1) and remembered in the state dir.
+PLEXUS_IMAGE=localhost/plexus-e2e/plexus:e2e
+NODE_VALUES=$STATE/node-values.yaml
+bare() { [ -f "$STATE/bare" ]; }
 
 node_id() { printf '%s' "$STATE" | cksum | awk '{ printf "%04x", $1 % 65536 }'; }
 node_name() { echo "plexus-node-$1"; }
@@ -54,9 +64,13 @@ node_tool_bins() {
 node_rust_bins() {
   local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
   case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
-  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image >&2) ||
-    die "cargo build of plexus and oci-image failed"
+  local daemon=()
+  # Bare: the chart's image also carries plexus-daemon (thick mode).
+  if bare; then daemon=(-p plexus-daemon --bin plexus-daemon); fi
+  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image \
+    "${daemon[@]}" >&2) || die "cargo build of plexus and oci-image failed"
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
+  PLEXUS_DAEMON_BIN=$target/debug/plexus-daemon
   OCI_IMAGE_BIN=$target/debug/oci-image
 }
 
@@ -79,6 +93,24 @@ node_images() {
     mv "$dir/workload.tar.new" "$dir/workload.tar"
   fi
   IMAGES_DIR=$dir
+  if bare; then plexus_image; fi
+}
+
+# The image the chart runs (bare clusters): the checkout's plexus and plexus-controller with the shared libraries
+# they link, rebuilt at each `up` (the binaries change between runs), into the state dir.
+plexus_image() {
+  local controller lib entries=("usr/local/bin/plexus=$STATE/plexus.stripped" tmp/ run/ etc/
+    "usr/local/bin/plexus-daemon=$STATE/plexus-daemon.stripped")
+  # Without debug info (a debug build is ~170 MB; the installer copies it onto the node).
+  strip -o "$STATE/plexus.stripped" "$PLEXUS_BIN" || die "could not strip $PLEXUS_BIN"
+  strip -o "$STATE/plexus-daemon.stripped" "$PLEXUS_DAEMON_BIN" || die "could not strip $PLEXUS_DAEMON_BIN"
+  controller=$(controller_bin)
+  entries+=("usr/local/bin/plexus-controller=$controller")
+  for lib in $(ldd "$PLEXUS_BIN" "$PLEXUS_DAEMON_BIN" "$controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
+    entries+=("${lib#/}=$(readlink -f "$lib")")
+  done
+  "$OCI_IMAGE_BIN" "$STATE/plexus-image.tar" "$PLEXUS_IMAGE" /usr/local/bin/plexus "${entries[@]}" >/dev/null ||
+    die "could not write the plexus image"
 }
 
 # ---- certificates and kubeconfigs -----------------------------------------------------------------------------------
@@ -160,7 +192,7 @@ start_node_control_plane() {
       --controllers='*,-serviceaccount-token' --root-ca-file="$PKI/ca.crt" \
       --bind-address=127.0.0.1 --secure-port="$(free_port "$APISERVER_PORT")" --cert-dir="$STATE/controller-manager-certs"
   fi
-  plexus_rbac
+  bare || plexus_rbac
 }
 
 # ---- the management bridge and the shared segment ---------------------------------------------------------------------
@@ -198,17 +230,24 @@ write_node_configs() {
   client_cert "kubelet-node$k" "/O=system:nodes/CN=system:node:$name"
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
-  local p
-  for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
-  ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
-  cat >"$n/cluster-network/10-pods.conflist" <<EOF
+  local p cluster_network=$n/cluster-network
+  # Bare: the conf dir holds only the cluster network; the chart's installer copies plexus and writes its conf; the
+  # plugins are copies (thick mode's daemon runs them in its container, where links into the tool cache would dangle).
+  if bare; then
+    cluster_network=$n/cni-conf
+    cp -f "$CNI_BIN"/* "$n/cni-bin/"
+  else
+    for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
+    ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
+  fi
+  cat >"$cluster_network/10-pods.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "pods", "plugins": [
   {"type": "bridge", "bridge": "pods0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(node_pod_subnet "$k")"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}}
 ]}
 EOF
-  cat >"$n/cni-conf/00-plexus.conf" <<EOF
+  bare || cat >"$n/cni-conf/00-plexus.conf" <<EOF
 {"cniVersion": "1.1.0", "name": "plexus", "type": "plexus",
  "kubeconfig": "$n/plexus.kubeconfig",
  "clusterNetwork": "$n/cluster-network/10-pods.conflist",
@@ -323,9 +362,19 @@ start_holder() {
 setup_node_namespace() {
   local k=$1 n id; n=$(node_dir "$k"); id=$(node_id)
   local pid; pid=$(pid_of "node$k-holder")
+  # Bare: the host's own /run/netns mount (if `ip netns` made one) would stay under the node's /run, and containerd
+  # would judge the propagation of the node's /run/netns by it; drop it from the node's (private) mount namespace.
+  if bare; then node_exec "$k" umount -l /run/netns 2>/dev/null || true; fi
   node_exec "$k" mount --bind "$n/run" /run
   node_exec "$k" mount --bind "$n/var-lib" /var/lib
   node_exec "$k" mount --bind "$n/var-log" /var/log
+  # As on a systemd host, the runtime's netns mounts propagate to containers that mount /run/netns with
+  # HostToContainer (thick mode's daemon); the node's namespace was made with private propagation.
+  if bare; then
+    node_exec "$k" mkdir -p /run/netns
+    node_exec "$k" mount --bind /run/netns /run/netns
+    node_exec "$k" mount --make-shared /run/netns
+  fi
   node_exec "$k" ip link set lo up
   node_exec "$k" sysctl -qw net.ipv4.ip_forward=1
   ip link add "pxm${id}n$k" type veth peer name eth0 netns "$pid"
@@ -365,11 +414,12 @@ start_node() {
   start_daemon "node$k-apiserver-forward" "$n/apiserver-forward.log" nsenter -t "$holder" -m -n -- socat \
     "TCP-LISTEN:$NODE_APISERVER_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
   start_containerd "$k"
-  local image
-  for image in pause workload; do
+  local archives=("$IMAGES_DIR/pause.tar" "$IMAGES_DIR/workload.tar") archive
+  if bare; then archives+=("$STATE/plexus-image.tar"); fi
+  for archive in "${archives[@]}"; do
     node_exec "$k" "$CONTAINERD_BIN/ctr" --address "$n/containerd.sock" -n k8s.io images import \
-      --label io.cri-containerd.pinned=pinned "$IMAGES_DIR/$image.tar" >/dev/null ||
-      die "could not import the $image image into $name"
+      --label io.cri-containerd.pinned=pinned "$archive" >/dev/null ||
+      die "could not import $archive into $name"
   done
   start_kubelet "$k"
   say "node $name: processes started in $((SECONDS - start))s"
@@ -428,7 +478,27 @@ nodes_up() {
   done
   route_pod_subnets
   for k in "${started[@]}"; do wait_node_ready "$k"; done
+  if bare; then write_node_values; fi
   say "nodes up in $((SECONDS - start))s: $(node_names)"
+}
+
+# Values for the chart on these nodes: the local image, the API server as host-network pods reach it (the node's
+# 127.0.0.1:6443 forwarder; this control plane's `kubernetes` Service has no endpoints), the first node's CNI dirs
+# (a DaemonSet's hostPath is one path for every node: one node per bare cluster), and the harness taint tolerated.
+write_node_values() {
+  local n; n=$(node_dir "$(node_indexes | head -n1)")
+  cat >"$NODE_VALUES" <<EOF
+# Written by e2e/cluster for the local node: helm install plexus charts/plexus -f $NODE_VALUES
+image: {repository: localhost/plexus-e2e/plexus, tag: e2e, pullPolicy: Never}
+apiServer: {host: 127.0.0.1, port: "$NODE_APISERVER_PORT"}
+cni: {binDir: $n/cni-bin, confDir: $n/cni-conf}
+controller:
+  replicas: 1
+  # On the host network: the API server reaches the webhook at the node's address.
+  hostNetwork: true
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}
+  tolerations: [{key: ${NODE_TAINT%%=*}, operator: Exists}]
+EOF
 }
 
 node_names() {
@@ -513,6 +583,10 @@ nodes_env() {
   echo "WORKLOAD_IMAGE=$(shq "$WORKLOAD_IMAGE")"
   echo "PLEXUS_E2E_NODES_DIR=$(shq "$NODES_DIR")"
   echo "export NODE_NAME NODE_NAMES NODE_LAN_IF NODE_CNI_BIN_DIR NODE_CNI_CONF_DIR CONTAINERD_ADDRESS CONTAINER_RUNTIME_ENDPOINT WORKLOAD_IMAGE PLEXUS_E2E_NODES_DIR"
+  if [ -f "$NODE_VALUES" ]; then
+    echo "PLEXUS_NODE_VALUES=$(shq "$NODE_VALUES")"
+    echo "export PLEXUS_NODE_VALUES"
+  fi
 }
 
 # node_restart <k> containerd|kubelet: stops the daemon (SIGTERM) and starts it again with the pods running; the

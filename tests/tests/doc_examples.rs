@@ -95,6 +95,7 @@ fn every_test_the_docs_name_exists() {
         "docs/compatibility.md",
         "docs/testing.md",
         "docs/benchmarks.md",
+        "docs/install.md",
     ] {
         let text = std::fs::read_to_string(repo().join(doc)).unwrap();
         for span in text.split('`').skip(1).step_by(2) {

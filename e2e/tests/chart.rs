@@ -1,0 +1,865 @@
+//! The Helm chart (charts/plexus) installed with `helm install` onto a real node that runs only its cluster network.
+//!
+//! The node test starts a bare cluster of its own (`PLEXUS_E2E_BARE=1 e2e/cluster up --node`: no Plexus conf, no
+//! harness controller, no CRD), then runs itself again as a child process with that cluster's `e2e/cluster env`
+//! (KUBECONFIG, PLEXUS_NODE_VALUES, NODE_*), so that every helper works against it; the cluster goes down when the
+//! test ends, passed or failed. Against that cluster the child walks the release's life, in order: install (the node
+//! pod writes the conf, a pod with two NADs gets them), the webhook through its Service, the RBAC of both
+//! ServiceAccounts, server-side dry runs of several value sets, Multus's own samples, a token rotation, an upgrade that
+//! rolls the DaemonSet while pods are being created, and the uninstall.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexus_e2e::node::*;
+use plexus_e2e::*;
+use serde_json::Value;
+
+const RELEASE: &str = "plexus";
+const NAMESPACE: &str = "plexus-system";
+const NODE_SA: &str = "system:serviceaccount:plexus-system:plexus-node";
+const CONTROLLER_SA: &str = "system:serviceaccount:plexus-system:plexus-controller";
+/// Covers the kubelet's sandbox retries (its back-off starts at 10 s).
+const READY: Duration = Duration::from_secs(120);
+
+fn chart() -> String {
+    repo().join("charts/plexus").display().to_string()
+}
+
+fn node_values() -> String {
+    std::env::var("PLEXUS_NODE_VALUES").expect(
+        "PLEXUS_NODE_VALUES is not set: PLEXUS_E2E_BARE=1 e2e/cluster up --node, then eval \"$(e2e/cluster env)\"",
+    )
+}
+
+fn helm_output(args: &[&str]) -> Output {
+    // helm reads KUBECONFIG from the environment (lint needs no cluster).
+    Command::new(tool_bin("helm").join("helm"))
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The node's CNI dirs on the host (the values file's cni.binDir and cni.confDir).
+fn cni_dirs(nodes: &Nodes) -> (PathBuf, PathBuf) {
+    let dir = nodes.node_dir(0);
+    (dir.join("cni-bin"), dir.join("cni-conf"))
+}
+
+fn node_pod() -> Option<(String, String)> {
+    let out = kubectl_output(
+        &[
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=node",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pods: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 2)
+        .collect();
+    (pods.len() == 1).then(|| (pods[0][0].to_owned(), pods[0][1].to_owned()))
+}
+
+fn rollout(kind_name: &str) {
+    kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NAMESPACE,
+            kind_name,
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// The interfaces of the pod's network-status, in order, after it is Ready.
+fn status_interfaces(namespace: &str, pod: &str) -> Vec<String> {
+    network_status(namespace, pod)
+        .iter()
+        .map(|e| e["interface"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The pod is Ready with eth0 and one interface per NAD, both in the status and inside the pod.
+fn assert_networks(namespace: &str, pod: &str, expected: &[&str]) {
+    wait_ready(namespace, pod, READY);
+    assert_eq!(
+        status_interfaces(namespace, pod),
+        expected,
+        "network-status of {namespace}/{pod}"
+    );
+    let mut inside: Vec<String> = pod_interfaces(namespace, pod)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    inside.sort();
+    want.sort();
+    assert_eq!(inside, want, "interfaces inside {namespace}/{pod}");
+}
+
+/// A NAD whose config is not JSON is refused by plexus-controller's webhook (the API server calls it through the
+/// Service, the VWC names no URL).
+fn assert_webhook_refuses_a_bad_nad(namespace: &str) {
+    let bad = format!(
+        r#"{{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {{"name": "bad", "namespace": "{namespace}"}}, "spec": {{"config": "not json"}}}}"#
+    );
+    let out = kubectl_output(&["create", "-f", "-"], Some(&bad));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("denied the request"),
+        "a bad NAD was not refused by the webhook: {err}"
+    );
+}
+
+/// `kubectl auth can-i` as `user`; `resource` may be `resource/name` or `resource:subresource`.
+fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let (resource, subresource) = resource.split_once(':').unwrap_or((resource, ""));
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
+    if !subresource.is_empty() {
+        args.extend(["--subresource", subresource]);
+    }
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("--all-namespaces"),
+    }
+    let out = kubectl_output(&args, None);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[test]
+fn helm_lint_strict() {
+    let out = helm(&["lint", "--strict", &chart()]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // With values like the local node's, and with everything optional switched on.
+    let out = helm(&[
+        "lint",
+        "--strict",
+        &chart(),
+        "--set",
+        "controller.hostNetwork=true",
+        "--set",
+        "apiServer.host=127.0.0.1",
+        "--set",
+        "apiServer.port=6443",
+        "--set",
+        "samples.enabled=true",
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "cni.readinessIndicatorFile=/run/ready",
+    ]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // The schema refuses a typo and an out-of-range value.
+    for bad in [
+        "node.tokenExpirationSeconds=60",
+        "cni.binDir=relative",
+        "nodee.mode=thin",
+    ] {
+        let out = helm_output(&["lint", "--strict", &chart(), "--set", bad]);
+        assert!(!out.status.success(), "{bad} passed lint");
+    }
+}
+
+/// Set in the child process that runs against the bare cluster.
+const CHILD: &str = "PLEXUS_CHART_TEST_CHILD";
+
+/// A bare cluster of the test's own, down on drop.
+struct BareCluster {
+    state: tempfile::TempDir,
+}
+
+impl BareCluster {
+    fn up() -> Self {
+        let cluster = Self {
+            state: tempfile::Builder::new()
+                .prefix("plexus-e2e-chart.")
+                .tempdir()
+                .unwrap(),
+        };
+        let status = cluster
+            .command(&["up", "--node"])
+            .env("PLEXUS_E2E_BARE", "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run e2e/cluster");
+        assert!(
+            status.success(),
+            "PLEXUS_E2E_BARE=1 e2e/cluster up --node failed"
+        );
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo().join("e2e/cluster"));
+        cmd.args(args).env("PLEXUS_E2E_STATE", self.state.path());
+        cmd
+    }
+
+    /// `e2e/cluster env`: its NAME='value' lines (values single-quoted by the script).
+    fn env(&self) -> Vec<(String, String)> {
+        let out = self
+            .command(&["env"])
+            .output()
+            .expect("run e2e/cluster env");
+        assert!(out.status.success(), "e2e/cluster env failed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                let v = v
+                    .strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .unwrap_or(v);
+                (k.to_owned(), v.replace("'\\''", "'"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for BareCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["down"]).stdout(Stdio::null()).status();
+        // `down` leaves the lock file beside the state dir (what parallel callers wait on); nobody else uses this one.
+        let mut lock = self.state.path().as_os_str().to_owned();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
+    }
+}
+
+#[test]
+fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
+    if std::env::var_os(CHILD).is_some() {
+        return chart_lifecycle();
+    }
+    let cluster = BareCluster::up();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_chart_installs_upgrades_and_uninstalls_on_a_real_node",
+            "--nocapture",
+        ])
+        .envs(cluster.env())
+        .env(CHILD, "1")
+        .status()
+        .expect("run the test binary again");
+    assert!(
+        status.success(),
+        "the chart's life on a bare node failed (its output is above)"
+    );
+}
+
+/// Against the bare cluster (in the child process): install, use, upgrade, uninstall.
+fn chart_lifecycle() {
+    let nodes = Nodes::from_env();
+
+    let (bin_dir, conf_dir) = cni_dirs(&nodes);
+    let conf = conf_dir.join("00-plexus.conflist");
+    let ns = KubeNamespace::new("chart");
+    let (bridge_subnet, bridge_prefix) = node_subnet();
+    let (macvlan_subnet, _) = node_subnet();
+    assert!(
+        !conf.exists() && !bin_dir.join("plexus").exists(),
+        "a bare node"
+    );
+
+    // ---- install, and the first pod with all its networks ----------------------------------------------------------
+    // The admin makes the namespace (helm uninstall leaves a namespace it created with --create-namespace).
+    kubectl(&["create", "namespace", NAMESPACE], None);
+    let started = Instant::now();
+    helm(&[
+        "install",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "-f",
+        &node_values(),
+        "--set",
+        "samples.enabled=true",
+        "--set",
+        &format!("samples.namespace={}", ns.name),
+        "--set",
+        &format!("samples.bridge.subnet={bridge_subnet}"),
+        "--set",
+        &format!("samples.macvlan.master={}", nodes.lan_if),
+        "--set",
+        &format!("samples.macvlan.subnet={macvlan_subnet}"),
+    ]);
+    let installed = started.elapsed();
+    wait_until(
+        "the installer's conf",
+        READY,
+        || conf.exists().then_some(()),
+        || {
+            format!(
+                "{:?}",
+                kubectl_output(&["get", "pods", "-A", "-o", "wide"], None)
+            )
+        },
+    );
+    let conf_written = started.elapsed();
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "first",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "first", &["eth0", "net1", "net2"]);
+    let first_pod = started.elapsed();
+    eprintln!(
+        "[chart] helm install returned after {:.1}s, conf on the node after {:.1}s, first pod with all its networks \
+         Ready after {:.1}s",
+        installed.as_secs_f64(),
+        conf_written.as_secs_f64(),
+        first_pod.as_secs_f64()
+    );
+    let status = network_status(&ns.name, "first");
+    assert_eq!(status[1]["name"], format!("{}/sample-bridge", ns.name));
+    assert!(
+        status[1]["ips"][0]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&format!("{bridge_prefix}."))),
+        "{status:?}"
+    );
+
+    // What the installer wrote: the binary, a 0600 conf delegating to the cluster network, a 0600 kubeconfig.
+    let written: Value = serde_json::from_slice(&std::fs::read(&conf).unwrap()).unwrap();
+    assert_eq!(written["plugins"][0]["type"], "plexus");
+    assert_eq!(written["plugins"][0]["delegates"][0]["name"], "pods");
+    assert!(bin_dir.join("plexus").is_file());
+    let kubeconfig_file = conf_dir.join("plexus.d/plexus.kubeconfig");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kubeconfig_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    rollout("deployment/plexus-controller");
+
+    // ---- the webhook, called by the API server through the controller's Service ------------------------------------
+    let vwc: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "plexus",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        vwc["webhooks"][0]["clientConfig"]["service"]["name"],
+        "plexus-controller"
+    );
+    assert!(vwc["webhooks"][0]["clientConfig"].get("url").is_none());
+    assert_webhook_refuses_a_bad_nad(&ns.name);
+
+    // ---- RBAC of the two ServiceAccounts ----------------------------------------------------------------------------
+    for (verb, resource) in [
+        ("get", "pods"),
+        ("patch", "pods"),
+        ("get", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("create", "events"),
+    ] {
+        assert!(
+            can_i(NODE_SA, verb, resource, None),
+            "node may not {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("list", "pods"),
+        ("delete", "pods"),
+        ("create", "pods"),
+        ("update", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("list", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("get", "configmaps"),
+        ("get", "nodes"),
+    ] {
+        assert!(
+            !can_i(NODE_SA, verb, resource, None),
+            "node may {verb} {resource}"
+        );
+    }
+    assert!(can_i(
+        NODE_SA,
+        "get",
+        "daemonsets/plexus-node",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(NODE_SA, "get", "daemonsets/other", Some(NAMESPACE)));
+    assert!(!can_i(
+        NODE_SA,
+        "delete",
+        "daemonsets/plexus-node",
+        Some(NAMESPACE)
+    ));
+    for (verb, resource) in [
+        ("watch", "pods"),
+        ("list", "pods"),
+        ("patch", "pods:status"),
+        ("watch", "network-attachment-definitions.k8s.cni.cncf.io"),
+        (
+            "patch",
+            "network-attachment-definitions.k8s.cni.cncf.io:status",
+        ),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(
+            can_i(CONTROLLER_SA, verb, resource, None),
+            "controller may not {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("delete", "pods"),
+        ("patch", "pods"),
+        ("update", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("delete", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("get", "configmaps"),
+    ] {
+        assert!(
+            !can_i(CONTROLLER_SA, verb, resource, None),
+            "controller may {verb} {resource}"
+        );
+    }
+    assert!(can_i(
+        CONTROLLER_SA,
+        "update",
+        "leases/plexus-controller",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(
+        CONTROLLER_SA,
+        "update",
+        "leases/other",
+        Some(NAMESPACE)
+    ));
+    assert!(!can_i(CONTROLLER_SA, "create", "leases", Some(NAMESPACE)));
+
+    // ---- server-side dry runs of other value sets --------------------------------------------------------------------
+    let dry = KubeNamespace::new("chart-dry");
+    for set in [
+        vec![],
+        vec!["-f", &node_values(), "--set", "samples.enabled=true"],
+        vec![
+            "--set",
+            "controller.enabled=false",
+            "--set",
+            "webhook.enabled=false",
+        ],
+        vec![
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "controller.replicas=3",
+        ],
+        vec![
+            "--set",
+            "cni.clusterNetwork=k8s-pod-network",
+            "--set",
+            "cni.readinessIndicatorFile=/run/flannel/ready",
+            "--set",
+            "plugin.namespaceIsolation=true",
+            "--set",
+            "plugin.defaultNetworks={extra}",
+            "--set",
+            "plugin.logFile=/var/log/plexus.log",
+            "--set",
+            "cni.cniVersion=1.1.0",
+        ],
+        vec!["--set", "webhook.certManager.enabled=true"],
+        vec![
+            "--set",
+            "node.mode=thick",
+            "--set",
+            "node.daemon.metricsPort=9475",
+        ],
+    ] {
+        let chart = chart();
+        let mut args = vec!["template", "dry", &chart, "-n", &dry.name];
+        args.extend(set.iter().copied());
+        let rendered = helm(&args);
+        // cert-manager's kinds are not served here: check they are rendered, validate the rest.
+        let docs: Vec<&str> = rendered
+            .split("\n---")
+            .filter(|d| !d.contains("apiVersion: cert-manager.io/"))
+            .collect();
+        if set.contains(&"webhook.certManager.enabled=true") {
+            assert!(rendered.contains("kind: Certificate") && rendered.contains("inject-ca-from"));
+        }
+        let out = kubectl_output(
+            &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+            Some(&docs.join("\n---")),
+        );
+        assert!(
+            out.status.success(),
+            "server-side dry run of {set:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // ---- Multus's samples, unchanged ----------------------------------------------------------------------------------
+    multus_samples(&nodes, &ns.name, &macvlan_subnet);
+
+    // ---- token rotation, written the way the kubelet writes a projected volume ------------------------------------
+    rotate_token(&nodes, &kubeconfig_file);
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "after-rotation",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "after-rotation", &["eth0", "net1", "net2"]);
+
+    // ---- upgrade, the DaemonSet rolled while pods are being created ------------------------------------------------
+    let (old_pod, old_uid) = node_pod().expect("one node pod");
+    let conf_missing = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (conf, missing, stop) = (conf.clone(), conf_missing.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !conf.exists() {
+                    missing.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let creator = {
+        let (nodes, ns, created) = (nodes.clone(), ns.name.clone(), created.clone());
+        std::thread::spawn(move || {
+            for i in 0..10 {
+                let name = format!("during-{i}");
+                create_node_pod(&nodes, 0, &ns, &name, Some("sample-bridge, sample-macvlan"));
+                created.lock().unwrap().push(name);
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    helm(&[
+        "upgrade",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "node.podAnnotations.rolled=yes",
+    ]);
+    rollout("daemonset/plexus-node");
+    creator.join().unwrap();
+    let new = wait_until(
+        "the old node pod gone",
+        READY,
+        || node_pod().filter(|(_, uid)| *uid != old_uid),
+        || format!("old pod {old_pod}"),
+    );
+    eprintln!("[chart] DaemonSet rolled: {old_pod} → {}", new.0);
+    for pod in created.lock().unwrap().iter() {
+        assert_networks(&ns.name, pod, &["eth0", "net1", "net2"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        !conf_missing.load(Ordering::Relaxed),
+        "the conf was missing during the upgrade"
+    );
+
+    // ---- thin → thick by helm upgrade ----------------------------------------------------------------------------
+    let thin_uid = node_pod().expect("one node pod").1;
+    helm(&[
+        "upgrade",
+        RELEASE,
+        &chart(),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "node.mode=thick",
+    ]);
+    rollout("daemonset/plexus-node");
+    wait_until(
+        "the thin node pod gone",
+        READY,
+        || node_pod().filter(|(_, uid)| *uid != thin_uid),
+        || format!("{:?}", node_pod()),
+    );
+    let socket_dir = nodes.node_dir(0).join("run/plexus");
+    wait_until(
+        "a shim conf pointing at the daemon's socket",
+        READY,
+        || {
+            let c: Value = serde_json::from_slice(&std::fs::read(&conf).ok()?).ok()?;
+            (c["plugins"][0]["daemonSocketDir"] == "/run/plexus").then_some(c)
+        },
+        || String::from_utf8_lossy(&std::fs::read(&conf).unwrap_or_default()).into_owned(),
+    );
+    assert!(socket_dir.join("plexus.sock").exists(), "no daemon socket");
+    assert!(
+        !kubeconfig_file.exists(),
+        "thick mode leaves no token on the host"
+    );
+    // Two upgrades later the webhook's certificate (kept by the chart's lookup) still matches its caBundle.
+    assert_webhook_refuses_a_bad_nad(&ns.name);
+    assert!(
+        can_i(NODE_SA, "watch", "pods", None),
+        "thick: the daemon watches pods"
+    );
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "thick",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "thick", &["eth0", "net1", "net2"]);
+
+    // ---- uninstall: no object but the CRD, no file on the host --------------------------------------------------------
+    // The pods created in thin mode are deleted through the daemon (it reads the same records).
+    let mut pods = vec![
+        "first".to_owned(),
+        "after-rotation".to_owned(),
+        "thick".to_owned(),
+    ];
+    pods.extend(created.lock().unwrap().iter().cloned());
+    pods.extend(["multus-samplepod".to_owned(), "multus-jsonpod".to_owned()]);
+    for pod in &pods {
+        delete_pod(&ns.name, pod);
+    }
+    helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout=120s",
+    ]);
+    wait_until(
+        "the node's files removed",
+        READY,
+        || (!conf.exists() && !bin_dir.join("plexus").exists()).then_some(()),
+        || format!("{:?}", files_in(&conf_dir)),
+    );
+    assert_eq!(files_in(&conf_dir), ["10-pods.conflist"]);
+    assert!(!conf_dir.join("plexus.d").exists());
+    assert!(files_in(&nodes.records_dir(0)).is_empty());
+    assert!(
+        !socket_dir.join("plexus.sock").exists(),
+        "the daemon's socket is left"
+    );
+    let left = kubectl(
+        &[
+            "get",
+            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,daemonsets,deployments,services,\
+             serviceaccounts,configmaps,secrets,roles,rolebindings,leases,network-attachment-definitions",
+            "-A",
+            "-l",
+            "app.kubernetes.io/instance=plexus",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(left.trim(), "", "objects left after helm uninstall");
+    let left = kubectl(
+        &[
+            "get",
+            "all,leases,secrets,configmaps",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|l| *l != "configmap/kube-root-ca.crt" && !l.starts_with("pod/"))
+        .collect();
+    assert!(left.is_empty(), "left in {NAMESPACE}: {left:?}");
+    kubectl(
+        &[
+            "get",
+            "crd",
+            "network-attachment-definitions.k8s.cni.cncf.io",
+        ],
+        None,
+    );
+    kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"], None);
+}
+
+/// A new token for the node pod (a real TokenRequest bound to the pod, as the kubelet asks for), swapped into the
+/// pod's projected service-account volume as the kubelet does it (a new timestamped dir with every file, then the
+/// `..data` symlink replaced by a rename): the installer writes it into the plugin's kubeconfig.
+fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
+    let (pod, uid) = node_pod().expect("one node pod");
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "plexus-node",
+            "-n",
+            NAMESPACE,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            &pod,
+            "--bound-object-uid",
+            &uid,
+            "--duration",
+            "10m",
+        ],
+        None,
+    );
+    let token = token.trim();
+    // The volume is a tmpfs the kubelet mounted inside the node's mount namespace: work there.
+    let volume =
+        format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/service-account");
+    nodes.exec(
+        0,
+        &[
+            "sh",
+            "-c",
+            "set -e; cd \"$1\"; current=$(readlink ..data); mkdir ..plexus_test_rotation; \
+             cp \"$current/ca.crt\" \"$current/namespace\" ..plexus_test_rotation/; \
+             printf %s \"$2\" > ..plexus_test_rotation/token; \
+             ln -s ..plexus_test_rotation ..data_tmp; mv -T ..data_tmp ..data",
+            "rotate",
+            &volume,
+            token,
+        ],
+    );
+    wait_until(
+        "the plugin's kubeconfig to carry the rotated token",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read(kubeconfig_file).ok()?;
+            let doc: Value = serde_json::from_slice(&text).ok()?;
+            (doc["users"][0]["user"]["token"] == token).then_some(())
+        },
+        || {
+            String::from_utf8_lossy(&std::fs::read(kubeconfig_file).unwrap_or_default())
+                .into_owned()
+        },
+    );
+}
+
+/// Multus's quick-start objects as a Multus user has them (NAD configs in Multus's format: a single conf with an
+/// old cniVersion; the networks annotation in both forms), applied unchanged: with Plexus installed instead of
+/// Multus, the pods get their networks.
+fn multus_samples(nodes: &Nodes, namespace: &str, subnet: &str) {
+    let base = subnet.trim_end_matches(".0/24");
+    let nad = format!(
+        r#"apiVersion: "k8s.cni.cncf.io/v1"
+kind: NetworkAttachmentDefinition
+metadata:
+  name: macvlan-conf
+  namespace: {namespace}
+spec:
+  config: '{{
+      "cniVersion": "0.3.0",
+      "type": "macvlan",
+      "master": "{master}",
+      "mode": "bridge",
+      "ipam": {{
+        "type": "host-local",
+        "subnet": "{subnet}",
+        "rangeStart": "{base}.200",
+        "rangeEnd": "{base}.216",
+        "gateway": "{base}.1"
+      }}
+    }}'
+"#,
+        master = nodes.lan_if
+    );
+    kubectl(&["apply", "-f", "-"], Some(&nad));
+    let pod = |name: &str, networks: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations:
+    k8s.v1.cni.cncf.io/networks: '{networks}'
+spec:
+  nodeName: {node}
+  tolerations: [{{key: {taint}, operator: Exists}}]
+  terminationGracePeriodSeconds: 2
+  dnsPolicy: Default
+  containers:
+  - name: samplepod
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+    image: {image}
+    imagePullPolicy: Never
+"#,
+            node = nodes.name(0),
+            taint = NODE_TAINT,
+            image = nodes.image
+        )
+    };
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&pod("multus-samplepod", "macvlan-conf")),
+    );
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&pod(
+            "multus-jsonpod",
+            r#"[{"name": "macvlan-conf", "interface": "macvlan0"}]"#,
+        )),
+    );
+    assert_networks(namespace, "multus-samplepod", &["eth0", "net1"]);
+    assert_networks(namespace, "multus-jsonpod", &["eth0", "macvlan0"]);
+    let status = network_status(namespace, "multus-samplepod");
+    let ip = status[1]["ips"][0].as_str().unwrap_or_default();
+    let last: u32 = ip
+        .rsplit('.')
+        .next()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ip.starts_with(&format!("{base}.")) && (200..=216).contains(&last),
+        "{status:?}"
+    );
+}

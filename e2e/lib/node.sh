@@ -3,8 +3,9 @@
 #
 # `e2e/cluster up --node` / `up --nodes N` adds kube-scheduler, kube-controller-manager and N nodes. A node is:
 #   - a holder process in a new mount + network namespace (`unshare`); everything of the node runs inside it
-#     through nsenter: containerd (CRI, runc), kubelet, and a socat that forwards 127.0.0.1:6443 to the apiserver
-#     (which stays on the host's 127.0.0.1) through a unix socket in the state dir;
+#     through nsenter: containerd (CRI, runc), kubelet, kube-proxy (iptables mode), and socats that forward
+#     127.0.0.1:6443 and $APISERVER_ENDPOINT_IP:<apiserver port> to the apiserver (which stays on the host's
+#     127.0.0.1) through a unix socket in the state dir;
 #   - per-node directories bind-mounted over /run, /var/lib and /var/log inside the namespace (the paths kubelet,
 #     containerd and the CNI plugins hard-code), so nodes never share /run/netns, /var/lib/kubelet, host-local leases;
 #   - its own cgroup root (/plexus-<id>-node<k> in every v1 hierarchy; kubelet with the cgroupfs driver);
@@ -13,6 +14,9 @@
 #   - lan0 on a shared L2 segment (host bridge pxl<id>, no address): a macvlan master or a bridge port for secondary
 #     networks that span nodes;
 #   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist.
+# The `kubernetes` Service: the apiserver advertises APISERVER_ENDPOINT_IP (e2e/cluster: --advertise-address, the
+# default lease endpoint reconciler), an address no host interface has; every node holds it on its lo and runs a
+# socat on it at the apiserver's port, so kube-proxy's DNAT of 10.0.0.1:443 from a pod lands on that socat.
 # <id> comes from the state dir's path and c (1..15) is the first /20 of 198.18.0.0/16 no host address uses, so two
 # clusters (two state dirs) can run nodes side by side.
 #
@@ -22,8 +26,12 @@
 NODES_DIR=$STATE/nodes
 NODE_LAN_IF=lan0
 PAUSE_IMAGE=localhost/plexus-e2e/pause:$KUBERNETES_VERSION
-WORKLOAD_IMAGE=localhost/plexus-e2e/busybox:1
+# The tag changes with the image's contents (the applet list below): the cached archive is named after it.
+WORKLOAD_IMAGE=localhost/plexus-e2e/busybox:2
 NODE_APISERVER_PORT=6443
+# What the apiserver advertises as the `kubernetes` Service's endpoint (e2e/cluster --advertise-address). It exists
+# only inside the nodes' network namespaces (on lo), outside every node slot's /20 and outside 198.19.0.0/16.
+APISERVER_ENDPOINT_IP=198.18.0.1
 NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 # Only pods that tolerate this run on the harness nodes (the runtime-playing tests' pods stay Pending as before).
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
@@ -68,16 +76,18 @@ node_images() {
     "$OCI_IMAGE_BIN" "$dir/pause.tar" "$PAUSE_IMAGE" /pause "pause=$K8S_NODE_BIN/pause" >/dev/null ||
       die "could not write the pause image"
   fi
-  if [ ! -f "$dir/workload.tar" ]; then
+  local workload=workload-${WORKLOAD_IMAGE##*:}.tar
+  if [ ! -f "$dir/$workload" ]; then
     local applet entries=("bin/busybox=$BUSYBOX" tmp/ proc/ sys/ dev/ etc/ root/)
     for applet in sh ash ip ping sleep cat echo ls grep sed awk hostname ifconfig route true false wc head tail \
-      mkdir rm kill ps nc wget date env id mount; do
+      mkdir rm kill ps nc wget ssl_client date env id mount httpd timeout tr; do
       entries+=("bin/$applet->busybox")
     done
-    "$OCI_IMAGE_BIN" "$dir/workload.tar.new" "$WORKLOAD_IMAGE" /bin/sh "${entries[@]}" >/dev/null ||
+    "$OCI_IMAGE_BIN" "$dir/$workload.new" "$WORKLOAD_IMAGE" /bin/sh "${entries[@]}" >/dev/null ||
       die "could not write the workload image"
-    mv "$dir/workload.tar.new" "$dir/workload.tar"
+    mv "$dir/$workload.new" "$dir/$workload"
   fi
+  WORKLOAD_TAR=$dir/$workload
   IMAGES_DIR=$dir
 }
 
@@ -136,6 +146,10 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: plexus-node}]
 EOF
 }
 
+# kube-proxy's user: the built-in ClusterRoleBinding system:node-proxier binds exactly the ClusterRole
+# system:node-proxier to the user system:kube-proxy, nothing more.
+kube_proxy_cert() { client_cert kube-proxy "/CN=system:kube-proxy"; }
+
 # ---- control-plane components for nodes ----------------------------------------------------------------------------
 start_node_control_plane() {
   if ! alive apiserver-forward; then
@@ -161,6 +175,7 @@ start_node_control_plane() {
       --bind-address=127.0.0.1 --secure-port="$(free_port "$APISERVER_PORT")" --cert-dir="$STATE/controller-manager-certs"
   fi
   plexus_rbac
+  kube_proxy_cert
 }
 
 # ---- the management bridge and the shared segment ---------------------------------------------------------------------
@@ -198,6 +213,7 @@ write_node_configs() {
   client_cert "kubelet-node$k" "/O=system:nodes/CN=system:node:$name"
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
+  node_kubeconfig "$n/kube-proxy.kubeconfig" kube-proxy "https://127.0.0.1:$NODE_APISERVER_PORT"
   local p
   for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
   ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
@@ -277,6 +293,23 @@ serializeImagePulls: false
 shutdownGracePeriod: 0s
 nodeStatusReportFrequency: 10s
 EOF
+  # conntrack values 0 = leave the kernel's alone (nf_conntrack_max is global, not the node's); oomScoreAdj 0 for the
+  # same missing CAP_SYS_RESOURCE as the kubelet; healthz and metrics on the node's own 127.0.0.1; NodePorts only on
+  # the node's own IP.
+  cat >"$n/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $n/kube-proxy.kubeconfig}
+hostnameOverride: $name
+mode: iptables
+clusterCIDR: 198.18.$((16 * $(node_slot))).0/20
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+oomScoreAdj: 0
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s, udpTimeout: 0s, udpStreamTimeout: 0s}
+iptables: {localhostNodePorts: false}
+nodePortAddresses: [primary]
+EOF
 }
 
 # Each v1 hierarchy gets the node's cgroup root; cpuset needs cpus and mems before anything can join it.
@@ -327,6 +360,7 @@ setup_node_namespace() {
   node_exec "$k" mount --bind "$n/var-lib" /var/lib
   node_exec "$k" mount --bind "$n/var-log" /var/log
   node_exec "$k" ip link set lo up
+  node_exec "$k" ip addr add "$APISERVER_ENDPOINT_IP/32" dev lo
   node_exec "$k" sysctl -qw net.ipv4.ip_forward=1
   ip link add "pxm${id}n$k" type veth peer name eth0 netns "$pid"
   ip link set "pxm${id}n$k" master "pxm$id" up
@@ -364,12 +398,15 @@ start_node() {
   local holder; holder=$(pid_of "node$k-holder")
   start_daemon "node$k-apiserver-forward" "$n/apiserver-forward.log" nsenter -t "$holder" -m -n -- socat \
     "TCP-LISTEN:$NODE_APISERVER_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
+  # The `kubernetes` Service's endpoint, for pods (kube-proxy DNATs 10.0.0.1:443 to it).
+  start_daemon "node$k-service-forward" "$n/service-forward.log" nsenter -t "$holder" -m -n -- socat \
+    "TCP-LISTEN:$APISERVER_PORT,bind=$APISERVER_ENDPOINT_IP,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
   start_containerd "$k"
   local image
-  for image in pause workload; do
+  for image in "$IMAGES_DIR/pause.tar" "$WORKLOAD_TAR"; do
     node_exec "$k" "$CONTAINERD_BIN/ctr" --address "$n/containerd.sock" -n k8s.io images import \
-      --label io.cri-containerd.pinned=pinned "$IMAGES_DIR/$image.tar" >/dev/null ||
-      die "could not import the $image image into $name"
+      --label io.cri-containerd.pinned=pinned "$image" >/dev/null ||
+      die "could not import $image into $name"
   done
   start_kubelet "$k"
   say "node $name: processes started in $((SECONDS - start))s"
@@ -393,6 +430,25 @@ start_kubelet() {
     "$K8S_NODE_BIN/kubelet" --config="$n/kubelet.yaml" --kubeconfig="$n/kubelet.kubeconfig" \
     --hostname-override="$name" --node-ip="$(node_ip "$k")" --cert-dir="$n/kubelet-certs" --v=1 \
     --register-with-taints="$NODE_TAINT"
+}
+
+# kube-proxy needs its Node object (it reads the node's IP there): started once the node is registered.
+start_kube_proxy() {
+  local k=$1 n holder; n=$(node_dir "$k"); holder=$(pid_of "node$k-holder")
+  start_daemon "node$k-kube-proxy" "$n/kube-proxy.log" nsenter -t "$holder" -m -n -- \
+    "$K8S_NODE_BIN/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
+}
+
+# healthz answers 200 once kube-proxy has synced its rules for the first time.
+wait_kube_proxy() {
+  local k=$1 name; name=$(node_name "$k")
+  local deadline=$((SECONDS + NODE_TIMEOUT))
+  until node_exec "$k" curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:10256/healthz 2>/dev/null; do
+    alive "node$k-kube-proxy" || { tail -n 30 "$(node_dir "$k")/kube-proxy.log" >&2; die "kube-proxy of $name exited"; }
+    [ $SECONDS -lt $deadline ] ||
+      { tail -n 30 "$(node_dir "$k")/kube-proxy.log" >&2; die "kube-proxy of $name not healthy after ${NODE_TIMEOUT}s"; }
+    sleep 0.2
+  done
 }
 
 wait_node_ready() {
@@ -427,7 +483,8 @@ nodes_up() {
     started+=("$k")
   done
   route_pod_subnets
-  for k in "${started[@]}"; do wait_node_ready "$k"; done
+  for k in "${started[@]}"; do wait_node_ready "$k"; start_kube_proxy "$k"; done
+  for k in "${started[@]}"; do wait_kube_proxy "$k"; done
   say "nodes up in $((SECONDS - start))s: $(node_names)"
 }
 
@@ -440,6 +497,7 @@ node_names() {
 # stop_node <k>: pods removed through the CRI (CNI DEL runs) while containerd still runs, then everything else.
 stop_node() {
   local k=$1 n name; n=$(node_dir "$k"); name=$(node_name "$k")
+  stop_daemon "node$k-kube-proxy"
   stop_daemon "node$k-kubelet"
   if alive "node$k-containerd"; then
     node_crictl "$k" stopp $(node_crictl "$k" pods -q 2>/dev/null) >/dev/null 2>&1 || true
@@ -447,6 +505,7 @@ stop_node() {
   fi
   stop_daemon "node$k-containerd"
   stop_daemon "node$k-apiserver-forward"
+  stop_daemon "node$k-service-forward"
   local holder netns pid
   if holder=$(pid_of "node$k-holder"); then
     # Shims and containers are not in containerd's process group: end everything left in the node's namespace.
@@ -496,7 +555,8 @@ nodes_status() {
       -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
     echo "node $name: ip $(node_ip "$k"), pods $(node_pod_subnet "$k"), Ready=${ready:-unknown}," \
       "holder $(pid_of "node$k-holder" || echo dead), containerd $(alive "node$k-containerd" && echo alive || echo dead)," \
-      "kubelet $(alive "node$k-kubelet" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
+      "kubelet $(alive "node$k-kubelet" && echo alive || echo dead)," \
+      "kube-proxy $(alive "node$k-kube-proxy" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
   done
 }
 

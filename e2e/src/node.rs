@@ -181,6 +181,27 @@ pub fn pod_manifest(
     })
 }
 
+/// Gives a pod of [`pod_manifest`] what the ServiceAccount admission plugin gives every pod of a real cluster (the
+/// plugin is off in this control plane, see e2e/README.md): the `default` ServiceAccount and, at the path in-cluster
+/// clients read, a projected volume with its token (requested by the kubelet), the cluster CA and the namespace.
+pub fn with_service_account_token(pod: &mut Value) {
+    pod["spec"]["serviceAccountName"] = json!("default");
+    pod["spec"]["volumes"] = json!([{
+        "name": "token",
+        "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+        ]}
+    }]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{
+        "name": "token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": true
+    }]);
+}
+
+/// Where in-cluster clients find the service account's token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 /// Creates a pod on node `node` of `nodes` with the given networks annotation.
 pub fn create_node_pod(
     nodes: &Nodes,

@@ -4,6 +4,8 @@
 //!
 //! * `bare`   — the cluster network's conflist alone (bridge + host-local): one interface, the floor;
 //! * `plexus` — the checkout's `plexus` (Kubernetes mode, thin), the conflist as `clusterNetwork`;
+//! * `thick`  — the same settings in the node's `plexus-daemon`; the pods' RuntimeClass makes containerd use the shim
+//!   config, which forwards each request to the daemon (e2e/lib/node.sh);
 //! * `multus` — Multus thin (built from source at the pinned version), the same conflist as `clusterNetwork`, named
 //!   by its network name in a `confDir` (Multus v4.3.0 loses the plugins' own keys, host-local's `ranges` among them,
 //!   from the copy it keeps for DEL when `clusterNetwork` is a `.conflist` path: `LoadDelegateNetConfFromConfList`
@@ -30,7 +32,7 @@ use plexus_e2e::node::*;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
-const MODES: [&str; 3] = ["bare", "plexus", "multus"];
+const MODES: [&str; 4] = ["bare", "plexus", "thick", "multus"];
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -48,7 +50,8 @@ fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &str)
             "00-bare.conflist",
             serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
         ),
-        "plexus" => ("00-plexus.conf", plexus_conf.clone()),
+        // Thick pods use the runtime handler whose CNI config is the shim; the node's own config stays plexus.
+        "plexus" | "thick" => ("00-plexus.conf", plexus_conf.clone()),
         "multus" => {
             // Multus thin gets the admin kubeconfig (it also updates pods/status, which Plexus's user may not). Its
             // clusterNetwork is the conflist's name, found in confDir (see the top of this file for why not the path).
@@ -206,13 +209,17 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) 
     }
     let items: Vec<Value> = (0..count)
         .map(|i| {
-            pod_manifest(
+            let mut pod = pod_manifest(
                 &ns.name,
                 &format!("p{i}"),
                 nodes.name(0),
                 &nodes.image,
                 Some("n1,n2"),
-            )
+            );
+            if mode == "thick" {
+                NodeMode::Thick.apply(&mut pod);
+            }
+            pod
         })
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();

@@ -13,7 +13,12 @@
 #     the other nodes' pod subnets (node k: 198.18.<16c+k>.0/24);
 #   - lan0 on a shared L2 segment (host bridge pxl<id>, no address): a macvlan master or a bridge port for secondary
 #     networks that span nodes;
-#   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist.
+#   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist;
+#   - thick mode beside it: a plexus-daemon in the node's namespaces (NODE_NAME, its own kubeconfig and RBAC, socket
+#     /run/plexus/plexus.sock of the node's /run), and a second containerd runtime handler, plexus-thick (runc too),
+#     whose CNI conf dir holds the shim config (`daemonSocketDir`). Pods with `runtimeClassName: plexus-thick` (the
+#     RuntimeClass of that name) are networked through the daemon, every other pod by plexus itself (containerd v2
+#     picks the CNI config by the sandbox's runtime handler, for ADD and DEL).
 # The `kubernetes` Service: the apiserver advertises APISERVER_ENDPOINT_IP (e2e/cluster: --advertise-address, the
 # default lease endpoint reconciler), an address no host interface has; every node holds it on its lo and runs a
 # socat on it at the apiserver's port, so kube-proxy's DNAT of 10.0.0.1:443 from a pod lands on that socat.
@@ -32,6 +37,8 @@ NODE_APISERVER_PORT=6443
 # What the apiserver advertises as the `kubernetes` Service's endpoint (e2e/cluster --advertise-address). It exists
 # only inside the nodes' network namespaces (on lo), outside every node slot's /20 and outside 198.19.0.0/16.
 APISERVER_ENDPOINT_IP=198.18.0.1
+# Pods of this RuntimeClass (= containerd runtime handler) go through the shim to the node's plexus-daemon.
+THICK_RUNTIME_CLASS=plexus-thick
 NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 # Only pods that tolerate this run on the harness nodes (the runtime-playing tests' pods stay Pending as before).
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
@@ -62,9 +69,10 @@ node_tool_bins() {
 node_rust_bins() {
   local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
   case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
-  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image >&2) ||
-    die "cargo build of plexus and oci-image failed"
+  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-daemon \
+    --bin plexus-daemon -p plexus-e2e --bin oci-image >&2) || die "cargo build of plexus, plexus-daemon and oci-image failed"
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
+  PLEXUS_DAEMON_BIN=${PLEXUS_NODE_DAEMON_BIN:-$target/debug/plexus-daemon}
   OCI_IMAGE_BIN=$target/debug/oci-image
 }
 
@@ -126,23 +134,39 @@ client_cert() {
 
 kctl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
-# Plexus on the nodes runs as its own user with only the rules docs/configuration.md lists.
-plexus_rbac() {
-  client_cert plexus-node "/CN=plexus-node"
-  kctl apply -f - >/dev/null <<'EOF'
+# user_role <user> <rules (YAML flow list items)>: a client certificate CN=<user> and a ClusterRole of that name with
+# exactly these rules, bound to the user.
+user_role() {
+  client_cert "$1" "/CN=$1"
+  kctl apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: plexus-node}
+metadata: {name: $1}
 rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
-- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
-- {apiGroups: [""], resources: [events], verbs: [create]}
+$2
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: plexus-node}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: plexus-node}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: plexus-node}]
+metadata: {name: $1}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: $1}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $1}]
+EOF
+}
+
+# Plexus on the nodes runs as its own user with only the rules docs/configuration.md lists; so does the node daemon
+# of thick mode (the rules docs/configuration.md lists for the daemon's identity). Thick pods use the RuntimeClass.
+plexus_rbac() {
+  user_role plexus-node '- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
+- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
+- {apiGroups: [""], resources: [events], verbs: [create]}'
+  user_role plexus-daemon '- {apiGroups: [""], resources: [pods], verbs: [get, list, watch, patch]}
+- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [events], verbs: [create]}'
+  kctl apply -f - >/dev/null <<EOF
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: $THICK_RUNTIME_CLASS}
+handler: $THICK_RUNTIME_CLASS
 EOF
 }
 
@@ -208,12 +232,13 @@ ensure_bridges() {
 write_node_configs() {
   local k=$1 n; n=$(node_dir "$k")
   local name; name=$(node_name "$k")
-  mkdir -p "$n"/{run,var-lib,var-log,containerd-root,cni-bin,cni-conf,cluster-network,kubelet-certs}
+  mkdir -p "$n"/{run,var-lib,var-log,containerd-root,cni-bin,cni-conf,cni-conf-thick,cluster-network,kubelet-certs}
   chmod 0700 "$n"
   client_cert "kubelet-node$k" "/O=system:nodes/CN=system:node:$name"
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/kube-proxy.kubeconfig" kube-proxy "https://127.0.0.1:$NODE_APISERVER_PORT"
+  node_kubeconfig "$n/plexus-daemon.kubeconfig" plexus-daemon "https://127.0.0.1:$NODE_APISERVER_PORT"
   local p
   for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
   ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
@@ -230,6 +255,18 @@ EOF
  "clusterNetwork": "$n/cluster-network/10-pods.conflist",
  "binDir": "$n/cni-bin", "cniDir": "/var/lib/cni/plexus", "confDir": "$n/plexus-net.d",
  "logFile": "$n/plexus.log", "logToStderr": false}
+EOF
+  # Thick mode: the daemon's file holds the plugin keys (the same as thin mode's) plus its own; the shim config only
+  # says where the daemon is.
+  cat >"$n/plexus-daemon.json" <<EOF
+{"kubeconfig": "$n/plexus-daemon.kubeconfig",
+ "clusterNetwork": "$n/cluster-network/10-pods.conflist",
+ "binDir": "$n/cni-bin", "cniDir": "/var/lib/cni/plexus", "confDir": "$n/plexus-net.d",
+ "logFile": "$n/plexus-daemon.log", "logToStderr": false,
+ "daemonSocketDir": "/run/plexus", "metricsAddress": "127.0.0.1:9464"}
+EOF
+  cat >"$n/cni-conf-thick/00-plexus.conf" <<EOF
+{"cniVersion": "1.1.0", "name": "plexus", "type": "plexus", "daemonSocketDir": "/run/plexus"}
 EOF
   cat >"$n/containerd.toml" <<EOF
 version = 3
@@ -248,6 +285,13 @@ disabled_plugins = ['io.containerd.internal.v1.opt']
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = '$RUNC'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$THICK_RUNTIME_CLASS]
+      runtime_type = 'io.containerd.runc.v2'
+      cni_conf_dir = '$n/cni-conf-thick'
+      cni_max_conf_num = 1
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$THICK_RUNTIME_CLASS.options]
         SystemdCgroup = false
         BinaryName = '$RUNC'
   [plugins.'io.containerd.cri.v1.runtime'.cni]
@@ -401,6 +445,7 @@ start_node() {
   # The `kubernetes` Service's endpoint, for pods (kube-proxy DNATs 10.0.0.1:443 to it).
   start_daemon "node$k-service-forward" "$n/service-forward.log" nsenter -t "$holder" -m -n -- socat \
     "TCP-LISTEN:$APISERVER_PORT,bind=$APISERVER_ENDPOINT_IP,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
+  start_plexus_daemon "$k"
   start_containerd "$k"
   local image
   for image in "$IMAGES_DIR/pause.tar" "$WORKLOAD_TAR"; do
@@ -410,6 +455,20 @@ start_node() {
   done
   start_kubelet "$k"
   say "node $name: processes started in $((SECONDS - start))s"
+}
+
+# Thick mode's daemon, with its node's name; ready once its caches of the node's pods and of the NADs have synced.
+start_plexus_daemon() {
+  local k=$1 n name holder; n=$(node_dir "$k"); name=$(node_name "$k"); holder=$(pid_of "node$k-holder")
+  start_daemon "node$k-plexus-daemon" "$n/plexus-daemon.out" nsenter -t "$holder" -m -n -- \
+    env NODE_NAME="$name" "$PLEXUS_DAEMON_BIN" --config "$n/plexus-daemon.json"
+  local deadline=$((SECONDS + NODE_TIMEOUT))
+  until node_exec "$k" curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:9464/readyz 2>/dev/null; do
+    alive "node$k-plexus-daemon" || { tail -n 30 "$n/plexus-daemon.out" "$n/plexus-daemon.log" >&2; die "plexus-daemon of $name exited"; }
+    [ $SECONDS -lt $deadline ] ||
+      { tail -n 30 "$n/plexus-daemon.out" "$n/plexus-daemon.log" >&2; die "plexus-daemon of $name not ready after ${NODE_TIMEOUT}s"; }
+    sleep 0.1
+  done
 }
 
 start_containerd() {
@@ -504,6 +563,8 @@ stop_node() {
     node_crictl "$k" rmp -a -f >/dev/null 2>&1 || say "warning: crictl rmp on $name failed"
   fi
   stop_daemon "node$k-containerd"
+  # After the sandboxes: their DEL goes through it in thick mode.
+  stop_daemon "node$k-plexus-daemon"
   stop_daemon "node$k-apiserver-forward"
   stop_daemon "node$k-service-forward"
   local holder netns pid
@@ -556,7 +617,8 @@ nodes_status() {
     echo "node $name: ip $(node_ip "$k"), pods $(node_pod_subnet "$k"), Ready=${ready:-unknown}," \
       "holder $(pid_of "node$k-holder" || echo dead), containerd $(alive "node$k-containerd" && echo alive || echo dead)," \
       "kubelet $(alive "node$k-kubelet" && echo alive || echo dead)," \
-      "kube-proxy $(alive "node$k-kube-proxy" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
+      "kube-proxy $(alive "node$k-kube-proxy" && echo alive || echo dead)," \
+      "plexus-daemon $(alive "node$k-plexus-daemon" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
   done
 }
 

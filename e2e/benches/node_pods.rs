@@ -342,10 +342,12 @@ fn main() {
     );
 
     println!("\n{count} pods created at once, {rounds} rounds; create → Ready (s):\n");
+    // The kubelet's buckets (0.005 s × 2.5ⁿ: … 3.05, 7.63, 19.07 s) are too coarse for percentiles here: the table
+    // gives the mean; the JSON keeps the bucket bounds too.
     println!(
-        "| mode | p50 | p90 | total (median of rounds) | kubelet RunPodSandbox: mean | p50 ≤ | p90 ≤ | sandboxes |"
+        "| mode | p50 | p90 | total (median of rounds) | kubelet RunPodSandbox mean | sandboxes run |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut json_out = serde_json::Map::new();
     for (m, mode) in modes.iter().enumerate() {
         let mut r = ready[m].clone();
@@ -364,7 +366,7 @@ fn main() {
             sb.percentile_bound(90.0),
         );
         println!(
-            "| {mode} | {p50:.2} | {p90:.2} | {total:.2} | {sb_mean:.2} | {sb_p50} | {sb_p90} | {} |",
+            "| {mode} | {p50:.2} | {p90:.2} | {total:.2} | {sb_mean:.2} | {} |",
             sb.count
         );
         json_out.insert(

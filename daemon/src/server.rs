@@ -118,8 +118,13 @@ pub async fn serve(
                 });
             continue;
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        // All slots busy: wait for one, or for the shutdown (the caller then gets code 11 and nothing ran).
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
         };
         let (config, provider, metrics, sandboxes) = (
             config.clone(),

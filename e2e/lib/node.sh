@@ -3,8 +3,9 @@
 #
 # `e2e/cluster up --node` / `up --nodes N` adds kube-scheduler, kube-controller-manager and N nodes. A node is:
 #   - a holder process in a new mount + network namespace (`unshare`); everything of the node runs inside it
-#     through nsenter: containerd (CRI, runc), kubelet, and a socat that forwards 127.0.0.1:6443 to the apiserver
-#     (which stays on the host's 127.0.0.1) through a unix socket in the state dir;
+#     through nsenter: containerd (CRI, runc), kubelet, kube-proxy (iptables mode), and socats that forward
+#     127.0.0.1:6443 and $APISERVER_ENDPOINT_IP:<apiserver port> to the apiserver (which stays on the host's
+#     127.0.0.1) through a unix socket in the state dir;
 #   - per-node directories bind-mounted over /run, /var/lib and /var/log inside the namespace (the paths kubelet,
 #     containerd and the CNI plugins hard-code), so nodes never share /run/netns, /var/lib/kubelet, host-local leases;
 #   - its own cgroup root (/plexus-<id>-node<k> in every v1 hierarchy; kubelet with the cgroupfs driver);
@@ -15,6 +16,14 @@
 #   - a CNI config: plexus (the checkout's build) in Kubernetes mode, its clusterNetwork a bridge + host-local conflist;
 #     or, in a bare cluster (PLEXUS_E2E_BARE=1 at the first `up`), only that conflist, for the Helm chart to install
 #     Plexus onto (see bare() below).
+#   - thick mode beside it: a plexus-daemon in the node's namespaces (NODE_NAME, its own kubeconfig and RBAC, socket
+#     /run/plexus/plexus.sock of the node's /run), and a second containerd runtime handler, plexus-thick (runc too),
+#     whose CNI conf dir holds the shim config (`daemonSocketDir`). Pods with `runtimeClassName: plexus-thick` (the
+#     RuntimeClass of that name) are networked through the daemon, every other pod by plexus itself (containerd v2
+#     picks the CNI config by the sandbox's runtime handler, for ADD and DEL).
+# The `kubernetes` Service: the apiserver advertises APISERVER_ENDPOINT_IP (e2e/cluster: --advertise-address, the
+# default lease endpoint reconciler), an address no host interface has; every node holds it on its lo and runs a
+# socat on it at the apiserver's port, so kube-proxy's DNAT of 10.0.0.1:443 from a pod lands on that socat.
 # <id> comes from the state dir's path and c (1..15) is the first /20 of 198.18.0.0/16 no host address uses, so two
 # clusters (two state dirs) can run nodes side by side.
 #
@@ -24,8 +33,14 @@
 NODES_DIR=$STATE/nodes
 NODE_LAN_IF=lan0
 PAUSE_IMAGE=localhost/plexus-e2e/pause:$KUBERNETES_VERSION
-WORKLOAD_IMAGE=localhost/plexus-e2e/busybox:1
+# The tag changes with the image's contents (the applet list below): the cached archive is named after it.
+WORKLOAD_IMAGE=localhost/plexus-e2e/busybox:2
 NODE_APISERVER_PORT=6443
+# What the apiserver advertises as the `kubernetes` Service's endpoint (e2e/cluster --advertise-address). It exists
+# only inside the nodes' network namespaces (on lo), outside every node slot's /20 and outside 198.19.0.0/16.
+APISERVER_ENDPOINT_IP=198.18.0.1
+# Pods of this RuntimeClass (= containerd runtime handler) go through the shim to the node's plexus-daemon.
+THICK_RUNTIME_CLASS=plexus-thick
 NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 # Only pods that tolerate this run on the harness nodes (the runtime-playing tests' pods stay Pending as before).
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
@@ -64,13 +79,10 @@ node_tool_bins() {
 node_rust_bins() {
   local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
   case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
-  local daemon=()
-  # Bare: the chart's image also carries plexus-daemon (thick mode).
-  if bare; then daemon=(-p plexus-daemon --bin plexus-daemon); fi
-  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-e2e --bin oci-image \
-    "${daemon[@]}" >&2) || die "cargo build of plexus and oci-image failed"
+  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-daemon \
+    --bin plexus-daemon -p plexus-e2e --bin oci-image >&2) || die "cargo build of plexus, plexus-daemon and oci-image failed"
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
-  PLEXUS_DAEMON_BIN=$target/debug/plexus-daemon
+  PLEXUS_DAEMON_BIN=${PLEXUS_NODE_DAEMON_BIN:-$target/debug/plexus-daemon}
   OCI_IMAGE_BIN=$target/debug/oci-image
 }
 
@@ -82,16 +94,18 @@ node_images() {
     "$OCI_IMAGE_BIN" "$dir/pause.tar" "$PAUSE_IMAGE" /pause "pause=$K8S_NODE_BIN/pause" >/dev/null ||
       die "could not write the pause image"
   fi
-  if [ ! -f "$dir/workload.tar" ]; then
+  local workload=workload-${WORKLOAD_IMAGE##*:}.tar
+  if [ ! -f "$dir/$workload" ]; then
     local applet entries=("bin/busybox=$BUSYBOX" tmp/ proc/ sys/ dev/ etc/ root/)
     for applet in sh ash ip ping sleep cat echo ls grep sed awk hostname ifconfig route true false wc head tail \
-      mkdir rm kill ps nc wget date env id mount; do
+      mkdir rm kill ps nc wget ssl_client date env id mount httpd timeout tr; do
       entries+=("bin/$applet->busybox")
     done
-    "$OCI_IMAGE_BIN" "$dir/workload.tar.new" "$WORKLOAD_IMAGE" /bin/sh "${entries[@]}" >/dev/null ||
+    "$OCI_IMAGE_BIN" "$dir/$workload.new" "$WORKLOAD_IMAGE" /bin/sh "${entries[@]}" >/dev/null ||
       die "could not write the workload image"
-    mv "$dir/workload.tar.new" "$dir/workload.tar"
+    mv "$dir/$workload.new" "$dir/$workload"
   fi
+  WORKLOAD_TAR=$dir/$workload
   IMAGES_DIR=$dir
   if bare; then plexus_image; fi
 }
@@ -148,25 +162,45 @@ client_cert() {
 
 kctl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
-# Plexus on the nodes runs as its own user with only the rules docs/configuration.md lists.
-plexus_rbac() {
-  client_cert plexus-node "/CN=plexus-node"
-  kctl apply -f - >/dev/null <<'EOF'
+# user_role <user> <rules (YAML flow list items)>: a client certificate CN=<user> and a ClusterRole of that name with
+# exactly these rules, bound to the user.
+user_role() {
+  client_cert "$1" "/CN=$1"
+  kctl apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: plexus-node}
+metadata: {name: $1}
 rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
-- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
-- {apiGroups: [""], resources: [events], verbs: [create]}
+$2
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: plexus-node}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: plexus-node}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: plexus-node}]
+metadata: {name: $1}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: $1}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $1}]
 EOF
 }
+
+# Plexus on the nodes runs as its own user with only the rules docs/configuration.md lists; so does the node daemon
+# of thick mode (the rules docs/configuration.md lists for the daemon's identity). Thick pods use the RuntimeClass.
+plexus_rbac() {
+  user_role plexus-node '- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
+- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
+- {apiGroups: [""], resources: [events], verbs: [create]}'
+  user_role plexus-daemon '- {apiGroups: [""], resources: [pods], verbs: [get, list, watch, patch]}
+- {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [events], verbs: [create]}'
+  kctl apply -f - >/dev/null <<EOF
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: $THICK_RUNTIME_CLASS}
+handler: $THICK_RUNTIME_CLASS
+EOF
+}
+
+# kube-proxy's user: the built-in ClusterRoleBinding system:node-proxier binds exactly the ClusterRole
+# system:node-proxier to the user system:kube-proxy, nothing more.
+kube_proxy_cert() { client_cert kube-proxy "/CN=system:kube-proxy"; }
 
 # ---- control-plane components for nodes ----------------------------------------------------------------------------
 start_node_control_plane() {
@@ -193,6 +227,7 @@ start_node_control_plane() {
       --bind-address=127.0.0.1 --secure-port="$(free_port "$APISERVER_PORT")" --cert-dir="$STATE/controller-manager-certs"
   fi
   bare || plexus_rbac
+  kube_proxy_cert
 }
 
 # ---- the management bridge and the shared segment ---------------------------------------------------------------------
@@ -225,11 +260,13 @@ ensure_bridges() {
 write_node_configs() {
   local k=$1 n; n=$(node_dir "$k")
   local name; name=$(node_name "$k")
-  mkdir -p "$n"/{run,var-lib,var-log,containerd-root,cni-bin,cni-conf,cluster-network,kubelet-certs}
+  mkdir -p "$n"/{run,var-lib,var-log,containerd-root,cni-bin,cni-conf,cni-conf-thick,cluster-network,kubelet-certs}
   chmod 0700 "$n"
   client_cert "kubelet-node$k" "/O=system:nodes/CN=system:node:$name"
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
+  node_kubeconfig "$n/kube-proxy.kubeconfig" kube-proxy "https://127.0.0.1:$NODE_APISERVER_PORT"
+  node_kubeconfig "$n/plexus-daemon.kubeconfig" plexus-daemon "https://127.0.0.1:$NODE_APISERVER_PORT"
   local p cluster_network=$n/cluster-network
   # Bare: the conf dir holds only the cluster network; the chart's installer copies plexus and writes its conf; the
   # plugins are copies (thick mode's daemon runs them in its container, where links into the tool cache would dangle).
@@ -254,6 +291,18 @@ EOF
  "binDir": "$n/cni-bin", "cniDir": "/var/lib/cni/plexus", "confDir": "$n/plexus-net.d",
  "logFile": "$n/plexus.log", "logToStderr": false}
 EOF
+  # Thick mode: the daemon's file holds the plugin keys (the same as thin mode's) plus its own; the shim config only
+  # says where the daemon is.
+  cat >"$n/plexus-daemon.json" <<EOF
+{"kubeconfig": "$n/plexus-daemon.kubeconfig",
+ "clusterNetwork": "$n/cluster-network/10-pods.conflist",
+ "binDir": "$n/cni-bin", "cniDir": "/var/lib/cni/plexus", "confDir": "$n/plexus-net.d",
+ "logFile": "$n/plexus-daemon.log", "logToStderr": false,
+ "daemonSocketDir": "/run/plexus", "metricsAddress": "127.0.0.1:9464"}
+EOF
+  cat >"$n/cni-conf-thick/00-plexus.conf" <<EOF
+{"cniVersion": "1.1.0", "name": "plexus", "type": "plexus", "daemonSocketDir": "/run/plexus"}
+EOF
   cat >"$n/containerd.toml" <<EOF
 version = 3
 root = "$n/containerd-root"
@@ -271,6 +320,13 @@ disabled_plugins = ['io.containerd.internal.v1.opt']
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = '$RUNC'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$THICK_RUNTIME_CLASS]
+      runtime_type = 'io.containerd.runc.v2'
+      cni_conf_dir = '$n/cni-conf-thick'
+      cni_max_conf_num = 1
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$THICK_RUNTIME_CLASS.options]
         SystemdCgroup = false
         BinaryName = '$RUNC'
   [plugins.'io.containerd.cri.v1.runtime'.cni]
@@ -315,6 +371,23 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 shutdownGracePeriod: 0s
 nodeStatusReportFrequency: 10s
+EOF
+  # conntrack values 0 = leave the kernel's alone (nf_conntrack_max is global, not the node's); oomScoreAdj 0 for the
+  # same missing CAP_SYS_RESOURCE as the kubelet; healthz and metrics on the node's own 127.0.0.1; NodePorts only on
+  # the node's own IP.
+  cat >"$n/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $n/kube-proxy.kubeconfig}
+hostnameOverride: $name
+mode: iptables
+clusterCIDR: 198.18.$((16 * $(node_slot))).0/20
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+oomScoreAdj: 0
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s, udpTimeout: 0s, udpStreamTimeout: 0s}
+iptables: {localhostNodePorts: false}
+nodePortAddresses: [primary]
 EOF
 }
 
@@ -376,6 +449,7 @@ setup_node_namespace() {
     node_exec "$k" mount --make-shared /run/netns
   fi
   node_exec "$k" ip link set lo up
+  node_exec "$k" ip addr add "$APISERVER_ENDPOINT_IP/32" dev lo
   node_exec "$k" sysctl -qw net.ipv4.ip_forward=1
   ip link add "pxm${id}n$k" type veth peer name eth0 netns "$pid"
   ip link set "pxm${id}n$k" master "pxm$id" up
@@ -413,8 +487,13 @@ start_node() {
   local holder; holder=$(pid_of "node$k-holder")
   start_daemon "node$k-apiserver-forward" "$n/apiserver-forward.log" nsenter -t "$holder" -m -n -- socat \
     "TCP-LISTEN:$NODE_APISERVER_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
+  # The `kubernetes` Service's endpoint, for pods (kube-proxy DNATs 10.0.0.1:443 to it).
+  start_daemon "node$k-service-forward" "$n/service-forward.log" nsenter -t "$holder" -m -n -- socat \
+    "TCP-LISTEN:$APISERVER_PORT,bind=$APISERVER_ENDPOINT_IP,reuseaddr,fork" "UNIX-CONNECT:$STATE/apiserver.sock"
+  # Bare: the chart runs plexus-daemon (thick mode) itself.
+  bare || start_plexus_daemon "$k"
   start_containerd "$k"
-  local archives=("$IMAGES_DIR/pause.tar" "$IMAGES_DIR/workload.tar") archive
+  local archives=("$IMAGES_DIR/pause.tar" "$WORKLOAD_TAR") archive
   if bare; then archives+=("$STATE/plexus-image.tar"); fi
   for archive in "${archives[@]}"; do
     node_exec "$k" "$CONTAINERD_BIN/ctr" --address "$n/containerd.sock" -n k8s.io images import \
@@ -423,6 +502,20 @@ start_node() {
   done
   start_kubelet "$k"
   say "node $name: processes started in $((SECONDS - start))s"
+}
+
+# Thick mode's daemon, with its node's name; ready once its caches of the node's pods and of the NADs have synced.
+start_plexus_daemon() {
+  local k=$1 n name holder; n=$(node_dir "$k"); name=$(node_name "$k"); holder=$(pid_of "node$k-holder")
+  start_daemon "node$k-plexus-daemon" "$n/plexus-daemon.out" nsenter -t "$holder" -m -n -- \
+    env NODE_NAME="$name" "$PLEXUS_DAEMON_BIN" --config "$n/plexus-daemon.json"
+  local deadline=$((SECONDS + NODE_TIMEOUT))
+  until node_exec "$k" curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:9464/readyz 2>/dev/null; do
+    alive "node$k-plexus-daemon" || { tail -n 30 "$n/plexus-daemon.out" "$n/plexus-daemon.log" >&2; die "plexus-daemon of $name exited"; }
+    [ $SECONDS -lt $deadline ] ||
+      { tail -n 30 "$n/plexus-daemon.out" "$n/plexus-daemon.log" >&2; die "plexus-daemon of $name not ready after ${NODE_TIMEOUT}s"; }
+    sleep 0.1
+  done
 }
 
 start_containerd() {
@@ -443,6 +536,25 @@ start_kubelet() {
     "$K8S_NODE_BIN/kubelet" --config="$n/kubelet.yaml" --kubeconfig="$n/kubelet.kubeconfig" \
     --hostname-override="$name" --node-ip="$(node_ip "$k")" --cert-dir="$n/kubelet-certs" --v=1 \
     --register-with-taints="$NODE_TAINT"
+}
+
+# kube-proxy needs its Node object (it reads the node's IP there): started once the node is registered.
+start_kube_proxy() {
+  local k=$1 n holder; n=$(node_dir "$k"); holder=$(pid_of "node$k-holder")
+  start_daemon "node$k-kube-proxy" "$n/kube-proxy.log" nsenter -t "$holder" -m -n -- \
+    "$K8S_NODE_BIN/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
+}
+
+# healthz answers 200 once kube-proxy has synced its rules for the first time.
+wait_kube_proxy() {
+  local k=$1 name; name=$(node_name "$k")
+  local deadline=$((SECONDS + NODE_TIMEOUT))
+  until node_exec "$k" curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:10256/healthz 2>/dev/null; do
+    alive "node$k-kube-proxy" || { tail -n 30 "$(node_dir "$k")/kube-proxy.log" >&2; die "kube-proxy of $name exited"; }
+    [ $SECONDS -lt $deadline ] ||
+      { tail -n 30 "$(node_dir "$k")/kube-proxy.log" >&2; die "kube-proxy of $name not healthy after ${NODE_TIMEOUT}s"; }
+    sleep 0.2
+  done
 }
 
 wait_node_ready() {
@@ -477,7 +589,8 @@ nodes_up() {
     started+=("$k")
   done
   route_pod_subnets
-  for k in "${started[@]}"; do wait_node_ready "$k"; done
+  for k in "${started[@]}"; do wait_node_ready "$k"; start_kube_proxy "$k"; done
+  for k in "${started[@]}"; do wait_kube_proxy "$k"; done
   if bare; then write_node_values; fi
   say "nodes up in $((SECONDS - start))s: $(node_names)"
 }
@@ -510,13 +623,17 @@ node_names() {
 # stop_node <k>: pods removed through the CRI (CNI DEL runs) while containerd still runs, then everything else.
 stop_node() {
   local k=$1 n name; n=$(node_dir "$k"); name=$(node_name "$k")
+  stop_daemon "node$k-kube-proxy"
   stop_daemon "node$k-kubelet"
   if alive "node$k-containerd"; then
     node_crictl "$k" stopp $(node_crictl "$k" pods -q 2>/dev/null) >/dev/null 2>&1 || true
     node_crictl "$k" rmp -a -f >/dev/null 2>&1 || say "warning: crictl rmp on $name failed"
   fi
   stop_daemon "node$k-containerd"
+  # After the sandboxes: their DEL goes through it in thick mode.
+  stop_daemon "node$k-plexus-daemon"
   stop_daemon "node$k-apiserver-forward"
+  stop_daemon "node$k-service-forward"
   local holder netns pid
   if holder=$(pid_of "node$k-holder"); then
     # Shims and containers are not in containerd's process group: end everything left in the node's namespace.
@@ -566,7 +683,9 @@ nodes_status() {
       -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
     echo "node $name: ip $(node_ip "$k"), pods $(node_pod_subnet "$k"), Ready=${ready:-unknown}," \
       "holder $(pid_of "node$k-holder" || echo dead), containerd $(alive "node$k-containerd" && echo alive || echo dead)," \
-      "kubelet $(alive "node$k-kubelet" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
+      "kubelet $(alive "node$k-kubelet" && echo alive || echo dead)," \
+      "kube-proxy $(alive "node$k-kube-proxy" && echo alive || echo dead)," \
+      "plexus-daemon $(alive "node$k-plexus-daemon" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
   done
 }
 

@@ -102,6 +102,49 @@ impl Nodes {
             .expect("run nsenter")
     }
 
+    /// The containerd runtime handler of the pod's sandbox on node `i` (empty: the default one), from crictl.
+    pub fn sandbox_runtime_handler(&self, i: usize, namespace: &str, pod: &str) -> String {
+        let endpoint = format!(
+            "unix://{}",
+            self.node_dir(i).join("containerd.sock").display()
+        );
+        let out = Command::new("crictl")
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "pods",
+                "--namespace",
+                namespace,
+            ])
+            .args([
+                "--name",
+                &format!("^{pod}$"),
+                "--state",
+                "ready",
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("run crictl (on PATH after eval \"$(e2e/cluster env)\")");
+        assert!(
+            out.status.success(),
+            "crictl pods on {}: {}",
+            self.name(i),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pods: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            items.len(),
+            1,
+            "one ready sandbox of {namespace}/{pod}: {pods}"
+        );
+        items[0]["runtimeHandler"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The names of the links in node `i`'s network namespace.
     pub fn links(&self, i: usize) -> Vec<String> {
         self.exec(i, &["ip", "-o", "link", "show"])
@@ -181,7 +224,28 @@ pub fn pod_manifest(
     })
 }
 
-/// Creates a pod on node `node` of `nodes` with the given networks annotation.
+/// Gives a pod of [`pod_manifest`] what the ServiceAccount admission plugin gives every pod of a real cluster (the
+/// plugin is off in this control plane, see e2e/README.md): the `default` ServiceAccount and, at the path in-cluster
+/// clients read, a projected volume with its token (requested by the kubelet), the cluster CA and the namespace.
+pub fn with_service_account_token(pod: &mut Value) {
+    pod["spec"]["serviceAccountName"] = json!("default");
+    pod["spec"]["volumes"] = json!([{
+        "name": "token",
+        "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+        ]}
+    }]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{
+        "name": "token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": true
+    }]);
+}
+
+/// Where in-cluster clients find the service account's token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Creates a pod on node `node` of `nodes` with the given networks annotation (thin mode).
 pub fn create_node_pod(
     nodes: &Nodes,
     node: usize,
@@ -189,8 +253,62 @@ pub fn create_node_pod(
     name: &str,
     networks: Option<&str>,
 ) {
-    let pod = pod_manifest(namespace, name, nodes.name(node), &nodes.image, networks);
+    create_node_pod_in(NodeMode::Thin, nodes, node, namespace, name, networks);
+}
+
+/// [`create_node_pod`] in `mode`.
+pub fn create_node_pod_in(
+    mode: NodeMode,
+    nodes: &Nodes,
+    node: usize,
+    namespace: &str,
+    name: &str,
+    networks: Option<&str>,
+) {
+    let mut pod = pod_manifest(namespace, name, nodes.name(node), &nodes.image, networks);
+    mode.apply(&mut pod);
     kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+}
+
+/// How a harness node networks a pod. Both run side by side on every node (e2e/lib/node.sh): the node's CNI config is
+/// `plexus` itself; pods of the RuntimeClass [`THICK_RUNTIME_CLASS`] get containerd's second runtime handler, whose
+/// CNI config is the shim that forwards to the node's `plexus-daemon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeMode {
+    Thin,
+    Thick,
+}
+
+/// The RuntimeClass (and containerd runtime handler) of thick mode on the harness nodes.
+pub const THICK_RUNTIME_CLASS: &str = "plexus-thick";
+
+impl NodeMode {
+    /// Makes a pod manifest use this mode.
+    pub fn apply(self, pod: &mut Value) {
+        if self == NodeMode::Thick {
+            pod["spec"]["runtimeClassName"] = json!(THICK_RUNTIME_CLASS);
+        }
+    }
+}
+
+/// Runs each named node test body (`fn name(mode: NodeMode)`) in both modes, as tests `name::thin` and
+/// `name::thick`.
+#[macro_export]
+macro_rules! on_nodes_in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn thin() {
+                    super::$name($crate::node::NodeMode::Thin)
+                }
+                #[test]
+                fn thick() {
+                    super::$name($crate::node::NodeMode::Thick)
+                }
+            }
+        )*
+    };
 }
 
 /// Polls `probe` every 200 ms until it returns Some, for at most `timeout`; panics with `what` and the last

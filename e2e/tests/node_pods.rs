@@ -1,5 +1,8 @@
 //! Pods run by a real kubelet, containerd and runc, networked by Plexus: the node calls Plexus exactly as a cluster
 //! does. Needs `e2e/cluster up --nodes 2` (scripts/test starts them) and `eval "$(e2e/cluster env)"`.
+//!
+//! Every test runs twice from one body: `<name>::thin` (the node's CNI config is `plexus`) and `<name>::thick` (the
+//! pods' RuntimeClass makes containerd use the shim config, which forwards to the node's `plexus-daemon`).
 
 use std::time::Duration;
 
@@ -74,6 +77,31 @@ fn assert_status_matches_pod(namespace: &str, pod: &str) -> Vec<Value> {
     status
 }
 
+/// Waits until the pod is Ready, then checks that containerd ran its sandbox with the runtime handler of `mode` (so
+/// the CNI config of that mode networked it).
+fn ready(mode: NodeMode, nodes: &Nodes, namespace: &str, pod: &str) {
+    wait_ready(namespace, pod, READY);
+    let node = kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            pod,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ],
+        None,
+    );
+    let i = nodes.names.iter().position(|n| *n == node).unwrap();
+    let handler = nodes.sandbox_runtime_handler(i, namespace, pod);
+    let want = match mode {
+        NodeMode::Thin => "",
+        NodeMode::Thick => THICK_RUNTIME_CLASS,
+    };
+    assert_eq!(handler, want, "runtime handler of {namespace}/{pod}");
+}
+
 fn ip_of(status: &[Value], interface: &str) -> String {
     status
         .iter()
@@ -91,8 +119,7 @@ fn ping(namespace: &str, from: &str, to_ip: &str) {
     );
 }
 
-#[test]
-fn both_annotation_forms_and_selection_keys_on_a_real_pod() {
+fn both_annotation_forms_and_selection_keys_on_a_real_pod(mode: NodeMode) {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("node-forms");
     let (blue_bridge, rich_bridge) = (unique("nb"), unique("nr"));
@@ -107,14 +134,28 @@ fn both_annotation_forms_and_selection_keys_on_a_real_pod() {
             {"type": "tuning", "capabilities": {"mac": true}}
         ]})),
     );
-    create_node_pod(&nodes, 0, &ns.name, "comma", Some("blue, blue@extra1"));
+    create_node_pod_in(
+        mode,
+        &nodes,
+        0,
+        &ns.name,
+        "comma",
+        Some("blue, blue@extra1"),
+    );
     let json_form = json!([
         {"name": "rich", "interface": "rich0", "ips": [format!("{rich}.7/24")], "mac": "0a:58:c6:13:00:07"},
         {"name": "blue", "namespace": ns.name, "default-route": [format!("{blue}.1")]}
     ]);
-    create_node_pod(&nodes, 0, &ns.name, "json", Some(&json_form.to_string()));
-    wait_ready(&ns.name, "comma", READY);
-    wait_ready(&ns.name, "json", READY);
+    create_node_pod_in(
+        mode,
+        &nodes,
+        0,
+        &ns.name,
+        "json",
+        Some(&json_form.to_string()),
+    );
+    ready(mode, &nodes, &ns.name, "comma");
+    ready(mode, &nodes, &ns.name, "json");
 
     let comma = assert_status_matches_pod(&ns.name, "comma");
     let names: Vec<&str> = comma
@@ -156,8 +197,7 @@ fn both_annotation_forms_and_selection_keys_on_a_real_pod() {
     assert_eq!(added, 3);
 }
 
-#[test]
-fn deleting_a_pod_runs_del_records_leases_and_links_go() {
+fn deleting_a_pod_runs_del_records_leases_and_links_go(mode: NodeMode) {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("node-del");
     let bridge = unique("nd");
@@ -171,8 +211,8 @@ fn deleting_a_pod_runs_del_records_leases_and_links_go() {
             {"type": "bridge", "bridge": bridge, "ipam": {"type": "host-local", "subnet": subnet}}
         ]})),
     );
-    create_node_pod(&nodes, 0, &ns.name, "doomed", Some("green"));
-    wait_ready(&ns.name, "doomed", READY);
+    create_node_pod_in(mode, &nodes, 0, &ns.name, "doomed", Some("green"));
+    ready(mode, &nodes, &ns.name, "doomed");
     let status = assert_status_matches_pod(&ns.name, "doomed");
     let net1_ip = ip_of(&status, "net1");
     // host-local's lease file holds the sandbox (container) id.
@@ -232,14 +272,20 @@ fn deleting_a_pod_runs_del_records_leases_and_links_go() {
     );
 }
 
-#[test]
 // The namespace is labelled plexus/admission=off: plexus-controller's webhook would deny both pods at creation
 // (its own tests cover that); this test shows what the plugin itself does when such a pod reaches a node.
-fn a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed() {
+fn a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed(mode: NodeMode) {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::without_admission("node-fail");
-    create_node_pod(&nodes, 0, &ns.name, "bad", Some(r#"[{"name": "later""#));
-    create_node_pod(&nodes, 0, &ns.name, "missing", Some("later"));
+    create_node_pod_in(
+        mode,
+        &nodes,
+        0,
+        &ns.name,
+        "bad",
+        Some(r#"[{"name": "later""#),
+    );
+    create_node_pod_in(mode, &nodes, 0, &ns.name, "missing", Some("later"));
     let failed = |pod: &str, needle: &str| {
         wait_until(
             &format!("FailedCreatePodSandBox on {pod} with {needle:?}"),
@@ -287,30 +333,28 @@ fn a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed() {
         ],
         None,
     );
-    wait_ready(&ns.name, "missing", READY);
-    wait_ready(&ns.name, "bad", READY);
+    ready(mode, &nodes, &ns.name, "missing");
+    ready(mode, &nodes, &ns.name, "bad");
     for pod in ["bad", "missing"] {
         let status = assert_status_matches_pod(&ns.name, pod);
         assert_eq!(status.len(), 2, "{status:?}");
     }
 }
 
-#[test]
-fn two_pods_on_one_node_ping_over_net1() {
+fn two_pods_on_one_node_ping_over_net1(mode: NodeMode) {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("node-ping");
     let (subnet, _) = node_subnet();
     bridge_nad(&ns.name, "lan", &unique("np"), &subnet);
-    create_node_pod(&nodes, 0, &ns.name, "a", Some("lan"));
-    create_node_pod(&nodes, 0, &ns.name, "b", Some("lan"));
-    wait_ready(&ns.name, "a", READY);
-    wait_ready(&ns.name, "b", READY);
+    create_node_pod_in(mode, &nodes, 0, &ns.name, "a", Some("lan"));
+    create_node_pod_in(mode, &nodes, 0, &ns.name, "b", Some("lan"));
+    ready(mode, &nodes, &ns.name, "a");
+    ready(mode, &nodes, &ns.name, "b");
     let b = assert_status_matches_pod(&ns.name, "b");
     ping(&ns.name, "a", &ip_of(&b, "net1"));
 }
 
-#[test]
-fn pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan() {
+fn pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan(mode: NodeMode) {
     let nodes = Nodes::from_env();
     assert!(
         nodes.names.len() >= 2,
@@ -329,7 +373,9 @@ fn pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan() {
     // A bridge in each node with a vxlan port towards the other node, over the management network.
     let (_, v) = node_subnet();
     let (bridge, vxlan) = (unique("vb"), unique("vx"));
-    let vni = (std::process::id() % 16_000_000 + 1).to_string();
+    // Unique per run and per mode: both modes' vxlans share the nodes' eth0 and port.
+    let vni =
+        (std::process::id() % 8_000_000 * 2 + 1 + (mode == NodeMode::Thick) as u32).to_string();
     let ips = [nodes.ip(0), nodes.ip(1)];
     let mut links = Vec::new();
     for (i, other) in [(0, 1), (1, 0)] {
@@ -379,10 +425,17 @@ fn pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan() {
             {"name": "shared", "ips": [format!("{m}.{host}/24")]},
             {"name": "overlay", "ips": [format!("{v}.{host}/24")]}
         ]);
-        create_node_pod(&nodes, node, &ns.name, pod, Some(&selection.to_string()));
+        create_node_pod_in(
+            mode,
+            &nodes,
+            node,
+            &ns.name,
+            pod,
+            Some(&selection.to_string()),
+        );
     }
-    wait_ready(&ns.name, "a", READY);
-    wait_ready(&ns.name, "b", READY);
+    ready(mode, &nodes, &ns.name, "a");
+    ready(mode, &nodes, &ns.name, "b");
     assert_status_matches_pod(&ns.name, "a");
     assert_status_matches_pod(&ns.name, "b");
     ping(&ns.name, "a", &format!("{m}.11"));
@@ -396,3 +449,11 @@ fn pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan() {
     delete_pod(&ns.name, "b");
     drop(links);
 }
+
+plexus_e2e::on_nodes_in_both_modes!(
+    both_annotation_forms_and_selection_keys_on_a_real_pod,
+    deleting_a_pod_runs_del_records_leases_and_links_go,
+    a_bad_annotation_or_a_missing_nad_holds_the_pod_until_fixed,
+    two_pods_on_one_node_ping_over_net1,
+    pods_on_two_nodes_reach_each_other_over_macvlan_and_over_vxlan,
+);

@@ -187,6 +187,30 @@ fn helm_lint_strict() {
     }
 }
 
+#[test]
+fn the_nad_webhook_skips_sample_labelled_nads_only_when_samples_are_enabled() {
+    let rendered = |samples: &str| {
+        helm(&[
+            "template",
+            "plexus",
+            &chart(),
+            "--set",
+            &format!("samples.enabled={samples}"),
+        ])
+    };
+    let off = rendered("false");
+    assert!(
+        off.contains("kind: ValidatingWebhookConfiguration"),
+        "{off}"
+    );
+    assert!(!off.contains("plexus.io/sample"), "{off}");
+    let on = rendered("true");
+    assert!(
+        on.contains("matchExpressions: [{key: plexus.io/sample, operator: DoesNotExist}]"),
+        "{on}"
+    );
+}
+
 /// Set in the child process that runs against the bare cluster.
 const CHILD: &str = "PLEXUS_CHART_TEST_CHILD";
 

@@ -5,13 +5,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogSettings;
 
 /// Installs the global subscriber. Returns false when logging could not be set up (the request still runs).
 pub fn init(settings: &LogSettings) -> bool {
-    let filter =
-        EnvFilter::try_from_env("PLEXUS_LOG").unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let level = std::env::var("PLEXUS_LOG").unwrap_or_else(|_| settings.level.clone());
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    // At debug or trace, every span (the request, record lock/write/remove, each delegate) logs its time when it
+    // closes (`time.busy`, `time.idle`): the per-phase trace of a request.
+    let spans = if level.contains("debug") || level.contains("trace") {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
     if let Some(path) = &settings.file {
         match OpenOptions::new()
             .create(true)
@@ -24,6 +32,7 @@ pub fn init(settings: &LogSettings) -> bool {
                     .json()
                     .with_current_span(true)
                     .with_env_filter(filter)
+                    .with_span_events(spans)
                     .with_writer(Mutex::new(file))
                     .try_init()
                     .is_ok();
@@ -38,6 +47,7 @@ pub fn init(settings: &LogSettings) -> bool {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init()

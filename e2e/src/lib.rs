@@ -5,6 +5,7 @@
 
 pub mod node;
 pub mod oci;
+pub mod thick;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,15 +121,28 @@ pub fn create_nad(namespace: &str, name: &str, config: Option<&Value>) {
 /// Creates a Pod object (it stays Pending: no scheduler, no kubelet — the test plays the runtime) and returns its
 /// UID.
 pub fn create_pod(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+    create_pod_on(namespace, name, annotations, None)
+}
+
+/// [`create_pod`], bound to `node` when given (`spec.nodeName`: what a thick-mode daemon's pod cache watches).
+pub fn create_pod_on(
+    namespace: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+    node: Option<&str>,
+) -> String {
     let annotations: serde_json::Map<String, Value> = annotations
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
         .collect();
-    let pod = json!({
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
     });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
     kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
     kubectl(
         &[
@@ -206,6 +220,8 @@ pub struct PodSandbox {
     pub conf_dir: tempfile::TempDir,
     pub container_id: String,
     pub default_prefix: String,
+    /// Thick mode: the daemon's socket dir; [`PodSandbox::config`] then gives the shim config.
+    pub shim_socket_dir: Option<PathBuf>,
 }
 
 impl PodSandbox {
@@ -218,10 +234,12 @@ impl PodSandbox {
             conf_dir: tempfile::tempdir().unwrap(),
             container_id: unique("ctr"),
             default_prefix: prefix,
+            shim_socket_dir: None,
         }
     }
 
-    /// A Plexus config in Kubernetes mode; `extra` keys are merged in on top.
+    /// A Plexus config in Kubernetes mode; `extra` keys are merged in on top. In thick mode, the shim config of it
+    /// (without `kubeconfig`: the daemon's client is used).
     pub fn config(&self, extra: Value) -> Value {
         let mut config = json!({
             "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
@@ -234,7 +252,10 @@ impl PodSandbox {
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             config[k] = v;
         }
-        config
+        match &self.shim_socket_dir {
+            Some(dir) => thick::shim_config(&config, dir),
+            None => config,
+        }
     }
 
     /// host-local IPAM keeping its leases in this sandbox's data dir.
@@ -273,10 +294,16 @@ pub fn pod_args(namespace: &str, name: &str, uid: &str, container_id: &str) -> S
 
 /// A kubeconfig like the real one but pointing at a port where nothing listens: the API server is down.
 pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    kubeconfig_via(dir, port)
+    kubeconfig_via(dir, free_port())
+}
+
+/// A port on 127.0.0.1 where nothing listens (at the moment of the call).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A kubeconfig like the real one but with the API server at `127.0.0.1:<port>` (e.g. a proxy in front of it; the

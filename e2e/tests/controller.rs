@@ -464,14 +464,6 @@ fn controller_bin() -> PathBuf {
     std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One more controller process, killed on drop.
 struct Replica {
     child: Child,

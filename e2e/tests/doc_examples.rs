@@ -1,9 +1,10 @@
 //! The Kubernetes-mode examples of `docs/configuration.md`: every ```json block with a `kubeconfig` is run with every
 //! pod of the ```yaml blocks, after their NADs are applied, against the real kube-apiserver. Only machine-local
 //! values change (see `plexus_tests::doc_examples`). Each pod gets the interfaces its annotation asks for, a
-//! network-status naming them, and nothing is left after DEL.
+//! network-status naming them, and nothing is left after DEL. In thin and in thick mode.
 
 use plexus_api::selection::parse_selections;
+use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use plexus_tests::doc_examples::{Localiser, code_blocks, configuration_page};
 use serde_json::{Value, json};
@@ -28,8 +29,7 @@ fn documented_objects(page: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn kubernetes_mode_examples_of_the_configuration_page_run() {
+fn kubernetes_mode_examples_of_the_configuration_page_run(mode: &Mode) {
     let page = configuration_page();
     let configs: Vec<Value> = code_blocks(&page, "json")
         .iter()
@@ -55,6 +55,9 @@ fn kubernetes_mode_examples_of_the_configuration_page_run() {
         );
         let mut config = documented.clone();
         local.plexus_config(&mut config);
+        if let Some(daemon) = mode.daemon() {
+            config = daemon.shim_config(&config);
+        }
         // namespaceIsolation in the example: the test's namespace stands in for the pod's.
         for object in objects
             .iter()
@@ -69,6 +72,9 @@ fn kubernetes_mode_examples_of_the_configuration_page_run() {
         for documented_pod in &pods {
             let mut pod = (*documented_pod).clone();
             pod["metadata"]["namespace"] = json!(ns.name);
+            if let Some(daemon) = mode.daemon() {
+                pod["spec"]["nodeName"] = json!(daemon.node.name);
+            }
             let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
             kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
             let uid = kubectl(
@@ -130,3 +136,5 @@ fn kubernetes_mode_examples_of_the_configuration_page_run() {
         }
     }
 }
+
+plexus_e2e::in_both_modes!(kubernetes_mode_examples_of_the_configuration_page_run);

@@ -2,7 +2,8 @@
 //! kube-apiserver, with the faults made by real means — a TCP proxy this test runs in front of the API server (it
 //! forwards, stalls, or is gone), a delegate wrapper script that holds the ADD at a chosen step, SIGKILL, objects
 //! deleted with kubectl. Every test ends with `assert_no_leftovers`: no link, lease, record, iptables rule or netns
-//! file is left.
+//! file is left. Every test runs in thin and in thick mode (in thick mode the proxy is in front of the daemon's
+//! client, and SIGKILL hits the daemon).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
@@ -145,9 +147,9 @@ struct Pod {
 }
 
 impl Pod {
-    fn new(prefix: &str) -> Self {
+    fn new(prefix: &str, mode: &Mode) -> Self {
         let ns = KubeNamespace::new(prefix);
-        let sb = PodSandbox::new();
+        let sb = mode.sandbox();
         let bridge = unique("plxe");
         let bin = tempfile::tempdir().unwrap();
         create_nad(
@@ -162,7 +164,7 @@ impl Pod {
             {"type": "tuning"}
         ]});
         create_nad(&ns.name, "lan", Some(&lan));
-        let uid = create_pod(&ns.name, "victim", &[(NETWORKS, "side, lan")]);
+        let uid = mode.create_pod(&ns.name, "victim", &[(NETWORKS, "side, lan")]);
         let args = pod_args(&ns.name, "victim", &uid, &sb.container_id);
         Self {
             ns,
@@ -175,9 +177,12 @@ impl Pod {
     }
 
     /// The Plexus config, with `kubeconfig` and `extra` keys on top; wrapper delegates are found first.
+    /// (A shim config in thick mode: the daemon has its own client.)
     fn config(&self, kubeconfig: &Path, extra: Value) -> Value {
         let mut config = self.sb.config(extra);
-        config["kubeconfig"] = json!(kubeconfig);
+        if self.sb.shim_socket_dir.is_none() {
+            config["kubeconfig"] = json!(kubeconfig);
+        }
         config["binDir"] = json!(format!(
             "{}:{}",
             self.bin.path().display(),
@@ -258,11 +263,17 @@ impl Pod {
 }
 
 /// A [`Pod`] whose config reaches the API server through a new [`Proxy`], each call bounded by `api_timeout`
-/// seconds. The temporary directory holds the kubeconfig.
-fn behind_proxy(prefix: &str, api_timeout: u32) -> (Pod, Proxy, tempfile::TempDir, Value) {
-    let pod = Pod::new(prefix);
+/// seconds (in thick mode, the daemon's client goes through the proxy). The temporary directory holds the
+/// kubeconfig.
+fn behind_proxy(
+    prefix: &str,
+    api_timeout: u32,
+    mode: &Mode,
+) -> (Pod, Proxy, tempfile::TempDir, Value) {
     let proxy = Proxy::start();
     let dir = tempfile::tempdir().unwrap();
+    mode.start_daemon(json!({"kubeconfig": proxy.kubeconfig(dir.path())}));
+    let pod = Pod::new(prefix, mode);
     let config = pod.config(
         &proxy.kubeconfig(dir.path()),
         json!({"apiTimeoutSeconds": api_timeout}),
@@ -279,9 +290,8 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn api_server_down_during_add() {
-    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2);
+fn api_server_down_during_add(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2, mode);
     proxy.stop();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 11, "try again later: {e}");
@@ -291,9 +301,8 @@ fn api_server_down_during_add() {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn api_server_slow_during_add() {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1);
+fn api_server_slow_during_add(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1, mode);
     proxy.stall();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 11, "try again later: {e}");
@@ -307,9 +316,8 @@ fn api_server_slow_during_add() {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn api_server_slow_at_the_status_patch() {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2);
+fn api_server_slow_at_the_status_patch(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2, mode);
     let (reached, go) = pod.hold_last_delegate();
     let child = pod.call("ADD").spawn(config.to_string().as_bytes());
     // The pod and NADs were read; the last delegate runs. From now on the API server does not answer.
@@ -326,9 +334,8 @@ fn api_server_slow_at_the_status_patch() {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn killed_before_the_status_patch_then_del() {
-    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60);
+fn killed_before_the_status_patch_then_del(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60, mode);
     let (reached, go) = pod.hold_last_delegate();
     let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
     wait_for("the last delegate", || reached.exists());
@@ -338,20 +345,26 @@ fn killed_before_the_status_patch_then_del() {
     wait_for("the final record", || {
         pod.record_state().as_deref() == Some("added")
     });
-    child.kill().unwrap();
+    // Thin mode: plexus is the process that dies; thick mode: the daemon (restarted before the DEL).
+    match mode.daemon() {
+        None => child.kill().unwrap(),
+        Some(daemon) => daemon.kill(),
+    }
     child.wait().unwrap();
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
     assert!(
         !pod.has_network_status(),
         "the PATCH never reached the API server"
     );
+    if let Some(daemon) = mode.daemon() {
+        daemon.spawn();
+    }
     pod.call("DEL").ok(&config);
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn api_server_down_during_del() {
-    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2);
+fn api_server_down_during_del(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2, mode);
     pod.call("ADD").ok(&config);
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
     proxy.stop();
@@ -359,9 +372,8 @@ fn api_server_down_during_del() {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn api_server_slow_during_del() {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2);
+fn api_server_slow_during_del(mode: &Mode) {
+    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2, mode);
     pod.call("ADD").ok(&config);
     proxy.stall();
     let before = proxy.accepted.load(Ordering::SeqCst);
@@ -375,8 +387,8 @@ fn api_server_slow_during_del() {
 }
 
 /// An object the ADD read is deleted before the DEL: the DEL goes by the record and cleans up.
-fn deleted_between_add_and_del(prefix: &str, delete: impl Fn(&str)) {
-    let pod = Pod::new(prefix);
+fn deleted_between_add_and_del(prefix: &str, mode: &Mode, delete: impl Fn(&str)) {
+    let pod = Pod::new(prefix, mode);
     let config = pod.config(&kubeconfig(), json!({}));
     pod.call("ADD").ok(&config);
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
@@ -385,9 +397,8 @@ fn deleted_between_add_and_del(prefix: &str, delete: impl Fn(&str)) {
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn nad_deleted_between_add_and_del() {
-    deleted_between_add_and_del("nad-gone", |ns| {
+fn nad_deleted_between_add_and_del(mode: &Mode) {
+    deleted_between_add_and_del("nad-gone", mode, |ns| {
         for nad in ["side", "lan"] {
             kubectl(
                 &["delete", "network-attachment-definition", "-n", ns, nad],
@@ -397,9 +408,8 @@ fn nad_deleted_between_add_and_del() {
     });
 }
 
-#[test]
-fn pod_deleted_between_add_and_del() {
-    deleted_between_add_and_del("pod-gone", |ns| {
+fn pod_deleted_between_add_and_del(mode: &Mode) {
+    deleted_between_add_and_del("pod-gone", mode, |ns| {
         kubectl(&["delete", "pod", "-n", ns, "victim", "--wait=false"], None);
     });
 }
@@ -413,9 +423,8 @@ impl Pod {
     }
 }
 
-#[test]
-fn del_with_the_record_gone() {
-    let pod = Pod::new("no-record");
+fn del_with_the_record_gone(mode: &Mode) {
+    let pod = Pod::new("no-record", mode);
     let config = pod.config(&kubeconfig(), json!({}));
     pod.call("ADD").ok(&config);
     pod.wipe_records();
@@ -426,12 +435,18 @@ fn del_with_the_record_gone() {
 
 /// The API server fails (`fault`) while the record is gone: the DEL still finishes, falling back to the default
 /// network; nothing on the node or in reach says what else the pod had.
-fn api_server_fails_during_del_with_the_record_gone(prefix: &str, fault: fn(&Proxy)) {
-    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2);
+fn api_server_fails_during_del_with_the_record_gone(prefix: &str, mode: &Mode, fault: fn(&Proxy)) {
+    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2, mode);
     pod.call("ADD").ok(&config);
     pod.wipe_records();
     fault(&proxy);
     pod.call("DEL").ok(&config);
+    if mode.is_thick() {
+        // The daemon's caches still know the pod and its NADs: everything went.
+        assert_eq!(pod.link_names(), Vec::<String>::new());
+        pod.assert_no_leftovers();
+        return;
+    }
     assert_eq!(
         pod.link_names(),
         ["net1", "net2"],
@@ -442,12 +457,24 @@ fn api_server_fails_during_del_with_the_record_gone(prefix: &str, fault: fn(&Pro
     pod.assert_no_leftovers();
 }
 
-#[test]
-fn api_server_down_during_del_with_the_record_gone() {
-    api_server_fails_during_del_with_the_record_gone("no-record-down", Proxy::stop);
+fn api_server_down_during_del_with_the_record_gone(mode: &Mode) {
+    api_server_fails_during_del_with_the_record_gone("no-record-down", mode, Proxy::stop);
 }
 
-#[test]
-fn api_server_slow_during_del_with_the_record_gone() {
-    api_server_fails_during_del_with_the_record_gone("no-record-slow", Proxy::stall);
+fn api_server_slow_during_del_with_the_record_gone(mode: &Mode) {
+    api_server_fails_during_del_with_the_record_gone("no-record-slow", mode, Proxy::stall);
 }
+
+plexus_e2e::in_both_modes!(
+    api_server_down_during_add,
+    api_server_slow_during_add,
+    api_server_slow_at_the_status_patch,
+    killed_before_the_status_patch_then_del,
+    api_server_down_during_del,
+    api_server_slow_during_del,
+    nad_deleted_between_add_and_del,
+    pod_deleted_between_add_and_del,
+    del_with_the_record_gone,
+    api_server_down_during_del_with_the_record_gone,
+    api_server_slow_during_del_with_the_record_gone,
+);

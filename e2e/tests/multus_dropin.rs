@@ -3,6 +3,7 @@
 //! without a record (with and without the API server), and the codes of pod errors. Real kube-apiserver, real
 //! plugins, real network namespaces; every test cleans up after itself.
 
+use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
@@ -13,11 +14,10 @@ fn ptp(sb: &PodSandbox, subnet: &str) -> Value {
     json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(subnet)})
 }
 
-#[test]
-fn a_static_pods_mirror_uid_does_not_fail_the_uid_check() {
+fn a_static_pods_mirror_uid_does_not_fail_the_uid_check(mode: &Mode) {
     let ns = KubeNamespace::new("static");
-    let sb = PodSandbox::new();
-    create_pod(
+    let sb = mode.sandbox();
+    mode.create_pod(
         &ns.name,
         "mirror",
         &[("kubernetes.io/config.source", "file")],
@@ -36,15 +36,14 @@ fn a_static_pods_mirror_uid_does_not_fail_the_uid_check() {
     sb.assert_clean();
 }
 
-#[test]
-fn a_bare_default_network_name_is_looked_up_in_multus_namespace() {
+fn a_bare_default_network_name_is_looked_up_in_multus_namespace(mode: &Mode) {
     // The plugin config here has a multusNamespace of its own, which the cluster's webhook does not know.
     let pods = KubeNamespace::without_admission("dnpod");
     let admin = KubeNamespace::new("dnadmin");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, p1) = subnet();
     create_nad(&admin.name, "alt", Some(&ptp(&sb, &s1)));
-    let uid = create_pod(&pods.name, "p", &[(DEFAULT_NETWORK, "alt")]);
+    let uid = mode.create_pod(&pods.name, "p", &[(DEFAULT_NETWORK, "alt")]);
     let args = pod_args(&pods.name, "p", &uid, &sb.container_id);
     let config = sb.config(json!({"multusNamespace": admin.name}));
     sb.call("ADD", &args).ok(&config);
@@ -59,10 +58,9 @@ fn a_bare_default_network_name_is_looked_up_in_multus_namespace() {
     sb.assert_clean();
 }
 
-#[test]
-fn capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_warning() {
+fn capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_warning(mode: &Mode) {
     let ns = KubeNamespace::new("caps7");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (_, p1) = subnet();
     // A bridge with static IPAM and no addresses: the address can only come from CNI_ARGS IP=.
     let bridge = unique("plxb");
@@ -76,13 +74,13 @@ fn capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_war
     );
     let ip = format!("{p1}.7/24");
     let selection = json!([{"name": "plain", "ips": [ip], "bandwidth": {"ingressRate": 1000, "ingressBurst": 100}}]);
-    let uid = create_pod(&ns.name, "p", &[(NETWORKS, &selection.to_string())]);
+    let uid = mode.create_pod(&ns.name, "p", &[(NETWORKS, &selection.to_string())]);
     let args = pod_args(&ns.name, "p", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     sb.call("ADD", &args).ok(&config);
     assert_eq!(sb.netns.ipv4("net1"), std::slice::from_ref(&ip));
 
-    let events = pod_events(&ns.name, "p");
+    let events = mode.pod_events(&ns.name, "p", |events| events.len() >= 4);
     let warnings: Vec<&String> = events
         .iter()
         .filter(|(reason, _)| reason == "CapabilityNotDeclared")
@@ -114,15 +112,14 @@ fn capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_war
     sb.assert_clean();
 }
 
-#[test]
-fn del_without_a_record_deletes_what_the_pod_and_its_nads_give() {
+fn del_without_a_record_deletes_what_the_pod_and_its_nads_give(mode: &Mode) {
     let ns = KubeNamespace::new("norec");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, _) = subnet();
     let (s2, _) = subnet();
     create_nad(&ns.name, "side", Some(&ptp(&sb, &s1)));
     create_nad(&ns.name, "more", Some(&ptp(&sb, &s2)));
-    let uid = create_pod(&ns.name, "p", &[(NETWORKS, "side,more@extra0")]);
+    let uid = mode.create_pod(&ns.name, "p", &[(NETWORKS, "side,more@extra0")]);
     let args = pod_args(&ns.name, "p", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     sb.call("ADD", &args).ok(&config);
@@ -136,6 +133,8 @@ fn del_without_a_record_deletes_what_the_pod_and_its_nads_give() {
     sb.assert_clean();
 }
 
+/// Thin mode only: the API server down is the plugin's own client failing (a thick-mode DEL with its record gone
+/// reads through the daemon's client).
 #[test]
 fn del_without_a_record_and_without_the_api_server_ends_at_the_default_network() {
     let ns = KubeNamespace::new("norecapi");
@@ -164,10 +163,9 @@ fn del_without_a_record_and_without_the_api_server_ends_at_the_default_network()
     sb.assert_clean();
 }
 
-#[test]
-fn status_reaches_a_cluster_network_given_as_a_nad() {
+fn status_reaches_a_cluster_network_given_as_a_nad(mode: &Mode) {
     let admin = KubeNamespace::new("stnad");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let bin = tempfile::tempdir().unwrap();
     script(
         bin.path(),
@@ -188,16 +186,15 @@ fn status_reaches_a_cluster_network_given_as_a_nad() {
     assert!(e["msg"].as_str().unwrap().contains("pool exhausted"), "{e}");
 }
 
-#[test]
-fn a_missing_pod_and_a_replaced_pod_have_codes_of_their_own() {
+fn a_missing_pod_and_a_replaced_pod_have_codes_of_their_own(mode: &Mode) {
     // The webhook refuses the pod with an empty annotation; this test is about the plugin's own answer.
     let ns = KubeNamespace::without_admission("podcodes");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let config = sb.config(json!({}));
     let args = pod_args(&ns.name, "ghost", "", &sb.container_id);
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     assert_eq!(e["code"], 105, "{e}");
-    create_pod(&ns.name, "replaced", &[]);
+    mode.create_pod(&ns.name, "replaced", &[]);
     let args = pod_args(
         &ns.name,
         "replaced",
@@ -207,9 +204,18 @@ fn a_missing_pod_and_a_replaced_pod_have_codes_of_their_own() {
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     assert_eq!(e["code"], 106, "{e}");
     // A present but blank networks annotation is an error (Decision 1), not "no networks".
-    let uid = create_pod(&ns.name, "blank", &[(NETWORKS, "  ")]);
+    let uid = mode.create_pod(&ns.name, "blank", &[(NETWORKS, "  ")]);
     let args = pod_args(&ns.name, "blank", &uid, &sb.container_id);
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     assert_eq!(e["code"], 102, "{e}");
     sb.assert_clean();
 }
+
+plexus_e2e::in_both_modes!(
+    a_static_pods_mirror_uid_does_not_fail_the_uid_check,
+    a_bare_default_network_name_is_looked_up_in_multus_namespace,
+    capability_keys_without_the_capability_go_on_as_multus_passes_them_with_a_warning,
+    del_without_a_record_deletes_what_the_pod_and_its_nads_give,
+    status_reaches_a_cluster_network_given_as_a_nad,
+    a_missing_pod_and_a_replaced_pod_have_codes_of_their_own,
+);

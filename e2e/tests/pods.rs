@@ -1,6 +1,7 @@
 //! `plexus` in Kubernetes mode against a real kube-apiserver: pods, their annotations and NetworkAttachmentDefinitions
 //! in, interfaces in real network namespaces and network-status out.
 
+use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
@@ -45,11 +46,10 @@ fn names_in(netns: &Netns) -> Vec<String> {
     names
 }
 
-#[test]
-fn comma_form_with_custom_and_repeated_interface_names() {
+fn comma_form_with_custom_and_repeated_interface_names(mode: &Mode) {
     let ns = KubeNamespace::new("comma");
     let other = KubeNamespace::new("other");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     // Two attachments share this bridge. A bridge takes the lowest MAC of its ports unless one is set, which would
     // make the bridge plugin's CHECK of the first attachment fail once the second joins: fix it, as admins do.
     let bridge = unique("plxb");
@@ -80,7 +80,7 @@ fn comma_form_with_custom_and_repeated_interface_names() {
         Some(&json!({"cniVersion": "0.4.0", "type": "ptp", "ipam": sb.host_local(&s2)})),
     );
     let annotation = format!("net-a, net-a@extra0, {}/net-b", other.name);
-    let uid = create_pod(&ns.name, "web", &[(NETWORKS, &annotation)]);
+    let uid = mode.create_pod(&ns.name, "web", &[(NETWORKS, &annotation)]);
     let args = pod_args(&ns.name, "web", &uid, &sb.container_id);
     let config = sb.config(json!({}));
 
@@ -110,27 +110,9 @@ fn comma_form_with_custom_and_repeated_interface_names() {
     );
     assert_status_matches_netns(&status, &sb.netns);
 
-    // API requests of this ADD: the pod, each distinct NAD once (net-a is selected twice), one PATCH of
-    // network-status, and one event per attachment.
-    let mut requests = plexus_api_requests(&ns.name);
-    requests.extend(plexus_api_requests(&other.name));
-    let count = |verb: &str, resource: &str| {
-        requests
-            .iter()
-            .filter(|(v, r, _)| v == verb && r == resource)
-            .count()
-    };
-    assert_eq!(count("get", "pods"), 1, "{requests:?}");
-    assert_eq!(
-        count("get", "network-attachment-definitions"),
-        2,
-        "{requests:?}"
-    );
-    assert_eq!(count("patch", "pods"), 1, "{requests:?}");
-    assert_eq!(count("create", "events"), 4, "{requests:?}");
-    assert_eq!(requests.len(), 8, "{requests:?}");
-
-    let events = pod_events(&ns.name, "web");
+    let events = mode.pod_events(&ns.name, "web", |events| {
+        events.iter().filter(|(r, _)| r == "AddedInterface").count() >= 4
+    });
     for ifname in ["eth0", "net1", "extra0", "net3"] {
         assert!(
             events.iter().any(|(reason, msg)| reason == "AddedInterface"
@@ -139,16 +121,45 @@ fn comma_form_with_custom_and_repeated_interface_names() {
         );
     }
 
+    // API requests of this ADD: one PATCH of network-status and one event per attachment; thin mode reads the pod
+    // and each distinct NAD once (net-a is selected twice), thick mode only what its caches did not have.
+    let mut requests = plexus_api_requests(&ns.name);
+    requests.extend(plexus_api_requests(&other.name));
+    let count = |verb: &str, resource: &str| {
+        requests
+            .iter()
+            .filter(|(v, r, _)| v == verb && r == resource)
+            .count()
+    };
+    assert_eq!(count("patch", "pods"), 1, "{requests:?}");
+    assert_eq!(count("create", "events"), 4, "{requests:?}");
+    let reads = count("get", "pods") + count("get", "network-attachment-definitions");
+    match mode.daemon() {
+        None => {
+            assert_eq!(count("get", "pods"), 1, "{requests:?}");
+            assert_eq!(
+                count("get", "network-attachment-definitions"),
+                2,
+                "{requests:?}"
+            );
+        }
+        Some(daemon) => {
+            let misses = daemon.metric("plexus_daemon_cache_lookups_total", &["result=\"miss\""]);
+            assert_eq!(reads, misses as usize, "{requests:?}");
+            assert_eq!(count("get", "pods"), 0, "the pod was cached: {requests:?}");
+        }
+    }
+    assert_eq!(requests.len(), 5 + reads, "{requests:?}");
+
     sb.call("CHECK", &args).ok(&config);
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
     assert_eq!(bridge_ports(&bridge), Vec::<String>::new());
 }
 
-#[test]
-fn json_form_with_every_key_the_kernel_here_supports() {
+fn json_form_with_every_key_the_kernel_here_supports(mode: &Mode) {
     let ns = KubeNamespace::new("json");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let rich_bridge = unique("plxb");
     let _rb = HostLink::adopt(&rich_bridge);
     let args_bridge = unique("plxb");
@@ -182,7 +193,7 @@ fn json_form_with_every_key_the_kernel_here_supports() {
         {"name": "by-args", "namespace": ns.name, "cni-args": {"ips": [format!("{p2}.9")]},
          "default-route": [format!("{p2}.1")]}
     ]);
-    let uid = create_pod(&ns.name, "rich-pod", &[(NETWORKS, &selection.to_string())]);
+    let uid = mode.create_pod(&ns.name, "rich-pod", &[(NETWORKS, &selection.to_string())]);
     let args = pod_args(&ns.name, "rich-pod", &uid, &sb.container_id);
     // The default network installs a default route of its own, which default-route must take away.
     let mut config = sb.config(json!({}));
@@ -270,11 +281,12 @@ fn json_form_with_every_key_the_kernel_here_supports() {
     assert!(!HostLink::exists(&host_veth));
 }
 
-#[test]
-fn with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anything_runs() {
+fn with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anything_runs(
+    mode: &Mode,
+) {
     // The webhook refuses some of these pods; this test is about the plugin's own check.
     let ns = KubeNamespace::without_admission("caps");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, _) = subnet();
     create_nad(
         &ns.name,
@@ -308,7 +320,7 @@ fn with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anythin
         let mut element = json!({"name": "plain"});
         element[key] = value;
         let pod = format!("caps-{i}");
-        let uid = create_pod(&ns.name, &pod, &[(NETWORKS, &json!([element]).to_string())]);
+        let uid = mode.create_pod(&ns.name, &pod, &[(NETWORKS, &json!([element]).to_string())]);
         let args = pod_args(&ns.name, &pod, &uid, &sb.container_id);
         let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
         let msg = e["msg"].as_str().unwrap();
@@ -321,10 +333,9 @@ fn with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anythin
     }
 }
 
-#[test]
-fn the_default_network_annotation_replaces_the_cluster_network() {
+fn the_default_network_annotation_replaces_the_cluster_network(mode: &Mode) {
     let ns = KubeNamespace::new("defnet");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let bridge = unique("plxb");
     let _bridge = HostLink::adopt(&bridge);
     let (s1, p1) = subnet();
@@ -337,7 +348,7 @@ fn the_default_network_annotation_replaces_the_cluster_network() {
     );
     // `namespace/name`: a bare name would be looked up in multusNamespace (see multus_dropin.rs).
     let alt = format!("{}/alt", ns.name);
-    let uid = create_pod(&ns.name, "alt-pod", &[(DEFAULT_NETWORK, &alt)]);
+    let uid = mode.create_pod(&ns.name, "alt-pod", &[(DEFAULT_NETWORK, &alt)]);
     let args = pod_args(&ns.name, "alt-pod", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     let result = sb.call("ADD", &args).ok(&config);
@@ -358,12 +369,11 @@ fn the_default_network_annotation_replaces_the_cluster_network() {
     sb.assert_clean();
 }
 
-#[test]
-fn default_networks_except_in_system_namespaces() {
+fn default_networks_except_in_system_namespaces(mode: &Mode) {
     let admin = KubeNamespace::new("admin");
     let apps = KubeNamespace::new("apps");
     let system = KubeNamespace::new("system");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, p1) = subnet();
     create_nad(
         &admin.name,
@@ -374,7 +384,7 @@ fn default_networks_except_in_system_namespaces() {
         "multusNamespace": admin.name, "defaultNetworks": ["extra"], "systemNamespaces": [system.name]
     }));
 
-    let uid = create_pod(&apps.name, "app", &[]);
+    let uid = mode.create_pod(&apps.name, "app", &[]);
     let args = pod_args(&apps.name, "app", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
     assert_eq!(names_in(&sb.netns), ["eth0", "net1"]);
@@ -384,7 +394,7 @@ fn default_networks_except_in_system_namespaces() {
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
 
-    let uid = create_pod(&system.name, "sys", &[]);
+    let uid = mode.create_pod(&system.name, "sys", &[]);
     let args = pod_args(&system.name, "sys", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
     assert_eq!(
@@ -396,12 +406,11 @@ fn default_networks_except_in_system_namespaces() {
     sb.assert_clean();
 }
 
-#[test]
-fn namespace_isolation_allows_own_and_global_namespaces_only() {
+fn namespace_isolation_allows_own_and_global_namespaces_only(mode: &Mode) {
     let own = KubeNamespace::new("own");
     let global = KubeNamespace::new("global");
     let foreign = KubeNamespace::new("foreign");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, _) = subnet();
     let nad = json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)});
     create_nad(&global.name, "shared", Some(&nad));
@@ -411,7 +420,7 @@ fn namespace_isolation_allows_own_and_global_namespaces_only() {
     );
 
     let refused = format!("{}/private", foreign.name);
-    let uid = create_pod(&own.name, "nosy", &[(NETWORKS, &refused)]);
+    let uid = mode.create_pod(&own.name, "nosy", &[(NETWORKS, &refused)]);
     let args = pod_args(&own.name, "nosy", &uid, &sb.container_id);
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     let msg = e["msg"].as_str().unwrap();
@@ -423,7 +432,7 @@ fn namespace_isolation_allows_own_and_global_namespaces_only() {
     sb.assert_clean();
 
     let allowed = format!("{}/shared", global.name);
-    let uid = create_pod(&own.name, "polite", &[(NETWORKS, &allowed)]);
+    let uid = mode.create_pod(&own.name, "polite", &[(NETWORKS, &allowed)]);
     let args = pod_args(&own.name, "polite", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
     assert_eq!(names_in(&sb.netns), ["eth0", "net1"]);
@@ -431,10 +440,9 @@ fn namespace_isolation_allows_own_and_global_namespaces_only() {
     sb.assert_clean();
 }
 
-#[test]
-fn a_nad_without_config_uses_the_conf_dir_file_of_its_name() {
+fn a_nad_without_config_uses_the_conf_dir_file_of_its_name(mode: &Mode) {
     let ns = KubeNamespace::new("ondisk");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, p1) = subnet();
     create_nad(&ns.name, "from-disk", None);
     let conflist = json!({"cniVersion": "1.0.0", "name": "from-disk", "plugins": [{"type": "ptp", "ipam": sb.host_local(&s1)}]});
@@ -448,7 +456,7 @@ fn a_nad_without_config_uses_the_conf_dir_file_of_its_name() {
         br#"{"cniVersion":"1.0.0","name":"other","type":"bridge"}"#,
     )
     .unwrap();
-    let uid = create_pod(&ns.name, "disk", &[(NETWORKS, "from-disk")]);
+    let uid = mode.create_pod(&ns.name, "disk", &[(NETWORKS, "from-disk")]);
     let args = pod_args(&ns.name, "disk", &uid, &sb.container_id);
     let config = sb.config(json!({}));
     sb.call("ADD", &args).ok(&config);
@@ -457,18 +465,17 @@ fn a_nad_without_config_uses_the_conf_dir_file_of_its_name() {
     sb.assert_clean();
 }
 
-#[test]
-fn bad_requests_fail_before_any_delegate_runs() {
+fn bad_requests_fail_before_any_delegate_runs(mode: &Mode) {
     // The webhook refuses these pods; this test is about the plugin's own check.
     let ns = KubeNamespace::without_admission("bad");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let config = sb.config(json!({}));
     for (pod, annotation, expect) in [
         ("missing-nad", "no-such-net", "no-such-net"),
         ("bad-annotation", "net-a,,net-b", "element 1"),
         ("bad-json", r#"[{"name": "x", "mac": "zz"}]"#, "mac"),
     ] {
-        let uid = create_pod(&ns.name, pod, &[(NETWORKS, annotation)]);
+        let uid = mode.create_pod(&ns.name, pod, &[(NETWORKS, annotation)]);
         let args = pod_args(&ns.name, pod, &uid, &sb.container_id);
         let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
         let msg = e["msg"].as_str().unwrap();
@@ -480,7 +487,7 @@ fn bad_requests_fail_before_any_delegate_runs() {
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
     assert!(e["msg"].as_str().unwrap().contains("not found"), "{e}");
     // A pod replaced under the same name (another UID) is refused.
-    create_pod(&ns.name, "replaced", &[]);
+    mode.create_pod(&ns.name, "replaced", &[]);
     let args = pod_args(
         &ns.name,
         "replaced",
@@ -492,17 +499,16 @@ fn bad_requests_fail_before_any_delegate_runs() {
     sb.assert_clean();
 }
 
-#[test]
-fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
+fn del_needs_neither_the_pod_the_nad_nor_the_api_server(mode: &Mode) {
     let ns = KubeNamespace::new("del");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, _) = subnet();
     create_nad(
         &ns.name,
         "gone",
         Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
     );
-    let uid = create_pod(&ns.name, "doomed", &[(NETWORKS, "gone")]);
+    let uid = mode.create_pod(&ns.name, "doomed", &[(NETWORKS, "gone")]);
     let args = pod_args(&ns.name, "doomed", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&sb.config(json!({})));
     assert_eq!(names_in(&sb.netns), ["eth0", "net1"]);
@@ -529,6 +535,14 @@ fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
         ],
         None,
     );
+    if mode.daemon().is_some() {
+        // Thick mode: the daemon's client is up, but the DEL goes by the record and asks it nothing.
+        let before = plexus_api_requests(&ns.name).len();
+        sb.call("DEL", &args).ok(&sb.config(json!({})));
+        sb.assert_clean();
+        assert_eq!(plexus_api_requests(&ns.name).len(), before);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let down =
         sb.config(json!({"kubeconfig": dead_kubeconfig(dir.path()), "apiTimeoutSeconds": 2}));
@@ -541,17 +555,16 @@ fn del_needs_neither_the_pod_the_nad_nor_the_api_server() {
     sb.assert_clean();
 }
 
-#[test]
-fn a_real_cni_client_drives_plexus() {
+fn a_real_cni_client_drives_plexus(mode: &Mode) {
     let ns = KubeNamespace::new("cnitool");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, p1) = subnet();
     create_nad(
         &ns.name,
         "side",
         Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
     );
-    let uid = create_pod(&ns.name, "tooled", &[(NETWORKS, "side")]);
+    let uid = mode.create_pod(&ns.name, "tooled", &[(NETWORKS, "side")]);
 
     // cnitool (libcni) finds the network config in NETCONFPATH and plexus in CNI_PATH.
     let confs = tempfile::tempdir().unwrap();
@@ -595,11 +608,10 @@ fn a_real_cni_client_drives_plexus() {
     sb.assert_clean();
 }
 
-#[test]
-fn cluster_network_by_nad_name_conf_name_or_path() {
+fn cluster_network_by_nad_name_conf_name_or_path(mode: &Mode) {
     let admin = KubeNamespace::new("clusternet");
     let apps = KubeNamespace::new("clusterapps");
-    let sb = PodSandbox::new();
+    let sb = mode.sandbox();
     let (s1, p1) = subnet();
     let (s2, p2) = subnet();
     let (s3, p3) = subnet();
@@ -634,7 +646,7 @@ fn cluster_network_by_nad_name_conf_name_or_path() {
     .enumerate()
     {
         let pod = format!("app-{i}");
-        let uid = create_pod(&apps.name, &pod, &[]);
+        let uid = mode.create_pod(&apps.name, &pod, &[]);
         let args = pod_args(&apps.name, &pod, &uid, &sb.container_id);
         let config =
             sb.config(json!({"clusterNetwork": cluster_network, "multusNamespace": admin.name}));
@@ -654,3 +666,17 @@ fn cluster_network_by_nad_name_conf_name_or_path() {
         sb.assert_clean();
     }
 }
+
+plexus_e2e::in_both_modes!(
+    comma_form_with_custom_and_repeated_interface_names,
+    json_form_with_every_key_the_kernel_here_supports,
+    with_strict_capabilities_a_key_the_network_cannot_honour_fails_before_anything_runs,
+    the_default_network_annotation_replaces_the_cluster_network,
+    default_networks_except_in_system_namespaces,
+    namespace_isolation_allows_own_and_global_namespaces_only,
+    a_nad_without_config_uses_the_conf_dir_file_of_its_name,
+    bad_requests_fail_before_any_delegate_runs,
+    del_needs_neither_the_pod_the_nad_nor_the_api_server,
+    a_real_cni_client_drives_plexus,
+    cluster_network_by_nad_name_conf_name_or_path,
+);

@@ -20,6 +20,7 @@ fn source_error_code(e: &SourceError) -> ErrorCode {
             _ => ErrorCode::Kubernetes,
         },
         SourceError::Kubeconfig { .. } => ErrorCode::Kubernetes,
+        SourceError::ClientStopped { .. } => ErrorCode::TryAgainLater,
     }
 }
 

@@ -116,6 +116,13 @@ pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, InvokeError>
 
 /// Runs one delegate and waits for it, at most `timeout`.
 pub fn invoke(inv: &Invocation<'_>) -> Result<Output, InvokeError> {
+    // A phase of the request (see [`crate::PHASE_SPANS`]): the node daemon times it per plugin type.
+    let _phase = tracing::info_span!(
+        "delegate",
+        plugin = inv.plugin,
+        command = inv.command.as_str()
+    )
+    .entered();
     let path = find_plugin(inv.plugin, inv.path)?;
     let cni_path = std::env::join_paths(inv.path).unwrap_or_default();
     let mut cmd = Command::new(&path);

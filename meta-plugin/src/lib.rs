@@ -12,6 +12,7 @@ pub mod netns;
 pub mod ops;
 pub mod plan;
 pub mod record;
+pub mod shim;
 pub mod source;
 
 use std::path::PathBuf;
@@ -117,6 +118,11 @@ pub type Output = Option<String>;
 pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, CniError> {
     guard(|| run_with(&Connect, Logging::PerRequest, env_lookup, stdin))
 }
+
+/// The spans that mark a request's phases, for a caller that times them (the node daemon's metrics): `lookup`
+/// (pod and NADs), `delegate` (one plugin call, with fields `plugin` and `command`) and `status_write` (the
+/// network-status PATCH and, in thin mode, the events).
+pub const PHASE_SPANS: [&str; 3] = ["lookup", "delegate", "status_write"];
 
 /// Who sets up logging for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,10 +245,8 @@ fn derive_for_del<P: SourceProvider>(
     ctx: &Context,
     sandbox: &Sandbox,
 ) -> Option<ops::DerivedPlan> {
-    let (Some(kubeconfig), Some(pod_args)) = (
-        ctx.config.kubeconfig.clone(),
-        PodArgs::from_cni_args(&sandbox.args),
-    ) else {
+    let pod_args = PodArgs::from_cni_args(&sandbox.args);
+    let Some(pod_args) = pod_args.filter(|_| provider.kubernetes(&ctx.config)) else {
         return ops::static_fallback(ctx, sandbox);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -251,9 +255,9 @@ fn derive_for_del<P: SourceProvider>(
         .ok()?;
     let from_pod = runtime.block_on(async {
         let lookup = async {
-            let source = provider.source(&ctx.config, &kubeconfig).await?;
+            let source = provider.source(&ctx.config).await?;
             let pod = source
-                .pod(&pod_args.namespace, &pod_args.name)
+                .pod(&pod_args.namespace, &pod_args.name, pod_args.uid.as_deref())
                 .await?
                 .ok_or_else(|| PlexusError::PodNotFound {
                     namespace: pod_args.namespace.clone(),
@@ -337,7 +341,7 @@ fn status_networks<P: SourceProvider>(
     provider: &P,
     config: &Config,
 ) -> Result<Vec<plexus_api::cni::NetworkConfigList>, PlexusError> {
-    let needs_api = config.kubeconfig.is_some()
+    let needs_api = provider.kubernetes(config)
         && (config
             .cluster_network
             .as_ref()
@@ -348,12 +352,11 @@ fn status_networks<P: SourceProvider>(
         .build()
         .map_err(PlexusError::Runtime)?;
     runtime.block_on(async {
-        match (&config.kubeconfig, needs_api) {
-            (Some(kubeconfig), true) => {
-                let source = provider.source(config, kubeconfig).await?;
-                source::default_network_configs(Some(&source), config).await
-            }
-            _ => source::default_network_configs(None::<&NodeOnly>, config).await,
+        if needs_api {
+            let source = provider.source(config).await?;
+            source::default_network_configs(Some(&source), config).await
+        } else {
+            source::default_network_configs(None::<&NodeOnly>, config).await
         }
     })
 }
@@ -365,10 +368,10 @@ fn add<P: SourceProvider>(
     ctx: &Context,
     sandbox: &Sandbox,
 ) -> Result<Value, PlexusError> {
-    let kubeconfig = ctx.config.kubeconfig.clone();
+    let kubernetes = provider.kubernetes(&ctx.config);
     let pod_args = PodArgs::from_cni_args(&sandbox.args);
-    let (Some(kubeconfig), Some(pod_args)) = (kubeconfig, pod_args) else {
-        if ctx.config.kubeconfig.is_some() {
+    let Some(pod_args) = pod_args.filter(|_| kubernetes) else {
+        if kubernetes {
             debug!("CNI_ARGS names no pod: attaching the configured delegates only");
         }
         let plan = Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)?;
@@ -378,8 +381,9 @@ fn add<P: SourceProvider>(
         .enable_all()
         .build()
         .map_err(PlexusError::Runtime)?;
+    let lookup = info_span!("lookup").entered();
     let (source, pod, plan) = runtime.block_on(async {
-        let source = provider.source(&ctx.config, &kubeconfig).await?;
+        let source = provider.source(&ctx.config).await?;
         let pod = source::pod_with_retry(
             &source,
             &pod_args.namespace,
@@ -400,6 +404,7 @@ fn add<P: SourceProvider>(
         )?;
         Ok::<_, PlexusError>((source, pod, plan))
     })?;
+    drop(lookup);
     let pod_ref = PodRef {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
@@ -418,6 +423,7 @@ fn add<P: SourceProvider>(
     } else {
         Vec::new()
     };
+    let status_write = info_span!("status_write").entered();
     let published = runtime.block_on(async {
         let status = print_statuses(&statuses);
         // Sequential on one connection, like the lookups (see source::resolve); events only for an ADD that stands.
@@ -427,6 +433,7 @@ fn add<P: SourceProvider>(
         }
         Ok::<_, source::SourceError>(())
     });
+    drop(status_write);
     if let Err(e) = published {
         // Consumers rely on network-status (as with Multus, a pod without it does not start): undo the ADD.
         if let Err(undo) = ops::undo(ctx, &added.record) {

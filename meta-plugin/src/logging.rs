@@ -4,22 +4,46 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogSettings;
 
+/// A layer that can sit beside the log output (the node daemon's phase timer).
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Installs the global subscriber. Returns false when logging could not be set up (the request still runs).
 pub fn init(settings: &LogSettings) -> bool {
-    let level = std::env::var("PLEXUS_LOG").unwrap_or_else(|_| settings.level.clone());
-    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    // At debug or trace, every span (the request, record lock/write/remove, each delegate) logs its time when it
-    // closes (`time.busy`, `time.idle`): the per-phase trace of a request.
-    let spans = if level.contains("debug") || level.contains("trace") {
+    init_with(settings, None)
+}
+
+/// The filter: `PLEXUS_LOG` when set and valid, else the configured level.
+fn filter(settings: &LogSettings) -> (EnvFilter, String) {
+    match std::env::var("PLEXUS_LOG") {
+        Ok(level) => match EnvFilter::try_new(&level) {
+            Ok(filter) => (filter, level),
+            Err(_) => (EnvFilter::new(&settings.level), settings.level.clone()),
+        },
+        Err(_) => (EnvFilter::new(&settings.level), settings.level.clone()),
+    }
+}
+
+/// At debug or trace, every span (the request, record lock/write/remove, each delegate) logs its time when it
+/// closes (`time.busy`, `time.idle`): the per-phase trace of a request.
+fn span_events(level: &str) -> FmtSpan {
+    if level.contains("debug") || level.contains("trace") {
         FmtSpan::CLOSE
     } else {
         FmtSpan::NONE
-    };
+    }
+}
+
+/// [`init`] with one more layer, which sees every span whatever the log level (the level filters the log output
+/// only).
+pub fn init_with(settings: &LogSettings, extra: Option<ExtraLayer>) -> bool {
+    let mut output: Option<ExtraLayer> = None;
     if let Some(path) = &settings.file {
         match OpenOptions::new()
             .create(true)
@@ -28,28 +52,39 @@ pub fn init(settings: &LogSettings) -> bool {
             .open(path)
         {
             Ok(file) => {
-                return tracing_subscriber::fmt()
-                    .json()
-                    .with_current_span(true)
-                    .with_env_filter(filter)
-                    .with_span_events(spans)
-                    .with_writer(Mutex::new(file))
-                    .try_init()
-                    .is_ok();
+                let (filter, level) = filter(settings);
+                output = Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_current_span(true)
+                        .with_span_events(span_events(&level))
+                        .with_writer(Mutex::new(file))
+                        .with_filter(filter)
+                        .boxed(),
+                );
             }
             Err(e) => eprintln!(
                 "plexus: cannot open log file {}: {e}; logging to stderr",
                 path.display()
             ),
         }
-    } else if !settings.to_stderr {
+    } else if !settings.to_stderr && extra.is_none() {
         return false;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_span_events(spans)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+    if output.is_none() && (settings.to_stderr || settings.file.is_some()) {
+        let (filter, level) = filter(settings);
+        output = Some(
+            tracing_subscriber::fmt::layer()
+                .with_span_events(span_events(&level))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_filter(filter)
+                .boxed(),
+        );
+    }
+    let layers: Vec<ExtraLayer> = output.into_iter().chain(extra).collect();
+    tracing_subscriber::registry()
+        .with(layers)
         .try_init()
         .is_ok()
 }

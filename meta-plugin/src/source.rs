@@ -1,7 +1,7 @@
 //! Where pods, NADs and on-disk network configs come from, and where network-status goes.
 //!
 //! [`NetworkSource`] is the seam between planning and the outside world: [`KubeSource`] asks the API server (thin
-//! mode); a node daemon's watch-backed cache can implement the same trait later (thick mode).
+//! mode); the node daemon of thick mode (crate `plexus-daemon`) implements it over watch-backed caches.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,9 @@ pub enum SourceError {
     Timeout { what: String, seconds: f64 },
     #[error("kubeconfig {path}: {msg}")]
     Kubeconfig { path: String, msg: String },
+    /// The node daemon's client task ended before answering (the daemon is stopping).
+    #[error("{what}: the client stopped: {msg}")]
+    ClientStopped { what: String, msg: String },
 }
 
 /// An event about the pod, for `kubectl describe pod`.
@@ -47,11 +50,13 @@ pub struct PodEvent {
 
 /// What planning reads and publishing writes.
 pub trait NetworkSource {
-    /// The pod, or `None` when it does not exist.
+    /// The pod, or `None` when it does not exist. `uid` is the UID the runtime named, when it did: a cache holding
+    /// a pod of that name with another UID asks the API server rather than answer from the cache.
     fn pod(
         &self,
         namespace: &str,
         name: &str,
+        uid: Option<&str>,
     ) -> impl Future<Output = Result<Option<PodView>, SourceError>>;
     /// The NAD's `spec.config`: `None` when there is no such NAD, `Some(None)` when it has no config.
     fn nad_config(
@@ -81,19 +86,29 @@ pub trait NetworkSource {
 /// ([`Connect`]); the node daemon of thick mode hands out its watch-backed cache instead.
 pub trait SourceProvider {
     type Source: NetworkSource;
-    fn source(
-        &self,
-        config: &Config,
-        kubeconfig: &Path,
-    ) -> impl Future<Output = Result<Self::Source, SourceError>>;
+    /// Whether requests run in Kubernetes mode (pods and NADs from the API server) rather than static mode.
+    fn kubernetes(&self, config: &Config) -> bool;
+    /// The source of one request; called only when [`Self::kubernetes`] is true.
+    fn source(&self, config: &Config) -> impl Future<Output = Result<Self::Source, SourceError>>;
 }
 
-/// Thin mode: a [`KubeSource`] per request, every call bounded by `apiTimeoutSeconds`.
+/// Thin mode: a [`KubeSource`] per request, every call bounded by `apiTimeoutSeconds`; Kubernetes mode when the
+/// config names a kubeconfig.
 pub struct Connect;
 
 impl SourceProvider for Connect {
     type Source = KubeSource;
-    async fn source(&self, config: &Config, kubeconfig: &Path) -> Result<KubeSource, SourceError> {
+    fn kubernetes(&self, config: &Config) -> bool {
+        config.kubeconfig.is_some()
+    }
+    async fn source(&self, config: &Config) -> Result<KubeSource, SourceError> {
+        let kubeconfig = config
+            .kubeconfig
+            .as_deref()
+            .ok_or_else(|| SourceError::Kubeconfig {
+                path: String::new(),
+                msg: "the config names no kubeconfig".into(),
+            })?;
         KubeSource::new(kubeconfig, config.api_timeout).await
     }
 }
@@ -103,7 +118,7 @@ impl SourceProvider for Connect {
 pub struct NodeOnly;
 
 impl NetworkSource for NodeOnly {
-    async fn pod(&self, _: &str, _: &str) -> Result<Option<PodView>, SourceError> {
+    async fn pod(&self, _: &str, _: &str, _: Option<&str>) -> Result<Option<PodView>, SourceError> {
         Ok(None)
     }
     async fn nad_config(&self, _: &str, _: &str) -> Result<Option<Option<String>>, SourceError> {
@@ -154,6 +169,16 @@ impl KubeSource {
     /// Whether the connection to the API server speaks HTTP/2 (known after the first response).
     pub fn multiplexed(&self) -> bool {
         self.multiplexed.load(Ordering::Relaxed)
+    }
+
+    /// A source over a client built elsewhere (the node daemon's one kept-alive client); its calls run one after
+    /// another.
+    pub fn from_client(client: kube::Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            multiplexed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     async fn bounded<T>(
@@ -229,17 +254,17 @@ pub fn http2_client(
 }
 
 impl NetworkSource for KubeSource {
-    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodView>, SourceError> {
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        _uid: Option<&str>,
+    ) -> Result<Option<PodView>, SourceError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = self
             .bounded(|| format!("GET pod {namespace}/{name}"), api.get_opt(name))
             .await?;
-        Ok(pod.map(|p| PodView {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            uid: p.metadata.uid.unwrap_or_default(),
-            annotations: p.metadata.annotations.unwrap_or_default(),
-        }))
+        Ok(pod.map(|p| pod_view(&p.metadata)))
     }
 
     async fn nad_config(
@@ -336,6 +361,16 @@ impl NetworkSource for KubeSource {
     }
 }
 
+/// What planning needs of a pod: its metadata (a full object's, or a metadata-only watch's).
+pub fn pod_view(meta: &ObjectMeta) -> PodView {
+    PodView {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+    }
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -353,7 +388,7 @@ pub async fn pod_with_retry<S: NetworkSource>(
 ) -> Result<PodView, PlexusError> {
     let mut pause = Duration::from_millis(100);
     for attempt in 1..=5 {
-        match source.pod(namespace, name).await? {
+        match source.pod(namespace, name, uid).await? {
             Some(pod) => {
                 // A static pod's mirror has another UID than the runtime's: that is not a replaced pod.
                 policy::check_pod_uid(&pod, uid)?;

@@ -312,7 +312,20 @@ impl<'a> Call<'a> {
 
     /// Starts plexus with `stdin` written and closed; stdout and stderr are piped.
     pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
-        let mut child = Command::new(plexus_bin())
+        self.spawn_via(&[], stdin)
+    }
+
+    /// [`Call::spawn`] through a wrapper command (e.g. `setpriv --reuid …` to run plexus as another user).
+    pub fn spawn_via(&self, wrapper: &[&str], stdin: &[u8]) -> std::process::Child {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(plexus_bin());
+                c
+            }
+            None => Command::new(plexus_bin()),
+        };
+        let mut child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CNI_COMMAND", self.command)

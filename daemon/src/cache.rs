@@ -1,0 +1,267 @@
+//! The daemon's [`NetworkSource`]: watch-backed caches of this node's pods (metadata only, field selector
+//! `spec.nodeName`) and of every NAD, with one bounded GET when the cache can't answer; network-status written on
+//! the daemon's one kept-alive client; events queued and sent after the reply.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_cni::config::Config;
+use plexus_cni::plan::PodView;
+use plexus_cni::source::{
+    KubeSource, NetworkSource, PodEvent, SourceError, SourceProvider, pod_view,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// How many event batches wait to be sent before new ones are dropped (and counted as failed).
+const EVENT_QUEUE: usize = 4096;
+
+/// One ADD's events for one pod.
+type EventBatch = (PodView, Vec<PodEvent>);
+
+/// The caches and the client, shared by every request.
+pub struct Caches {
+    client: kube::Client,
+    /// The daemon's runtime: every API call runs there, never on a request's own short-lived runtime, whose end
+    /// would close the kept-alive connections it opened (hyper spawns a connection's task where it is made).
+    runtime: tokio::runtime::Handle,
+    pods: Store<PartialObjectMeta<Pod>>,
+    nads: Store<NetworkAttachmentDefinition>,
+    events: mpsc::Sender<Option<EventBatch>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the daemon hands `plexus_cni::run_with`: every request is in Kubernetes mode and reads the caches.
+#[derive(Clone)]
+pub struct CacheProvider(pub Arc<Caches>);
+
+/// Sends queued events until it receives `None`.
+pub struct EventSender {
+    task: tokio::task::JoinHandle<()>,
+    queue: mpsc::Sender<Option<EventBatch>>,
+}
+
+impl EventSender {
+    /// Sends what is queued, then stops (at most `within`).
+    pub async fn flush(self, within: Duration) {
+        let _ = self.queue.send(None).await;
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            warn!("events still queued at shutdown were not sent");
+        }
+    }
+}
+
+impl Caches {
+    /// Starts the watches (on the current tokio runtime) and the event sender. `metrics.ready` turns true once
+    /// both caches have their first full list.
+    pub fn start(
+        client: kube::Client,
+        node_name: &str,
+        api_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, EventSender) {
+        let (pod_reader, pod_writer) = reflector::store();
+        let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+        let pod_watch = {
+            let (store, metrics) = (pod_reader.clone(), metrics.clone());
+            watcher(
+                pods,
+                watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
+            )
+            .default_backoff()
+            .reflect(pod_writer)
+            .for_each(move |event| {
+                watched("pod", &event, store.len(), &metrics);
+                async {}
+            })
+        };
+        tokio::spawn(pod_watch);
+        let (nad_reader, nad_writer) = reflector::store();
+        let nads: Api<NetworkAttachmentDefinition> = Api::all(client.clone());
+        let nad_watch = {
+            let (store, metrics) = (nad_reader.clone(), metrics.clone());
+            watcher(nads, watcher::Config::default())
+                .default_backoff()
+                .reflect(nad_writer)
+                .for_each(move |event| {
+                    watched("nad", &event, store.len(), &metrics);
+                    async {}
+                })
+        };
+        tokio::spawn(nad_watch);
+        {
+            let (pods, nads, metrics) = (pod_reader.clone(), nad_reader.clone(), metrics.clone());
+            tokio::spawn(async move {
+                if pods.wait_until_ready().await.is_ok() && nads.wait_until_ready().await.is_ok() {
+                    info!(pods = pods.len(), nads = nads.len(), "caches synced: ready");
+                    metrics.ready.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+        let (queue, mut received) = mpsc::channel::<Option<EventBatch>>(EVENT_QUEUE);
+        let sender = KubeSource::from_client(client.clone(), api_timeout);
+        let task = {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                while let Some(Some((pod, events))) = received.recv().await {
+                    match sender.record_events(&pod, &events).await {
+                        Ok(()) => metrics.events("sent", events.len()),
+                        Err(e) => {
+                            warn!(pod = %pod.label(), error = %e, "could not record the pod's events");
+                            metrics.events("failed", events.len());
+                        }
+                    }
+                }
+            })
+        };
+        let caches = Arc::new(Self {
+            client,
+            runtime: tokio::runtime::Handle::current(),
+            pods: pod_reader,
+            nads: nad_reader,
+            events: queue.clone(),
+            metrics,
+        });
+        (caches, EventSender { task, queue })
+    }
+}
+
+/// After each watch event: the cache's size, or the watch's error (it retries with a backoff).
+fn watched<K>(
+    kind: &'static str,
+    event: &Result<watcher::Event<K>, watcher::Error>,
+    len: usize,
+    metrics: &Metrics,
+) {
+    match event {
+        Ok(_) => {
+            metrics
+                .cached
+                .get_or_create(&crate::metrics::KindLabels { kind })
+                .set(len as i64);
+        }
+        Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+    }
+}
+
+/// One request's view: the shared caches and a fallback source bounded by the request's `apiTimeoutSeconds`.
+pub struct CacheSource {
+    caches: Arc<Caches>,
+    api: KubeSource,
+}
+
+impl SourceProvider for CacheProvider {
+    type Source = CacheSource;
+
+    fn kubernetes(&self, _: &Config) -> bool {
+        true
+    }
+
+    async fn source(&self, config: &Config) -> Result<CacheSource, SourceError> {
+        Ok(CacheSource {
+            caches: self.0.clone(),
+            api: KubeSource::from_client(self.0.client.clone(), config.api_timeout),
+        })
+    }
+}
+
+impl CacheSource {
+    /// Runs an API call on the daemon's runtime.
+    async fn on_daemon_runtime<T: Send + 'static>(
+        &self,
+        what: String,
+        call: impl Future<Output = Result<T, SourceError>> + Send + 'static,
+    ) -> Result<T, SourceError> {
+        self.caches.runtime.spawn(call).await.unwrap_or_else(|e| {
+            Err(SourceError::ClientStopped {
+                what,
+                msg: e.to_string(),
+            })
+        })
+    }
+}
+
+impl NetworkSource for CacheSource {
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<PodView>, SourceError> {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(cached) = self.caches.pods.get(&key) {
+            let view = pod_view(&cached.metadata);
+            // Another UID (a pod replaced under the same name, or a watch event not here yet): ask the API
+            // server, unless the shared rule accepts it (a static pod's mirror).
+            if plexus_api::policy::check_pod_uid(&view, uid).is_ok() {
+                self.caches.metrics.cache("pod", true);
+                return Ok(Some(view));
+            }
+        }
+        self.caches.metrics.cache("pod", false);
+        let (api, namespace, name, uid) = (
+            self.api.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+            uid.map(str::to_owned),
+        );
+        self.on_daemon_runtime(format!("GET pod {namespace}/{name}"), async move {
+            api.pod(&namespace, &name, uid.as_deref()).await
+        })
+        .await
+    }
+
+    async fn nad_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Option<String>>, SourceError> {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(nad) = self.caches.nads.get(&key) {
+            self.caches.metrics.cache("nad", true);
+            return Ok(Some(nad.spec.config.clone()));
+        }
+        self.caches.metrics.cache("nad", false);
+        let (api, namespace, name) = (self.api.clone(), namespace.to_owned(), name.to_owned());
+        self.on_daemon_runtime(
+            format!("GET network-attachment-definition {namespace}/{name}"),
+            async move { api.nad_config(&namespace, &name).await },
+        )
+        .await
+    }
+
+    async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
+        let (api, pod, status) = (self.api.clone(), pod.clone(), status.to_owned());
+        self.on_daemon_runtime(
+            format!("PATCH pod {} network-status", pod.label()),
+            async move { api.publish_status(&pod, &status).await },
+        )
+        .await
+    }
+
+    /// Queued: sent after the reply by the daemon's event sender.
+    async fn record_events(&self, pod: &PodView, events: &[PodEvent]) -> Result<(), SourceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self
+            .caches
+            .events
+            .try_send(Some((pod.clone(), events.to_vec())))
+            .is_err()
+        {
+            warn!(pod = %pod.label(), "the event queue is full: this ADD's events are dropped");
+            self.caches.metrics.events("failed", events.len());
+        }
+        Ok(())
+    }
+}

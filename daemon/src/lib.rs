@@ -1,0 +1,127 @@
+//! `plexus-daemon`: thick mode, node side. One long-lived process per node serves the CNI requests that `plexus`
+//! forwards as a shim (`plexus_cni::shim`), each one a call of the same `plexus_cni::run_with` that thin mode runs,
+//! with the source, the client and the logging passed in rather than built per call.
+//!
+//! Why a crate of its own rather than a module of `plexus-cni`: the daemon needs kube's runtime (watches and
+//! reflectors), an HTTP server and a metrics registry; as a separate crate none of that is linked into `plexus`,
+//! the binary the runtime execs for every request, which stays small and starts fast. The daemon reuses the
+//! library's config, plan, ops, record and source code; it adds only what is its own:
+//! - [`config`]: the daemon's file (the plugin's keys plus `daemonSocketDir`, `nodeName`, `metricsAddress`,
+//!   `maxConcurrentDelegates`, `socketGroup`) and how it is laid over each request's config;
+//! - [`cache`]: the watch-backed `NetworkSource`;
+//! - [`server`]: the unix socket;
+//! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
+
+pub mod cache;
+pub mod config;
+pub mod metrics;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tracing::info;
+
+use crate::cache::{CacheProvider, Caches};
+use crate::config::DaemonConfig;
+use crate::metrics::{Metrics, PhaseTimer};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Kubernetes client: {0}")]
+    Client(String),
+    #[error(transparent)]
+    Socket(#[from] server::SocketError),
+    #[error("metrics address {address}: {source}")]
+    Metrics {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The client: from the config's `kubeconfig` when it names one, else inferred (`KUBECONFIG`, then the pod's
+/// service account: its token file is read again at least once a minute, so a rotated token is picked up).
+pub async fn client(config: &DaemonConfig) -> Result<kube::Client, StartError> {
+    let err = |e: &dyn std::fmt::Display| StartError::Client(e.to_string());
+    let mut kube_config = match &config.plugin.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Client(format!("kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    kube_config.connect_timeout = Some(config.plugin.api_timeout);
+    // Names Plexus in the API server's audit log, as thin mode does.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("plexus/", env!("CARGO_PKG_VERSION"), " (daemon)")),
+    ));
+    kube::Client::try_from(kube_config).map_err(|e| err(&e))
+}
+
+/// Runs the daemon until `shutdown` completes (SIGTERM in the binary), then finishes the requests in flight and
+/// sends the queued events.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let metrics = Metrics::new();
+    plexus_cni::logging::init_with(
+        &config.plugin.log,
+        Some(Box::new(PhaseTimer {
+            metrics: metrics.clone(),
+        })),
+    );
+    let client = client(&config).await?;
+    let (caches, events) = Caches::start(
+        client,
+        &config.node_name,
+        config.plugin.api_timeout,
+        metrics.clone(),
+    );
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match config.metrics_address {
+        Some(address) => {
+            let listener = metrics::bind(address)
+                .await
+                .map_err(|source| StartError::Metrics {
+                    address: address.to_string(),
+                    source,
+                })?;
+            info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let listener = server::bind(&config)?;
+    let socket = config.socket_path();
+    info!(socket = %socket.display(), node = %config.node_name, "serving");
+    let config = Arc::new(config);
+    server::serve(
+        listener,
+        socket,
+        config,
+        CacheProvider(caches),
+        metrics,
+        shutdown,
+    )
+    .await;
+    events.flush(Duration::from_secs(10)).await;
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! The daemon's Prometheus metrics, the tracing layer that times the phases of each request from the library's
+//! phase spans (`plexus_cni::PHASE_SPANS`), and the HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub command: String,
+    /// `success` or `error`.
+    pub outcome: &'static str,
+    /// The CNI error code, `0` on success.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `lookup`, `delegate` or `status_write`.
+    pub phase: &'static str,
+    /// The delegate's plugin type (empty for the other phases).
+    pub plugin: String,
+    /// The delegate's command (empty for the other phases).
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `pod` or `nad`.
+    pub kind: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `pod` or `nad`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `sent` or `failed` (not accepted by the API server, or dropped because the queue was full).
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// Every metric the daemon exports, and whether its caches have synced.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<OutcomeLabels, Counter>,
+    pub request_duration: Family<CommandLabels, Histogram, fn() -> Histogram>,
+    pub phase_duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    pub events: Family<EventLabels, Counter>,
+    pub cached: Family<KindLabels, Gauge>,
+    pub in_flight: Gauge,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("plexus_daemon");
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        let request_duration =
+            Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let phase_duration =
+            Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let events = Family::<EventLabels, Counter>::default();
+        let cached = Family::<KindLabels, Gauge>::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "cached_objects",
+            "Objects in the watch caches: this node's pods, all NADs",
+            cached.clone(),
+        );
+        registry.register(
+            "requests",
+            "CNI requests answered, by command, outcome and CNI error code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer one CNI request, by command",
+            request_duration.clone(),
+        );
+        registry.register(
+            "phase_duration_seconds",
+            "Time of one phase of a request: lookup (pod and NADs), delegate (by plugin type and command), \
+             status_write (the network-status PATCH)",
+            phase_duration.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Pod and NAD lookups answered from the watch caches (hit) or by the API server (miss)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "events",
+            "Pod events sent after the reply, by result",
+            events.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "CNI requests being served",
+            in_flight.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            request_duration,
+            phase_duration,
+            cache_lookups,
+            events,
+            cached,
+            in_flight,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn cache(&self, kind: &'static str, hit: bool) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                kind,
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    pub fn events(&self, result: &'static str, n: usize) {
+        self.events
+            .get_or_create(&EventLabels { result })
+            .inc_by(n as u64);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+}
+
+/// Times the library's phase spans and records them in `phase_duration_seconds`.
+pub struct PhaseTimer {
+    pub metrics: Arc<Metrics>,
+}
+
+struct Phase {
+    started: Instant,
+    labels: PhaseLabels,
+}
+
+#[derive(Default)]
+struct DelegateFields {
+    plugin: String,
+    command: String,
+}
+
+impl Visit for DelegateFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "plugin" => self.plugin = value.to_owned(),
+            "command" => self.command = value.to_owned(),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> tracing_subscriber::Layer<S> for PhaseTimer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        if !meta.target().starts_with("plexus_cni") {
+            return;
+        }
+        let Some(phase) = plexus_cni::PHASE_SPANS.iter().find(|p| **p == meta.name()) else {
+            return;
+        };
+        let mut fields = DelegateFields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Phase {
+                started: Instant::now(),
+                labels: PhaseLabels {
+                    phase,
+                    plugin: fields.plugin,
+                    command: fields.command,
+                },
+            });
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(&id)
+            && let Some(phase) = span.extensions().get::<Phase>()
+        {
+            self.metrics
+                .phase_duration
+                .get_or_create(&phase.labels)
+                .observe(phase.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (200 once the caches synced, 503 before)
+/// until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the metrics address (before serving, so that a taken port fails the start).
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
+    }
+}

@@ -1,0 +1,668 @@
+//! Thick mode against the real control plane: `plexus-daemon` (watch caches, unix socket, metrics) and `plexus` as
+//! its shim, with the real CNI plugins in real network namespaces.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use plexus_e2e::thick::{Daemon, shim_config};
+use plexus_e2e::*;
+use serde_json::{Value, json};
+
+const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+
+/// A ptp network in a subnet of its own, leases in the sandbox's data dir; returns the subnet's first three
+/// octets.
+fn ptp_nad(namespace: &str, name: &str, plugin: &str, sb: &PodSandbox) -> String {
+    let (subnet, prefix) = subnet();
+    create_nad(
+        namespace,
+        name,
+        Some(&json!({"cniVersion": "1.0.0", "type": plugin, "ipam": sb.host_local(&subnet)})),
+    );
+    prefix
+}
+
+/// Pod `web` in a namespace of its own, bound to the daemon's node, selecting NAD `side` (delegate `plugin`), and
+/// the shim config of its sandbox (`extra` keys on top).
+struct NodePod {
+    ns: KubeNamespace,
+    sb: PodSandbox,
+    /// The first three octets of `side`'s subnet.
+    side: String,
+    args: String,
+    config: Value,
+}
+
+impl NodePod {
+    fn new(daemon: &Daemon, prefix: &str, plugin: &str, extra: Value) -> Self {
+        let ns = KubeNamespace::new(prefix);
+        let sb = PodSandbox::new();
+        let side = ptp_nad(&ns.name, "side", plugin, &sb);
+        let uid = create_pod_on(
+            &ns.name,
+            "web",
+            &[(NETWORKS, "side")],
+            Some(&daemon.node.name),
+        );
+        let args = pod_args(&ns.name, "web", &uid, &sb.container_id);
+        let config = daemon.shim_config(&sb.config(extra));
+        Self {
+            ns,
+            sb,
+            side,
+            args,
+            config,
+        }
+    }
+
+    fn call<'a>(&'a self, command: &'a str) -> Call<'a> {
+        let mut call = self.sb.call(command, "");
+        call.args = &self.args;
+        call
+    }
+}
+
+fn code(e: &Value) -> u64 {
+    e["code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no code in {e}"))
+}
+
+/// A pod on the daemon's node whose one network's delegate, on ADD, writes its pid to `pidfile`, waits `seconds`,
+/// then runs the real ptp plugin.
+struct SlowPod {
+    pod: NodePod,
+    _bin: tempfile::TempDir,
+    pidfile: std::path::PathBuf,
+}
+
+impl SlowPod {
+    fn new(daemon: &Daemon, prefix: &str, seconds: u32) -> Self {
+        let bin = tempfile::tempdir().unwrap();
+        let pidfile = bin.path().join("slow.pid");
+        script(
+            bin.path(),
+            "slow-ptp",
+            &format!(
+                "[ \"$CNI_COMMAND\" = ADD ] && {{ echo $$ > {pid}.new; mv {pid}.new {pid}; sleep {seconds}; }}\nexec {plugins}/ptp",
+                pid = pidfile.display(),
+                plugins = plugins_dir().display()
+            ),
+        );
+        let bin_dir = format!("{}:{}", bin.path().display(), plugins_dir().display());
+        let pod = NodePod::new(daemon, prefix, "slow-ptp", json!({"binDir": bin_dir}));
+        Self {
+            pod,
+            _bin: bin,
+            pidfile,
+        }
+    }
+
+    /// Starts the ADD and returns once the slow delegate runs.
+    fn start_add(&self) -> std::process::Child {
+        let add = self
+            .pod
+            .call("ADD")
+            .spawn(self.pod.config.to_string().as_bytes());
+        wait_for_file(&self.pidfile);
+        add
+    }
+}
+
+fn wait_for_file(path: &Path) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_warm_add_reads_nothing_from_the_api_server_and_is_measured() {
+    let daemon = Daemon::start(json!({}));
+    let mode = std::fs::metadata(daemon.socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600,
+        "socket mode"
+    );
+    let pod = NodePod::new(&daemon, "thick", "ptp", json!({}));
+    let (ns, sb, args, config) = (&pod.ns, &pod.sb, &pod.args, &pod.config);
+    daemon.wait_for("the pod in its cache", |d| {
+        d.metric("plexus_daemon_cached_objects", &["kind=\"pod\""]) == 1.0
+    });
+
+    let result = sb.call("ADD", args).ok(config);
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let mut names = sb.netns.link_names();
+    names.sort();
+    assert_eq!(names, ["eth0", "net1"]);
+    let status = network_status(&ns.name, "web");
+    assert_eq!(status.len(), 2, "{status:?}");
+    // Pod and NAD came from the caches: the one request of the ADD is the network-status PATCH (the events go
+    // after the reply).
+    let requests = plexus_api_requests(&ns.name);
+    let reads = requests.iter().filter(|(v, _, _)| v == "get").count();
+    let patches = requests
+        .iter()
+        .filter(|(v, r, _)| v == "patch" && r == "pods")
+        .count();
+    assert_eq!((reads, patches), (0, 1), "{requests:?}");
+    daemon.wait_for("the AddedInterface events", |_| {
+        pod_events(&ns.name, "web")
+            .iter()
+            .filter(|(reason, _)| reason == "AddedInterface")
+            .count()
+            == 2
+    });
+    assert_eq!(
+        daemon.metric("plexus_daemon_events_total", &["result=\"sent\""]),
+        2.0
+    );
+
+    sb.call("CHECK", args).ok(config);
+    sb.call("DEL", args).ok(config);
+    sb.assert_clean();
+
+    let m = |name: &str, labels: &[&str]| daemon.metric(name, labels);
+    assert_eq!(
+        m(
+            "plexus_daemon_cache_lookups_total",
+            &["kind=\"pod\"", "result=\"hit\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "plexus_daemon_cache_lookups_total",
+            &["kind=\"nad\"", "result=\"hit\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m("plexus_daemon_cache_lookups_total", &["result=\"miss\""]),
+        0.0
+    );
+    for command in ["ADD", "CHECK", "DEL"] {
+        let c = format!("command=\"{command}\"");
+        assert_eq!(
+            m("plexus_daemon_request_duration_seconds_count", &[&c]),
+            1.0,
+            "{command}"
+        );
+        assert_eq!(
+            m(
+                "plexus_daemon_requests_total",
+                &[&c, "outcome=\"success\"", "code=\"0\""]
+            ),
+            1.0,
+            "{command}"
+        );
+    }
+    let phase = |labels: &[&str]| m("plexus_daemon_phase_duration_seconds_count", labels);
+    assert_eq!(phase(&["phase=\"lookup\""]), 1.0);
+    assert_eq!(phase(&["phase=\"status_write\""]), 1.0);
+    assert_eq!(
+        phase(&["phase=\"delegate\"", "plugin=\"ptp\"", "command=\"ADD\""]),
+        2.0
+    );
+    assert_eq!(
+        phase(&["phase=\"delegate\"", "plugin=\"ptp\"", "command=\"DEL\""]),
+        2.0
+    );
+    assert_eq!(m("plexus_daemon_in_flight_requests", &[]), 0.0);
+}
+
+#[test]
+fn a_pod_missing_from_the_cache_is_read_with_one_get() {
+    let daemon = Daemon::start(json!({}));
+    let ns = KubeNamespace::new("miss");
+    let sb = PodSandbox::new();
+    ptp_nad(&ns.name, "side", "ptp", &sb);
+    // Not bound to the daemon's node, so never in its cache: what the daemon sees when the runtime calls before
+    // the watch event arrives.
+    let uid = create_pod(&ns.name, "fresh", &[(NETWORKS, "side")]);
+    let args = pod_args(&ns.name, "fresh", &uid, &sb.container_id);
+    let config = daemon.shim_config(&sb.config(json!({})));
+    sb.call("ADD", &args).ok(&config);
+    assert_eq!(sb.netns.link_names().len(), 2);
+    assert_eq!(
+        daemon.metric(
+            "plexus_daemon_cache_lookups_total",
+            &["kind=\"pod\"", "result=\"miss\""]
+        ),
+        1.0
+    );
+    let gets: Vec<_> = plexus_api_requests(&ns.name)
+        .into_iter()
+        .filter(|(v, r, _)| v == "get" && r == "pods")
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    sb.call("DEL", &args).ok(&config);
+    sb.assert_clean();
+}
+
+#[test]
+fn a_changed_nad_is_used_by_the_next_add() {
+    let daemon = Daemon::start(json!({}));
+    let pod = NodePod::new(&daemon, "nadchg", "ptp", json!({}));
+    let (ns, sb, args, config) = (&pod.ns, &pod.sb, &pod.args, &pod.config);
+    let old = &pod.side;
+    sb.call("ADD", args).ok(config);
+    assert!(sb.netns.ipv4("net1")[0].starts_with(&format!("{old}.")));
+    sb.call("DEL", args).ok(config);
+
+    let new = ptp_nad(&ns.name, "side", "ptp", sb);
+    // The watch brings the change within moments; each try is a full ADD and DEL.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        sb.call("ADD", args).ok(config);
+        let ip = sb.netns.ipv4("net1")[0].clone();
+        sb.call("DEL", args).ok(config);
+        if ip.starts_with(&format!("{new}.")) {
+            break;
+        }
+        assert!(ip.starts_with(&format!("{old}.")), "{ip}");
+        assert!(Instant::now() < until, "still the old NAD after 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sb.assert_clean();
+}
+
+#[test]
+fn killed_mid_add_then_del_through_a_restarted_daemon_leaves_nothing() {
+    let daemon = Daemon::start(json!({}));
+    let slow = SlowPod::new(&daemon, "kill9", 60);
+    let add = slow.start_add();
+    let pod = &slow.pod;
+    // Mid-ADD: the default network is attached, the second delegate runs. The daemon dies with what it started,
+    // as it would with its pod or its systemd unit.
+    assert_eq!(pod.sb.netns.link_names(), ["eth0"]);
+    daemon.kill();
+    let pid = std::fs::read_to_string(&slow.pidfile).unwrap();
+    sh(&["kill", "-9", "--", &format!("-{}", pid.trim())]);
+    let out = add.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(code(&e), 11, "{e}");
+    assert!(
+        !record_files(pod.sb.cni_dir.path()).is_empty(),
+        "the record of the ADD in progress"
+    );
+
+    daemon.spawn();
+    pod.call("DEL").ok(&pod.config);
+    pod.sb.assert_clean();
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_the_socket_is_gone() {
+    let daemon = Daemon::start(json!({}));
+    let slow = SlowPod::new(&daemon, "term", 2);
+    let add = slow.start_add();
+    let pod = &slow.pod;
+    daemon.signal("TERM");
+    let out = add.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        daemon.log()
+    );
+    assert!(daemon.wait_exit(Duration::from_secs(30)), "exit status");
+    assert!(!daemon.socket().exists());
+    let mut names = pod.sb.netns.link_names();
+    names.sort();
+    assert_eq!(names, ["eth0", "net1"]);
+
+    // Down: the shim says so at once.
+    let e = pod.call("DEL").err(pod.config.to_string().as_bytes());
+    assert_eq!(code(&e), 11, "{e}");
+    daemon.spawn();
+    pod.call("DEL").ok(&pod.config);
+    pod.sb.assert_clean();
+}
+
+#[test]
+fn daemon_down_or_silent_is_code_11_within_the_timeout() {
+    let sb = PodSandbox::new();
+    let args = pod_args("default", "nobody", "u", &sb.container_id);
+    // Nothing listens on the socket.
+    let empty = tempfile::tempdir().unwrap();
+    let config = shim_config(&sb.config(json!({})), empty.path());
+    let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
+    assert_eq!(code(&e), 11, "{e}");
+    let socket = empty.path().join("plexus.sock").display().to_string();
+    assert!(e["msg"].as_str().unwrap().contains(&socket), "{e}");
+    assert_eq!(e["cniVersion"], "1.0.0");
+
+    // A daemon that accepts but does not answer (stopped): code 11 once daemonTimeoutSeconds are over.
+    let daemon = Daemon::start(json!({}));
+    let pod = NodePod::new(&daemon, "silent", "ptp", json!({"daemonTimeoutSeconds": 2}));
+    let (sb, args, config) = (&pod.sb, &pod.args, &pod.config);
+    daemon.signal("STOP");
+    let started = Instant::now();
+    let e = sb.call("ADD", args).err(config.to_string().as_bytes());
+    let waited = started.elapsed();
+    daemon.signal("CONT");
+    assert_eq!(code(&e), 11, "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("daemonTimeoutSeconds"),
+        "{e}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // The daemon reads the request after the shim gave up: it does not run it (the runtime goes on with a DEL).
+    daemon.wait_for("the abandoned ADD answered", |d| {
+        d.metric(
+            "plexus_daemon_requests_total",
+            &["command=\"ADD\"", "code=\"11\""],
+        ) == 1.0
+    });
+    sb.assert_clean();
+    sb.call("DEL", args).ok(config);
+    sb.assert_clean();
+}
+
+#[test]
+fn a_hundred_concurrent_adds_then_dels_through_the_shim() {
+    const PODS: usize = 100;
+    let daemon = Daemon::start(json!({}));
+    let ns = KubeNamespace::new("many");
+    let shared = PodSandbox::new();
+    let (side_subnet, _) = subnet();
+    create_nad(
+        &ns.name,
+        "side",
+        Some(
+            &json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": shared.host_local(&side_subnet)}),
+        ),
+    );
+    let pods: Vec<Value> = (0..PODS)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("p{i}"), "namespace": ns.name, "annotations": {NETWORKS: "side"}},
+                "spec": {"nodeName": daemon.node.name, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
+        })
+        .collect();
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&json!({"apiVersion": "v1", "kind": "List", "items": pods}).to_string()),
+    );
+    let listed: Value = serde_json::from_str(&kubectl(
+        &["get", "pods", "-n", &ns.name, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    let uid = |name: &str| {
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .map(|p| p["metadata"]["uid"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    daemon.wait_for("the pods in its cache", |d| {
+        d.metric("plexus_daemon_cached_objects", &["kind=\"pod\""]) == PODS as f64
+    });
+    // One default network, one lease store and one record directory for all: leases must be distinct.
+    let config = daemon.shim_config(&shared.config(json!({})));
+    let sandboxes: Vec<(Netns, String, String)> = (0..PODS)
+        .map(|i| {
+            let container = unique("ctr");
+            let args = pod_args(
+                &ns.name,
+                &format!("p{i}"),
+                &uid(&format!("p{i}")),
+                &container,
+            );
+            (Netns::new(), container, args)
+        })
+        .collect();
+    let run_all = |command: &str| {
+        let paths: Vec<String> = sandboxes.iter().map(|(n, _, _)| n.path()).collect();
+        let children: Vec<_> = sandboxes
+            .iter()
+            .zip(&paths)
+            .map(|((_, container, args), path)| {
+                let mut call = Call::new(command, container, path);
+                call.args = args;
+                call.spawn(config.to_string().as_bytes())
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{command}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                out.stdout
+            })
+            .collect::<Vec<_>>()
+    };
+    let results = run_all("ADD");
+    let ips: BTreeSet<String> = results
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r).unwrap();
+            v["ips"][0]["address"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ips.len(), PODS, "distinct default-network addresses");
+    assert_eq!(
+        leases(shared.data.path()).len(),
+        2 * PODS,
+        "distinct leases"
+    );
+    for (netns, _, _) in &sandboxes {
+        assert_eq!(netns.link_names().len(), 2);
+    }
+    run_all("DEL");
+    for (netns, _, _) in &sandboxes {
+        assert_eq!(netns.link_names(), Vec::<String>::new());
+    }
+    assert_eq!(leases(shared.data.path()), Vec::<String>::new());
+    assert_eq!(record_files(shared.cni_dir.path()), Vec::<String>::new());
+    assert_eq!(
+        daemon.metric("plexus_daemon_requests_total", &["outcome=\"success\""]),
+        2.0 * PODS as f64
+    );
+}
+
+#[test]
+fn callers_other_than_root_are_refused() {
+    const GROUP: u32 = 4242;
+    let daemon = Daemon::start(json!({"socketGroup": GROUP}));
+    // Let other users reach the socket's directory; the socket itself decides.
+    for dir in [daemon.dir.path(), &daemon.socket_dir()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let pod = NodePod::new(&daemon, "peer", "ptp", json!({}));
+    let (sb, args, config) = (&pod.sb, &pod.args, &pod.config);
+    let as_user = |groups: &str, primary: u32| {
+        let regid = primary.to_string();
+        let mut wrapper = vec!["setpriv", "--reuid", "65534", "--regid", &regid];
+        if groups.is_empty() {
+            wrapper.push("--clear-groups");
+        } else {
+            wrapper.extend(["--groups", groups]);
+        }
+        let out = sb
+            .call("ADD", args)
+            .spawn_via(&wrapper, config.to_string().as_bytes())
+            .wait_with_output()
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.success(), reply)
+    };
+    // Neither root nor in the group: the socket's mode (0660, root:4242) refuses the connection.
+    let (ok, e) = as_user("", 65534);
+    assert!(!ok);
+    assert_eq!(code(&e), 11, "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("ermission denied"),
+        "{e}"
+    );
+    // In the group only as a supplementary group: the file lets it connect, SO_PEERCRED (uid 65534, gid 65534)
+    // does not let it in.
+    let (ok, e) = as_user(&GROUP.to_string(), 65534);
+    assert!(!ok);
+    assert_eq!(code(&e), 4, "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("uid 65534 gid 65534"),
+        "{e}"
+    );
+    assert_eq!(sb.netns.link_names(), Vec::<String>::new());
+    // With the group as its own: served.
+    let (ok, result) = as_user("", GROUP);
+    assert!(ok, "{result}");
+    assert_eq!(sb.netns.link_names().len(), 2);
+    sb.call("DEL", args).ok(config);
+    sb.assert_clean();
+}
+
+/// kube re-reads a token file when its copy is over 50 s old (as client-go does, at least once a minute).
+const TOKEN_REREAD: Duration = Duration::from_secs(55);
+
+#[test]
+fn a_rotated_service_account_token_is_picked_up() {
+    let ns = KubeNamespace::new("token");
+    let sa = "plexus-daemon";
+    kubectl(&["create", "serviceaccount", sa, "-n", &ns.name], None);
+    let role = format!("plexus-daemon-{}", ns.name);
+    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role},
+         "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name}]}]});
+    kubectl(&["apply", "-f", "-"], Some(&rbac.to_string()));
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = kubectl_output(&["delete", "clusterrole,clusterrolebinding", &self.0], None);
+        }
+    }
+    let _cleanup = Cleanup(role);
+    // A token bound to a Secret: deleting the Secret revokes the token.
+    let token_for = |secret: &str| {
+        kubectl(
+            &["create", "secret", "generic", secret, "-n", &ns.name],
+            None,
+        );
+        kubectl(
+            &[
+                "create",
+                "token",
+                sa,
+                "-n",
+                &ns.name,
+                "--bound-object-kind",
+                "Secret",
+                "--bound-object-name",
+                secret,
+                "--duration",
+                "1h",
+            ],
+            None,
+        )
+        .trim()
+        .to_owned()
+    };
+    let creds = tempfile::tempdir().unwrap();
+    let token_file = creds.path().join("token");
+    let write_token = |token: &str| {
+        let tmp = creds.path().join("token.new");
+        std::fs::write(&tmp, token).unwrap();
+        std::fs::rename(&tmp, &token_file).unwrap();
+    };
+    let first = token_for("first");
+    write_token(&first);
+    let pki = kubeconfig().parent().unwrap().join("pki");
+    let kc = creds.path().join("sa.kubeconfig");
+    let kubeconfig_with = |token: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{}\n    certificate-authority: {}\n\
+             users:\n- name: sa\n  user:\n    {token}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: sa\n",
+            api_server_address(),
+            pki.join("ca.crt").display()
+        )
+    };
+    std::fs::write(
+        &kc,
+        kubeconfig_with(&format!("tokenFile: {}", token_file.display())),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let daemon = Daemon::start(json!({"kubeconfig": kc}));
+
+    let sb = PodSandbox::new();
+    ptp_nad(&ns.name, "side", "ptp", &sb);
+    let config = daemon.shim_config(&sb.config(json!({})));
+    let attach = |pod: &str| {
+        let uid = create_pod_on(
+            &ns.name,
+            pod,
+            &[(NETWORKS, "side")],
+            Some(&daemon.node.name),
+        );
+        let args = pod_args(&ns.name, pod, &uid, &sb.container_id);
+        sb.call("ADD", &args).ok(&config);
+        assert_eq!(network_status(&ns.name, pod).len(), 2);
+        sb.call("DEL", &args).ok(&config);
+        sb.assert_clean();
+    };
+    attach("before");
+
+    // Rotate: a new token in the file, the old one revoked.
+    write_token(&token_for("second"));
+    kubectl(&["delete", "secret", "first", "-n", &ns.name], None);
+    let old = creds.path().join("old.kubeconfig");
+    std::fs::write(&old, kubeconfig_with(&format!("token: {first}"))).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(kubectl_bin())
+            .args([
+                "--kubeconfig",
+                &old.display().to_string(),
+                "get",
+                "pods",
+                "-n",
+                &ns.name,
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stderr).contains("Unauthorized") {
+            break;
+        }
+        assert!(Instant::now() < until, "the first token still works");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(left) = TOKEN_REREAD.checked_sub(started.elapsed()) {
+        std::thread::sleep(left);
+    }
+    attach("after");
+}
+
+#[test]
+fn readiness_waits_for_the_caches_and_health_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_unready(json!({"kubeconfig": dead_kubeconfig(dir.path())}));
+    assert_eq!(daemon.get("/healthz").0, 200);
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(daemon.metric("plexus_daemon_in_flight_requests", &[]), 0.0);
+    let ready = Daemon::start(json!({}));
+    assert_eq!(ready.get("/readyz").0, 200);
+}

@@ -1,0 +1,333 @@
+//! Thick mode, runtime side: when the stdin config has `daemonSocketDir`, `plexus` forwards the request (the CNI
+//! environment and stdin) to the node daemon's socket `<daemonSocketDir>/plexus.sock` and prints the daemon's reply,
+//! which is exactly what thin mode would have printed. The daemon down, or silent for `daemonTimeoutSeconds`, is a
+//! CNI error with code 11 ("try again later") naming the socket: never a hang.
+//!
+//! This path runs before anything else in `plexus` (no tokio, no kube client, no TLS): a std `UnixStream` and one
+//! small JSON header. The wire format lives here for both ends (the daemon reads with [`read_request`] and answers
+//! with [`write_reply`]):
+//! - request: a 4-byte big-endian length, that many bytes of a JSON header (`env`: the `CNI_*` variables;
+//!   `deadlineMs`: when the shim stops waiting, in milliseconds since the Unix epoch), then the stdin bytes up to the
+//!   end of the stream (the shim shuts its writing half down);
+//! - reply: one byte (0 success, 1 failure), then what `plexus` prints on stdout, up to the end of the stream.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use plexus_api::cni::{CniError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// The socket's file name inside `daemonSocketDir`.
+pub const SOCKET_NAME: &str = "plexus.sock";
+/// How long the shim waits for the daemon's whole reply unless `daemonTimeoutSeconds` says otherwise. Longer than
+/// a typical ADD of several networks, shorter than the kubelet's two-minute CRI timeout.
+pub const DEFAULT_TIMEOUT_SECONDS: f64 = 100.0;
+/// The CNI variables a request carries.
+pub const FORWARDED_VARIABLES: [&str; 6] = [
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
+];
+/// The largest env header a daemon accepts.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The largest stdin a daemon accepts.
+pub const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// The keys of a shim config (everything else in it goes to the daemon untouched).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShimKeys {
+    #[serde(default)]
+    cni_version: Option<String>,
+    #[serde(default)]
+    daemon_socket_dir: Option<String>,
+    #[serde(default)]
+    daemon_timeout_seconds: Option<f64>,
+}
+
+/// Where and how long to ask the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shim {
+    pub socket: PathBuf,
+    pub timeout: Duration,
+    cni_version: String,
+}
+
+/// What the daemon answered: what `plexus` prints and whether it exits with success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub success: bool,
+    pub stdout: String,
+}
+
+impl Shim {
+    /// The shim settings of a stdin config, or `None` when it is not a shim config (no `daemonSocketDir`, or not
+    /// a JSON object at all: thin mode then reports what is wrong with it). A bad `daemonTimeoutSeconds` is a
+    /// config error.
+    pub fn from_stdin(stdin: &[u8]) -> Option<Result<Self, CniError>> {
+        let keys: ShimKeys = serde_json::from_slice(stdin).ok()?;
+        let dir = keys.daemon_socket_dir.filter(|d| !d.is_empty())?;
+        let cni_version = keys.cni_version.unwrap_or_default();
+        let seconds = keys
+            .daemon_timeout_seconds
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Some(Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("daemonTimeoutSeconds must be a positive number, not {seconds}"),
+            )
+            .with_version(cni_version)));
+        }
+        Some(Ok(Self {
+            socket: Path::new(&dir).join(SOCKET_NAME),
+            timeout: Duration::from_secs_f64(seconds),
+            cni_version,
+        }))
+    }
+
+    /// Sends the request and waits for the reply, at most the timeout in all.
+    pub fn forward(
+        &self,
+        env_lookup: impl Fn(&str) -> Option<String>,
+        stdin: &[u8],
+    ) -> Result<Reply, CniError> {
+        let deadline = Instant::now() + self.timeout;
+        let unavailable = |what: String| {
+            CniError::new(
+                ErrorCode::TryAgainLater,
+                format!(
+                    "the plexus daemon at {} {what}; try again later",
+                    self.socket.display()
+                ),
+            )
+            .with_version(self.cni_version.clone())
+        };
+        let header = Header {
+            env: FORWARDED_VARIABLES
+                .iter()
+                .filter_map(|k| env_lookup(k).map(|v| ((*k).to_owned(), v)))
+                .collect(),
+            deadline_ms: unix_ms(std::time::SystemTime::now() + self.timeout),
+        };
+        let header = serde_json::to_vec(&header).expect("the header serialises");
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| unavailable(format!("can't be reached: {e}")))?;
+        let remaining = |deadline: Instant| {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+        };
+        let send = (|| {
+            stream.set_write_timeout(Some(self.timeout))?;
+            stream.write_all(&(header.len() as u32).to_be_bytes())?;
+            stream.write_all(&header)?;
+            stream.write_all(stdin)?;
+            stream.shutdown(std::net::Shutdown::Write)
+        })();
+        // A daemon that refuses the caller answers and closes without reading: its answer is still there to read.
+        let not_sent = send.err();
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let Some(left) = remaining(deadline) else {
+                return Err(unavailable(format!(
+                    "did not answer within {}s (daemonTimeoutSeconds)",
+                    self.timeout.as_secs_f64()
+                )));
+            };
+            stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| unavailable(format!("can't be read: {e}")))?;
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) if not_sent.is_some() => break,
+                Err(e) => return Err(unavailable(format!("broke off its reply: {e}"))),
+            }
+        }
+        let Some((&status, stdout)) = reply.split_first() else {
+            return Err(unavailable(match not_sent {
+                Some(e) => format!("did not take the request: {e}"),
+                None => "closed the connection without an answer".into(),
+            }));
+        };
+        Ok(Reply {
+            success: status == 0,
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+        })
+    }
+}
+
+/// The request's header.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    env: BTreeMap<String, String>,
+    deadline_ms: u64,
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A request as the daemon receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub env: BTreeMap<String, String>,
+    pub stdin: Vec<u8>,
+    /// When the shim stops waiting for the reply (milliseconds since the Unix epoch).
+    pub deadline_ms: u64,
+}
+
+impl Request {
+    /// Whether the shim has stopped waiting: a request that has not started by then must not start (its caller
+    /// got code 11 and goes on, e.g. with a DEL).
+    pub fn abandoned(&self) -> bool {
+        unix_ms(std::time::SystemTime::now()) >= self.deadline_ms
+    }
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("reading the request: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the request's header is {0} bytes, more than {MAX_HEADER_BYTES}")]
+    HeaderTooLarge(usize),
+    #[error("the request's stdin is more than {MAX_STDIN_BYTES} bytes")]
+    StdinTooLarge,
+    #[error("the request's header is not valid: {0}")]
+    Header(serde_json::Error),
+}
+
+/// Reads one request (the daemon side of [`Shim::forward`]).
+pub fn read_request(stream: &mut impl Read) -> Result<Request, RequestError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(RequestError::HeaderTooLarge(len));
+    }
+    let mut header = vec![0u8; len];
+    stream.read_exact(&mut header)?;
+    let header: Header = serde_json::from_slice(&header).map_err(RequestError::Header)?;
+    let mut stdin = Vec::new();
+    stream
+        .take(MAX_STDIN_BYTES as u64 + 1)
+        .read_to_end(&mut stdin)?;
+    if stdin.len() > MAX_STDIN_BYTES {
+        return Err(RequestError::StdinTooLarge);
+    }
+    Ok(Request {
+        env: header.env,
+        stdin,
+        deadline_ms: header.deadline_ms,
+    })
+}
+
+/// The reply bytes for what `plexus` would print and its exit status.
+pub fn encode_reply(success: bool, stdout: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stdout.len() + 1);
+    out.push(if success { 0 } else { 1 });
+    out.extend_from_slice(stdout.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn only_a_config_with_daemon_socket_dir_is_a_shim_config() {
+        assert!(Shim::from_stdin(b"").is_none());
+        assert!(Shim::from_stdin(b"[1]").is_none());
+        assert!(Shim::from_stdin(br#"{"name":"x"}"#).is_none());
+        assert!(Shim::from_stdin(br#"{"daemonSocketDir":""}"#).is_none());
+        let shim = Shim::from_stdin(br#"{"cniVersion":"1.0.0","daemonSocketDir":"/run/p"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(shim.socket, Path::new("/run/p/plexus.sock"));
+        assert_eq!(
+            shim.timeout,
+            Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS)
+        );
+        let e = Shim::from_stdin(br#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":0}"#)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code, 7);
+    }
+
+    #[test]
+    fn a_request_and_its_reply_cross_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let request = read_request(&mut conn).unwrap();
+            conn.write_all(&encode_reply(false, "{\"code\":7}"))
+                .unwrap();
+            request
+        });
+        let stdin = format!(
+            r#"{{"daemonSocketDir":"{}","cniVersion":"1.0.0"}}"#,
+            dir.path().display()
+        );
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        let reply = shim
+            .forward(
+                |k| (k != "CNI_NETNS").then(|| format!("v-{k}")),
+                stdin.as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(
+            reply,
+            Reply {
+                success: false,
+                stdout: "{\"code\":7}".into()
+            }
+        );
+        let request = server.join().unwrap();
+        assert_eq!(request.stdin, stdin.as_bytes());
+        assert_eq!(request.env.len(), 5);
+        assert_eq!(request.env["CNI_COMMAND"], "v-CNI_COMMAND");
+        assert!(!request.abandoned());
+    }
+
+    #[test]
+    fn no_daemon_is_code_11_naming_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdin = format!(r#"{{"daemonSocketDir":"{}"}}"#, dir.path().display());
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 11);
+        assert!(e.msg.contains(&shim.socket.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_silent_daemon_is_code_11_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let _listener = UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap();
+        let stdin = format!(
+            r#"{{"daemonSocketDir":"{}","daemonTimeoutSeconds":0.3}}"#,
+            dir.path().display()
+        );
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 11);
+        assert!(e.msg.contains("daemonTimeoutSeconds"), "{e}");
+    }
+}

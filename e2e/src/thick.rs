@@ -61,7 +61,12 @@ pub struct Daemon {
     pub node: KubeNode,
     pub metrics_port: u16,
     config: Value,
+    /// In-cluster mode: the directory bind-mounted on the service account's directory.
+    service_account: Option<PathBuf>,
 }
+
+/// Where a pod's service account credentials are mounted (what kube's in-cluster config reads).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl Daemon {
     /// Starts a daemon with the admin kubeconfig, a node of its own and `extra` keys on top; returns once it
@@ -74,6 +79,20 @@ impl Daemon {
 
     /// [`Daemon::start`] without waiting for the caches (e.g. with an API server that can't be reached).
     pub fn start_unready(extra: Value) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// A daemon as in a pod: no kubeconfig, `KUBERNETES_SERVICE_HOST`/`_PORT` set to the test API server, and
+    /// `service_account` (holding `token`, `ca.crt`, `namespace`) bind-mounted on [`SERVICE_ACCOUNT_DIR`] in a
+    /// mount namespace of the daemon's own (a slave of the host's, so that network namespaces made later reach it).
+    /// Returns once its caches synced.
+    pub fn start_in_cluster(service_account: &Path, extra: Value) -> Self {
+        let d = Self::launch(extra, Some(service_account.to_owned()));
+        d.wait_ready();
+        d
+    }
+
+    fn launch(extra: Value, service_account: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let node = KubeNode::new();
         let metrics_port = free_port();
@@ -88,6 +107,9 @@ impl Daemon {
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             config[k] = v;
         }
+        if service_account.is_some() {
+            config.as_object_mut().unwrap().remove("kubeconfig");
+        }
         std::fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
         let d = Self {
             child: std::sync::Mutex::new(None),
@@ -95,6 +117,7 @@ impl Daemon {
             node,
             metrics_port,
             config,
+            service_account,
         };
         d.spawn();
         d
@@ -107,7 +130,28 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(daemon_bin())
+        let mut command = match &self.service_account {
+            None => Command::new(daemon_bin()),
+            Some(credentials) => {
+                std::fs::create_dir_all(SERVICE_ACCOUNT_DIR).unwrap();
+                let (host, port) = crate::api_server_address()
+                    .rsplit_once(':')
+                    .map(|(h, p)| (h.to_owned(), p.to_owned()))
+                    .expect("host:port");
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
+                    .arg(format!(
+                        "mount --bind \"$0\" {SERVICE_ACCOUNT_DIR} && exec \"$@\""
+                    ))
+                    .arg(credentials)
+                    .arg(daemon_bin())
+                    .env_remove("KUBECONFIG")
+                    .env("KUBERNETES_SERVICE_HOST", host)
+                    .env("KUBERNETES_SERVICE_PORT", port);
+                c
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(self.dir.path().join("daemon.json"))
             .env_remove("NODE_NAME")

@@ -1,6 +1,9 @@
 //! DEL with the API server really stopped: this test starts a control plane of its own (`e2e/cluster up` with a
 //! private state dir), attaches a pod through it, stops it (`e2e/cluster down`), and then deletes the pod's networks.
+//! One pod in thin mode and one in thick mode (a daemon whose client is on that control plane), on the same
+//! control plane: starting one is the expensive part.
 
+use plexus_e2e::thick::Daemon;
 use plexus_e2e::*;
 use serde_json::json;
 
@@ -21,15 +24,29 @@ fn del_with_the_api_server_stopped() {
                      "annotations": {"k8s.v1.cni.cncf.io/networks": "side"}},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
     });
+    let mut thick_pod = pod.clone();
+    thick_pod["metadata"]["name"] = json!("stopped-thick");
     cluster.kubectl(&["apply", "-f", "-"], &pod.to_string());
-    let uid = cluster.kubectl(
-        &["get", "pod", "stopped", "-o", "jsonpath={.metadata.uid}"],
-        "",
-    );
-    let args = pod_args("default", "stopped", &uid, &sb.container_id);
+    cluster.kubectl(&["apply", "-f", "-"], &thick_pod.to_string());
+    let uid_of =
+        |name: &str| cluster.kubectl(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"], "");
+    let args = pod_args("default", "stopped", &uid_of("stopped"), &sb.container_id);
     let config = sb.config(json!({"kubeconfig": cluster.kubeconfig, "apiTimeoutSeconds": 3}));
     sb.call("ADD", &args).ok(&config);
     assert!(sb.netns.ipv4("net1")[0].starts_with(&p1));
+
+    // Thick mode: the same through a daemon on this control plane.
+    let daemon = Daemon::start(json!({"kubeconfig": cluster.kubeconfig}));
+    let thick = PodSandbox::new();
+    let thick_args = pod_args(
+        "default",
+        "stopped-thick",
+        &uid_of("stopped-thick"),
+        &thick.container_id,
+    );
+    let thick_config = daemon.shim_config(&thick.config(json!({"apiTimeoutSeconds": 3})));
+    thick.call("ADD", &thick_args).ok(&thick_config);
+    assert!(thick.netns.ipv4("net1")[0].starts_with(&p1));
 
     let server = std::fs::read_to_string(&cluster.kubeconfig)
         .unwrap()
@@ -42,5 +59,8 @@ fn del_with_the_api_server_stopped() {
         "the API server at {server} still accepts connections"
     );
     sb.call("DEL", &args).ok(&config);
+    thick.call("DEL", &thick_args).ok(&thick_config);
+    // The NAD's leases of both pods are in `sb`'s data dir.
     sb.assert_clean();
+    thick.assert_clean();
 }

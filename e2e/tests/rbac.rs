@@ -1,21 +1,26 @@
 //! What Plexus may do in the API server: the least-privilege rules it needs, and what happens when network-status
 //! cannot be written (the ADD is undone, nothing is left attached).
 
+use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::json;
 
-/// The rules the plugin needs, and nothing more.
-fn cluster_role(name: &str, patch_pods: bool) -> serde_json::Value {
-    let pod_verbs = if patch_pods {
-        json!(["get", "patch"])
-    } else {
-        json!(["get"])
-    };
+/// The rules the plugin needs, and nothing more; `watch`: the daemon's too (its caches list and watch).
+fn cluster_role(name: &str, patch_pods: bool, watch: bool) -> serde_json::Value {
+    let mut pod_verbs = vec!["get"];
+    let mut nad_verbs = vec!["get"];
+    if watch {
+        pod_verbs.extend(["list", "watch"]);
+        nad_verbs.extend(["list", "watch"]);
+    }
+    if patch_pods {
+        pod_verbs.push("patch");
+    }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
         "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": pod_verbs},
-            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get"]},
+            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": nad_verbs},
             {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
         ]
     })
@@ -30,29 +35,31 @@ fn bind(user: &str, role: &str) {
     kubectl(&["apply", "-f", "-"], Some(&binding.to_string()));
 }
 
-#[test]
-fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add() {
+/// In thick mode the daemon runs as the user (and needs `list` and `watch` too); the plugin config's kubeconfig is
+/// then not used.
+fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add(mode: &Mode) {
     let ns = KubeNamespace::new("rbac");
-    let sb = PodSandbox::new();
     let creds = tempfile::tempdir().unwrap();
+    let user = format!("plexus-node-{}", ns.name);
+    let kubeconfig = user_kubeconfig(&user, creds.path());
+
+    // Without "patch pods", network-status can't be written: the ADD fails and leaves nothing behind.
+    let read_only = format!("{user}-read-only");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&cluster_role(&read_only, false, mode.is_thick()).to_string()),
+    );
+    bind(&user, &read_only);
+    mode.start_daemon(json!({"kubeconfig": kubeconfig}));
+    let sb = mode.sandbox();
     let (s1, _) = subnet();
     create_nad(
         &ns.name,
         "side",
         Some(&json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&s1)})),
     );
-    let user = format!("plexus-node-{}", ns.name);
-    let kubeconfig = user_kubeconfig(&user, creds.path());
     let config = sb.config(json!({"kubeconfig": kubeconfig}));
-
-    // Without "patch pods", network-status can't be written: the ADD fails and leaves nothing behind.
-    let read_only = format!("{user}-read-only");
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&cluster_role(&read_only, false).to_string()),
-    );
-    bind(&user, &read_only);
-    let uid = create_pod(
+    let uid = mode.create_pod(
         &ns.name,
         "refused",
         &[("k8s.v1.cni.cncf.io/networks", "side")],
@@ -80,10 +87,10 @@ fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add() {
     let needed = format!("{user}-plugin");
     kubectl(
         &["apply", "-f", "-"],
-        Some(&cluster_role(&needed, true).to_string()),
+        Some(&cluster_role(&needed, true, mode.is_thick()).to_string()),
     );
     bind(&user, &needed);
-    let uid = create_pod(
+    let uid = mode.create_pod(
         &ns.name,
         "allowed",
         &[("k8s.v1.cni.cncf.io/networks", "side")],
@@ -106,10 +113,16 @@ fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add() {
     }
     assert_eq!(network_status(&ns.name, "allowed").len(), 2);
     assert!(
-        pod_events(&ns.name, "allowed")
+        mode.pod_events(&ns.name, "allowed", |events| events
+            .iter()
+            .any(|(r, _)| r == "AddedInterface"))
             .iter()
             .any(|(r, _)| r == "AddedInterface")
     );
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
 }
+
+plexus_e2e::in_both_modes!(
+    least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add
+);

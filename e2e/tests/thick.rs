@@ -529,32 +529,49 @@ fn callers_other_than_root_are_refused() {
     sb.assert_clean();
 }
 
+/// A ClusterRole with what the daemon needs (events only with `events`) bound to `subject`; deleted on drop.
+struct DaemonRole(String);
+
+impl DaemonRole {
+    fn grant(name: &str, subject: Value, events: bool) -> Self {
+        let mut rules = vec![
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}),
+            json!({"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"],
+                   "verbs": ["get", "list", "watch"]}),
+        ];
+        if events {
+            rules.push(json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}));
+        }
+        let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+             "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+             "subjects": [subject]}]});
+        kubectl(&["apply", "-f", "-"], Some(&rbac.to_string()));
+        Self(name.to_owned())
+    }
+}
+
+impl Drop for DaemonRole {
+    fn drop(&mut self) {
+        let _ = kubectl_output(&["delete", "clusterrole,clusterrolebinding", &self.0], None);
+    }
+}
+
 /// kube re-reads a token file when its copy is over 50 s old (as client-go does, at least once a minute).
 const TOKEN_REREAD: Duration = Duration::from_secs(55);
 
 #[test]
-fn a_rotated_service_account_token_is_picked_up() {
+fn an_in_cluster_daemon_picks_up_a_rotated_service_account_token() {
     let ns = KubeNamespace::new("token");
     let sa = "plexus-daemon";
     kubectl(&["create", "serviceaccount", sa, "-n", &ns.name], None);
-    let role = format!("plexus-daemon-{}", ns.name);
-    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role},
-         "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name}]}]});
-    kubectl(&["apply", "-f", "-"], Some(&rbac.to_string()));
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = kubectl_output(&["delete", "clusterrole,clusterrolebinding", &self.0], None);
-        }
-    }
-    let _cleanup = Cleanup(role);
+    let _role = DaemonRole::grant(
+        &format!("plexus-daemon-{}", ns.name),
+        json!({"kind": "ServiceAccount", "name": sa, "namespace": ns.name}),
+        true,
+    );
     // A token bound to a Secret: deleting the Secret revokes the token.
     let token_for = |secret: &str| {
         kubectl(
@@ -589,23 +606,12 @@ fn a_rotated_service_account_token_is_picked_up() {
     };
     let first = token_for("first");
     write_token(&first);
+    // The daemon as in a pod: the in-cluster config, the service account's files in their usual place.
     let pki = kubeconfig().parent().unwrap().join("pki");
-    let kc = creds.path().join("sa.kubeconfig");
-    let kubeconfig_with = |token: &str| {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{}\n    certificate-authority: {}\n\
-             users:\n- name: sa\n  user:\n    {token}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: sa\n",
-            api_server_address(),
-            pki.join("ca.crt").display()
-        )
-    };
-    std::fs::write(
-        &kc,
-        kubeconfig_with(&format!("tokenFile: {}", token_file.display())),
-    )
-    .unwrap();
+    std::fs::copy(pki.join("ca.crt"), creds.path().join("ca.crt")).unwrap();
+    std::fs::write(creds.path().join("namespace"), &ns.name).unwrap();
     let started = Instant::now();
-    let daemon = Daemon::start(json!({"kubeconfig": kc}));
+    let daemon = Daemon::start_in_cluster(creds.path(), json!({}));
 
     let sb = PodSandbox::new();
     ptp_nad(&ns.name, "side", "ptp", &sb);
@@ -629,7 +635,16 @@ fn a_rotated_service_account_token_is_picked_up() {
     write_token(&token_for("second"));
     kubectl(&["delete", "secret", "first", "-n", &ns.name], None);
     let old = creds.path().join("old.kubeconfig");
-    std::fs::write(&old, kubeconfig_with(&format!("token: {first}"))).unwrap();
+    std::fs::write(
+        &old,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{}\n    certificate-authority: {}\n\
+             users:\n- name: sa\n  user:\n    token: {first}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: sa\n",
+            api_server_address(),
+            pki.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let out = std::process::Command::new(kubectl_bin())
@@ -665,4 +680,64 @@ fn readiness_waits_for_the_caches_and_health_does_not() {
     assert_eq!(daemon.metric("plexus_daemon_in_flight_requests", &[]), 0.0);
     let ready = Daemon::start(json!({}));
     assert_eq!(ready.get("/readyz").0, 200);
+}
+
+#[test]
+fn events_the_api_server_refuses_are_logged_and_counted_and_the_add_stands() {
+    // The daemon's identity may do everything but create events.
+    let creds = tempfile::tempdir().unwrap();
+    let user = format!("plexus-daemon-{}", unique("noev"));
+    let kubeconfig = user_kubeconfig(&user, creds.path());
+    let _role = DaemonRole::grant(
+        &user,
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}),
+        false,
+    );
+    let daemon = Daemon::start(json!({"kubeconfig": kubeconfig}));
+    let pod = NodePod::new(&daemon, "noevents", "ptp", json!({}));
+    pod.call("ADD").ok(&pod.config);
+    assert_eq!(network_status(&pod.ns.name, "web").len(), 2);
+    daemon.wait_for("the failed events counted", |d| {
+        d.metric("plexus_daemon_events_total", &["result=\"failed\""]) == 2.0
+    });
+    assert!(
+        daemon.log().contains("could not record the pod's events"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(pod.sb.netns.link_names().len(), 2, "the ADD stands");
+    pod.call("DEL").ok(&pod.config);
+    pod.sb.assert_clean();
+}
+
+#[test]
+fn max_concurrent_delegates_bounds_the_requests_that_run_at_once() {
+    let daemon = Daemon::start(json!({"maxConcurrentDelegates": 1}));
+    let first = SlowPod::new(&daemon, "conc1", 3);
+    let second = SlowPod::new(&daemon, "conc2", 0);
+    let mut running = first.start_add();
+    let waiting = second
+        .pod
+        .call("ADD")
+        .spawn(second.pod.config.to_string().as_bytes());
+    // While the first ADD holds the one slot, the second does not start.
+    while running.try_wait().unwrap().is_none() {
+        assert!(
+            !second.pidfile.exists(),
+            "the second ADD ran beside the first"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running.wait().unwrap().success());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(second.pidfile.exists());
+    for slow in [&first, &second] {
+        slow.pod.call("DEL").ok(&slow.pod.config);
+        slow.pod.sb.assert_clean();
+    }
 }

@@ -1,23 +1,37 @@
-//! ADD + DEL of one sandbox with three networks, measured five ways in one interleaved run:
+//! ADD + DEL of one sandbox with three networks, measured seven ways in one interleaved run:
 //!
 //! * `bare`          — the three delegates run directly, as a runtime runs a conflist (the floor);
 //! * `plexus`        — the release `plexus` binary, static mode (`delegates`);
 //! * `multus`        — Multus (thin plugin, built from source at the pinned version), static mode, same delegates;
 //! * `plexus-k8s`    — `plexus` in Kubernetes mode: the pod + 3 NADs read from a real kube-apiserver, network-status
 //!   written back, one event per network;
-//! * `multus-k8s`    — Multus in Kubernetes mode against the same API server, same pod shape and NADs.
+//! * `multus-k8s`    — Multus in Kubernetes mode against the same API server, same pod shape and NADs;
+//! * `plexus-thick`  — `plexus` as a shim (`daemonSocketDir`) in front of `plexus-daemon` (watch caches);
+//! * `multus-thick`  — `multus-shim` in front of `multus-daemon` (same version as the thin Multus), in-cluster
+//!   service-account credentials, in a mount namespace of its own that holds the token.
 //!
 //! The networks: bridge + host-local (the default), a macvlan + static + tuning conflist, ptp + host-local.
 //! Every iteration uses a fresh netns and container id (made outside the timed region) and checks after DEL that no
 //! interface or host-local lease is left. Round-robin order spreads drift over all modes. API requests per ADD and
-//! per DEL come from the API server's audit log.
+//! per DEL come from the API server's audit log, reads (get/list/watch) and writes apart; events are counted apart
+//! (thick daemons send them after the reply). Each plugin process's peak RSS comes from `wait4`.
+//!
+//! Then, unless disabled:
+//! * the floor of a thick design: exec of a trivial static binary, and one PATCH on a kept-alive connection;
+//! * a concurrency run: `BENCH_CONCURRENCY` sandboxes (default 100) × 3 networks ADDed, then DELeted, with
+//!   parallelism `BENCH_PARALLELISM` (default 10), per mode: wall times, the daemons' peak RSS, leaks;
+//! * a scale run (`BENCH_SCALE=1`): 1,000 NADs and 10,000 pods over 100 node names created in the API server, then
+//!   each daemon's RSS, and a restarted daemon's cache-sync time and RSS.
 //!
 //! Run: `scripts/bench` (builds everything, then `cargo bench -p plexus-e2e --bench add_del`).
-//! `BENCH_ITERATIONS` (default 30) sets the measured rounds; 3 warm-up rounds come first.
+//! `BENCH_ITERATIONS` (default 30) sets the measured rounds; 3 warm-up rounds come first. `BENCH_MODES` (a
+//! space-separated subset) picks modes; `plexus-thick` runs when `plexus-daemon` is built next to `plexus`.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use plexus_api::cni::NetworkConfigList;
@@ -28,20 +42,150 @@ use plexus_e2e::{PrivateCluster, pod_args, repo, tool_bin};
 use plexus_tests::*;
 use serde_json::{Value, json};
 
-const MODES: [&str; 5] = ["bare", "plexus", "multus", "plexus-k8s", "multus-k8s"];
+const ALL_MODES: [&str; 7] = [
+    "bare",
+    "plexus",
+    "multus",
+    "plexus-k8s",
+    "multus-k8s",
+    "plexus-thick",
+    "multus-thick",
+];
+/// The node the thick daemons serve; the bench's pods are bound to it.
+const NODE: &str = "bench-node";
 
-fn main() {
-    let iterations: usize = std::env::var("BENCH_ITERATIONS")
+/// Whether a mode reads the pod and NADs from the API server.
+fn kube(mode: &str) -> bool {
+    mode.contains("-k8s") || mode.contains("-thick")
+}
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(default)
+}
+
+/// One plugin call: how long it took and the process's peak RSS (KiB; 0 when not a process of its own).
+#[derive(Debug, Clone, Copy, Default)]
+struct Call {
+    took: Duration,
+    maxrss_kib: u64,
+}
+
+/// API requests seen in one window, reads and writes (events apart).
+#[derive(Debug, Clone, Copy, Default)]
+struct Requests {
+    reads: usize,
+    writes: usize,
+}
+
+#[derive(Default)]
+struct ModeSamples {
+    add: Vec<Call>,
+    del: Vec<Call>,
+    api_add: Requests,
+    api_del: Requests,
+}
+
+/// Everything a mode needs to run one sandbox.
+struct Setup {
+    plugins: PathBuf,
+    release: PathBuf,
+    /// `BENCH_BASELINE`: another `plexus` binary (say, the previous commit's), run as `plexus-base` and
+    /// `plexus-k8s-base` beside the others for a before/after in one run.
+    baseline: Option<PathBuf>,
+    multus: PathBuf,
+    multus_shim: PathBuf,
+    lists: Vec<NetworkConfigList>,
+    configs: BTreeMap<&'static str, Value>,
+}
+
+impl Setup {
+    /// The plugin binary a mode execs.
+    fn binary(&self, mode: &str) -> &Path {
+        match mode {
+            "plexus" | "plexus-k8s" | "plexus-thick" => &self.release,
+            "plexus-base" | "plexus-k8s-base" => self.baseline.as_deref().expect("BENCH_BASELINE"),
+            "multus" | "multus-k8s" => &self.multus,
+            "multus-thick" => &self.multus_shim,
+            _ => unreachable!("{mode}"),
+        }
+    }
+
+    /// ADD then DEL of one sandbox in `mode`; `pod` = (namespace, name, uid) for the Kubernetes modes.
+    fn add_del(
+        &self,
+        mode: &str,
+        id: &str,
+        netns: &str,
+        pod: Option<(&str, &str, &str)>,
+        between: impl FnOnce(),
+    ) -> (Call, Call) {
+        let args = pod
+            .map(|(ns, name, uid)| pod_args(ns, name, uid, id))
+            .unwrap_or_default();
+        let binary = match mode {
+            "bare" => {
+                let (add, del) = bare(&self.lists, &self.plugins, id, netns, between);
+                return (
+                    Call {
+                        took: add,
+                        maxrss_kib: 0,
+                    },
+                    Call {
+                        took: del,
+                        maxrss_kib: 0,
+                    },
+                );
+            }
+            _ => self.binary(mode),
+        };
+        let config = &self.configs[mode];
+        let add = exec(binary, "ADD", id, netns, &self.plugins, &args, config);
+        between();
+        let del = exec(binary, "DEL", id, netns, &self.plugins, &args, config);
+        (add, del)
+    }
+}
+
+fn main() {
+    let iterations = env_usize("BENCH_ITERATIONS", 30);
     let warmup = 3;
     let release = plexus_release_bin();
+    let daemon_bin = release.with_file_name("plexus-daemon");
+    let mut modes: Vec<&'static str> = match std::env::var("BENCH_MODES") {
+        Ok(list) if !list.trim().is_empty() => ALL_MODES
+            .iter()
+            .copied()
+            .filter(|m| list.split_whitespace().any(|w| w == *m))
+            .collect(),
+        _ => ALL_MODES.to_vec(),
+    };
+    let baseline = std::env::var_os("BENCH_BASELINE").map(PathBuf::from);
+    if baseline.is_some() {
+        modes.extend(["plexus-base", "plexus-k8s-base"]);
+    }
+    if modes.contains(&"plexus-thick") && !daemon_bin.exists() {
+        println!(
+            "plexus-thick skipped: {} is not built (`cargo build --release -p plexus-daemon`)",
+            daemon_bin.display()
+        );
+        modes.retain(|m| *m != "plexus-thick");
+    }
     let plugins = plugins_dir();
-    let multus = tool_bin("multus").join("multus");
+    let multus_dir = tool_bin("multus");
+    let multus_thick_dir = tool_bin("multus-thick");
     let cluster = PrivateCluster::up();
+    let apiserver = std::fs::read_to_string(&cluster.kubeconfig)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://").map(str::to_owned))
+        .expect("server in the kubeconfig");
 
     let work = tempfile::tempdir().unwrap();
+    // Made first, so that /run/netns is a mount point before the thick daemons' mount namespaces are made.
+    let _first_netns = Netns::new();
     let data = work.path().join("ipam");
     let bridge = unique("plxbb");
     let _bridge = HostLink::adopt(&bridge);
@@ -52,112 +196,209 @@ fn main() {
     let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "plugins": [
         {"type": "bridge", "bridge": bridge, "isGateway": true,
          "ipam": {"type": "host-local", "subnet": s1, "dataDir": data}}]});
-    let mv_net = json!({"cniVersion": "1.0.0", "name": "mv-net", "plugins": [
-        {"type": "macvlan", "master": master.name, "mode": "bridge",
-         "ipam": {"type": "static", "addresses": [{"address": format!("{p2}.5/24")}]}},
-        {"type": "tuning", "mac": "0a:58:c6:12:00:05"}]});
+    let mv_plugins = |tuning: Value| {
+        json!([{"type": "macvlan", "master": master.name, "mode": "bridge",
+                "ipam": {"type": "static", "addresses": [{"address": format!("{p2}.5/24")}]}},
+               tuning])
+    };
+    let mv_net = json!({"cniVersion": "1.0.0", "name": "mv-net",
+        "plugins": mv_plugins(json!({"type": "tuning", "mac": "0a:58:c6:12:00:05"}))});
+    // For sandboxes attached at the same time: macvlans on one master need distinct MACs, so no fixed one.
+    let mv_net_concurrent = json!({"cniVersion": "1.0.0", "name": "mv-net",
+        "plugins": mv_plugins(json!({"type": "tuning"}))});
     let p2p_net = json!({"cniVersion": "1.0.0", "name": "p2p-net", "plugins": [
         {"type": "ptp", "ipam": {"type": "host-local", "subnet": s3, "dataDir": data}}]});
     let delegates = [pod_net.clone(), mv_net.clone(), p2p_net.clone()];
+    let delegates_concurrent = [pod_net.clone(), mv_net_concurrent.clone(), p2p_net.clone()];
 
-    // The API objects: the default network's NAD in the "system" namespace, the two others in each pod namespace,
-    // and one pod per timed iteration and mode, all made before timing starts.
+    // The API objects: the default network's NAD in the "system" namespace, the two others in each mode's pod
+    // namespace (bench-<mode>), and one pod per round, bound to NODE, all made before timing starts.
     let total = warmup + iterations;
+    let concurrency = env_usize("BENCH_CONCURRENCY", 100);
+    let parallelism = env_usize("BENCH_PARALLELISM", 10).max(1);
+    let kube_modes: Vec<&str> = modes.iter().copied().filter(|m| kube(m)).collect();
     cluster.kubectl(&["create", "namespace", "bench-system"], "");
-    for ns in ["bench-plexus", "bench-multus"] {
-        cluster.kubectl(&["create", "namespace", ns], "");
-        let mut objects = vec![
-            nad("bench-system", "pod-net", &pod_net),
-            nad(ns, "mv-net", &mv_net),
-            nad(ns, "p2p-net", &p2p_net),
-        ];
-        for i in 0..total {
-            objects.push(json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("pod-{i}"), "namespace": ns,
-                             "annotations": {"k8s.v1.cni.cncf.io/networks": "mv-net,p2p-net"}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}));
+    cluster.kubectl(
+        &["apply", "-f", "-"],
+        &nad("bench-system", "pod-net", &pod_net).to_string(),
+    );
+    let mut uids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (prefix, count, mv) in [
+        ("bench", total, &mv_net),
+        ("bench-c", concurrency, &mv_net_concurrent),
+    ] {
+        if count == 0 {
+            continue;
         }
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        cluster.kubectl(&["apply", "-f", "-"], &list.to_string());
+        for mode in &kube_modes {
+            let ns = format!("{prefix}-{mode}");
+            cluster.kubectl(&["create", "namespace", &ns], "");
+            let mut objects = vec![nad(&ns, "mv-net", mv), nad(&ns, "p2p-net", &p2p_net)];
+            objects.extend((0..count).map(|i| bench_pod(&ns, &format!("pod-{i}"), NODE)));
+            let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            cluster.kubectl(&["apply", "-f", "-"], &list.to_string());
+            let text = cluster.kubectl(
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    &ns,
+                    "-o",
+                    r#"jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}"#,
+                ],
+                "",
+            );
+            let by_name: BTreeMap<&str, &str> =
+                text.lines().filter_map(|l| l.split_once('=')).collect();
+            uids.insert(
+                ns.clone(),
+                (0..count)
+                    .map(|i| by_name[format!("pod-{i}").as_str()].to_owned())
+                    .collect(),
+            );
+        }
     }
-    let uids = |ns: &str| -> Vec<String> {
-        (0..total)
-            .map(|i| {
-                cluster.kubectl(
-                    &[
-                        "get",
-                        "pod",
-                        "-n",
-                        ns,
-                        &format!("pod-{i}"),
-                        "-o",
-                        "jsonpath={.metadata.uid}",
-                    ],
-                    "",
-                )
-            })
-            .collect()
+
+    let cni_dir = |name: &str| work.path().join("cni").join(name);
+    let k8s_keys =
+        json!({"binDir": plugins, "clusterNetwork": "pod-net", "multusNamespace": "bench-system"});
+    let with = |base: Value, extra: &Value| {
+        let mut v = base;
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
     };
-    let plexus_uids = uids("bench-plexus");
-    let multus_uids = uids("bench-multus");
+    let mut configs: BTreeMap<&'static str, Value> = BTreeMap::new();
+    configs.insert(
+        "plexus",
+        json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": plugins,
+        "cniDir": cni_dir("plexus"), "logLevel": "error", "delegates": delegates}),
+    );
+    configs.insert(
+        "multus",
+        json!({"cniVersion": "1.0.0", "name": "multus-net", "type": "multus",
+        "binDir": plugins, "cniDir": cni_dir("multus"), "logFile": work.path().join("multus.log"),
+        "logLevel": "panic", "delegates": delegates}),
+    );
+    configs.insert("plexus-base", configs["plexus"].clone());
+    configs.insert(
+        "plexus-k8s",
+        with(
+            json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "cniDir": cni_dir("plexus-k8s"),
+                   "logLevel": "error", "kubeconfig": cluster.kubeconfig}),
+            &k8s_keys,
+        ),
+    );
+    configs.insert(
+        "multus-k8s",
+        with(
+            json!({"cniVersion": "1.0.0", "name": "multus-net", "type": "multus",
+                   "cniDir": cni_dir("multus-k8s"), "logFile": work.path().join("multus-k8s.log"),
+                   "logLevel": "panic", "kubeconfig": cluster.kubeconfig}),
+            &k8s_keys,
+        ),
+    );
+    configs.insert(
+        "plexus-k8s-base",
+        with(
+            configs["plexus-k8s"].clone(),
+            &json!({"cniDir": cni_dir("plexus-k8s-base")}),
+        ),
+    );
+    let plexus_socket = work.path().join("plexus-run");
+    let multus_socket = work.path().join("multus-run");
+    configs.insert(
+        "plexus-thick",
+        json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "daemonSocketDir": plexus_socket}),
+    );
+    configs.insert(
+        "multus-thick",
+        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
+               "daemonSocketDir": multus_socket, "logLevel": "panic",
+               "logFile": work.path().join("multus-shim.log")}),
+    );
+    // The daemons' own configs: the thin configs' keys plus the daemon keys.
+    let plexus_daemon_config = with(
+        configs["plexus-k8s"].clone(),
+        &json!({"cniDir": cni_dir("plexus-thick"), "daemonSocketDir": plexus_socket, "nodeName": NODE,
+                "metricsAddress": format!("127.0.0.1:{}", free_port())}),
+    );
+    let multus_daemon_config = with(
+        json!({"cniVersion": "1.0.0", "cniDir": cni_dir("multus-thick"), "logLevel": "panic",
+               "logFile": work.path().join("multus-daemon.log"), "socketDir": multus_socket,
+               "cniConfigDir": work.path().join("multus-conf"),
+               "multusAutoconfigDir": work.path().join("multus-conf"), "multusConfigFile": "auto"}),
+        &k8s_keys,
+    );
+    let setup = Setup {
+        plugins: plugins.clone(),
+        release: release.clone(),
+        baseline,
+        multus: multus_dir.join("multus"),
+        multus_shim: multus_thick_dir.join("multus-shim"),
+        lists: delegates
+            .iter()
+            .map(|d| NetworkConfigList::from_value(d.clone()).unwrap())
+            .collect(),
+        configs,
+    };
+    let mut daemons: BTreeMap<&'static str, Daemon> = BTreeMap::new();
+    let start_daemons = |daemons: &mut BTreeMap<&'static str, Daemon>| {
+        if modes.contains(&"plexus-thick") {
+            daemons.insert(
+                "plexus-thick",
+                Daemon::plexus(&daemon_bin, work.path(), &plexus_daemon_config),
+            );
+        }
+        if modes.contains(&"multus-thick") {
+            daemons.insert(
+                "multus-thick",
+                Daemon::multus(
+                    &multus_thick_dir.join("multus-daemon"),
+                    work.path(),
+                    &multus_daemon_config,
+                    &pod_net,
+                    &cluster,
+                    &apiserver,
+                ),
+            );
+        }
+    };
+    start_daemons(&mut daemons);
+    for daemon in daemons.values_mut() {
+        let took = daemon.wait_ready(Duration::from_secs(120));
+        println!(
+            "{} ready {:.2} s after its start",
+            daemon.name,
+            took.as_secs_f64()
+        );
+    }
+
+    // The interleaved run.
     let mark = audit_lines(&cluster);
-
-    let cni_dir = |name: &str| work.path().join(name);
-    let static_plexus = json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": plugins,
-        "cniDir": cni_dir("plexus"), "logLevel": "error", "delegates": delegates});
-    let static_multus = json!({"cniVersion": "1.0.0", "name": "multus-net", "type": "multus", "binDir": plugins,
-        "cniDir": cni_dir("multus"), "logFile": work.path().join("multus.log"), "logLevel": "panic",
-        "delegates": delegates});
-    let k8s_plexus = json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": plugins,
-        "cniDir": cni_dir("plexus-k8s"), "logLevel": "error", "kubeconfig": cluster.kubeconfig,
-        "clusterNetwork": "pod-net", "multusNamespace": "bench-system"});
-    let k8s_multus = json!({"cniVersion": "1.0.0", "name": "multus-net", "type": "multus", "binDir": plugins,
-        "cniDir": cni_dir("multus-k8s"), "logFile": work.path().join("multus-k8s.log"), "logLevel": "panic",
-        "kubeconfig": cluster.kubeconfig, "clusterNetwork": "pod-net", "multusNamespace": "bench-system"});
-    let lists: Vec<NetworkConfigList> = delegates
-        .iter()
-        .map(|d| NetworkConfigList::from_value(d.clone()).unwrap())
-        .collect();
-
-    let mut samples: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); MODES.len()];
-    let mut api: Vec<(usize, usize)> = vec![(0, 0); MODES.len()];
+    let mut samples: BTreeMap<&str, ModeSamples> = BTreeMap::new();
+    let mut events_mark = mark;
     for round in 0..total {
-        for (m, mode) in MODES.iter().enumerate() {
+        if round == warmup {
+            // Events of the warm-up rounds that thick daemons send late are left out of the counts below.
+            std::thread::sleep(Duration::from_secs(1));
+            events_mark = audit_lines(&cluster);
+        }
+        for (m, mode) in modes.iter().enumerate() {
             let ns = Netns::new();
             let id = format!("bench-{m}-{round}");
-            let netns = ns.path();
-            let run = |command: &str, binary: &Path, config: &Value, args: &str| {
-                exec(binary, command, &id, &netns, &plugins, args, config)
-            };
-            let before = api_requests(&cluster, mark);
-            let (add, del) = match *mode {
-                "bare" => bare(&lists, &plugins, &id, &netns),
-                "plexus" => (
-                    run("ADD", &release, &static_plexus, ""),
-                    run("DEL", &release, &static_plexus, ""),
-                ),
-                "multus" => (
-                    run("ADD", &multus, &static_multus, ""),
-                    run("DEL", &multus, &static_multus, ""),
-                ),
-                "plexus-k8s" | "multus-k8s" => {
-                    let (binary, config, ns, uids) = if *mode == "plexus-k8s" {
-                        (&release, &k8s_plexus, "bench-plexus", &plexus_uids)
-                    } else {
-                        (&multus, &k8s_multus, "bench-multus", &multus_uids)
-                    };
-                    let args = pod_args(ns, &format!("pod-{round}"), &uids[round], &id);
-                    let add = run("ADD", binary, config, &args);
-                    let middle = api_requests(&cluster, mark);
-                    let del = run("DEL", binary, config, &args);
-                    if round >= warmup {
-                        api[m].0 += middle - before;
-                        api[m].1 += api_requests(&cluster, mark) - middle;
-                    }
-                    (add, del)
-                }
-                _ => unreachable!(),
-            };
+            let namespace = format!("bench-{mode}");
+            let pod_name = format!("pod-{round}");
+            let pod = uids
+                .get(&namespace)
+                .map(|u| (namespace.as_str(), pod_name.as_str(), u[round].as_str()));
+            let before = audit_lines(&cluster);
+            let mut middle = before;
+            let (add, del) = setup.add_del(mode, &id, &ns.path(), pod, || {
+                middle = audit_lines(&cluster)
+            });
+            let after = audit_lines(&cluster);
             assert_eq!(
                 ns.link_names(),
                 Vec::<String>::new(),
@@ -169,12 +410,110 @@ fn main() {
                 "{mode}: leases left after DEL"
             );
             if round >= warmup {
-                samples[m].push((add, del));
+                let s = samples.entry(mode).or_default();
+                s.add.push(add);
+                s.del.push(del);
+                if pod.is_some() {
+                    let (a, d) = (
+                        requests(&cluster, before, middle, &namespace),
+                        requests(&cluster, middle, after, &namespace),
+                    );
+                    s.api_add.reads += a.reads;
+                    s.api_add.writes += a.writes;
+                    s.api_del.reads += d.reads;
+                    s.api_del.writes += d.writes;
+                }
             }
         }
     }
+    std::thread::sleep(Duration::from_secs(2));
+    let events = events_per_namespace(&cluster, events_mark);
+    let daemon_rss: BTreeMap<&str, (f64, f64)> = daemons
+        .iter()
+        .map(|(m, d)| (*m, (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"))))
+        .collect();
+    let mut doc = report(&modes, &samples, &events, &daemon_rss, iterations);
 
-    report(&samples, &api, iterations);
+    // The floor of a thick design.
+    let floor = measure_floor(work.path(), &cluster);
+    doc["floor"] = floor.clone();
+
+    // Concurrency.
+    if concurrency > 0 {
+        let mut conc_setup = Setup {
+            lists: delegates_concurrent
+                .iter()
+                .map(|d| NetworkConfigList::from_value(d.clone()).unwrap())
+                .collect(),
+            configs: setup.configs.clone(),
+            plugins: setup.plugins.clone(),
+            release: setup.release.clone(),
+            baseline: setup.baseline.clone(),
+            multus: setup.multus.clone(),
+            multus_shim: setup.multus_shim.clone(),
+        };
+        for mode in ["plexus", "plexus-base", "multus"] {
+            if let Some(c) = conc_setup.configs.get_mut(mode) {
+                c["delegates"] = json!(delegates_concurrent);
+            }
+        }
+        let mut rows = serde_json::Map::new();
+        println!(
+            "\nConcurrency: {concurrency} sandboxes × 3 networks, parallelism {parallelism}; wall time of all ADDs, then of all DELs\n"
+        );
+        println!(
+            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7}",
+            "mode", "ADD s", "DEL s", "ADD/bare", "daemon peak", "leaks", "failed"
+        );
+        let mut bare_add = None;
+        for mode in &modes {
+            let hwm_before = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+            let (add, del, leaks, failed) = concurrent_run(
+                &conc_setup,
+                mode,
+                concurrency,
+                parallelism,
+                &data,
+                uids.get(&format!("bench-c-{mode}")),
+            );
+            if *mode == "bare" {
+                bare_add = Some(add);
+            }
+            let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
+            let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+            println!(
+                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7}",
+                add.as_secs_f64(),
+                del.as_secs_f64(),
+                ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                peak.map_or("-".into(), |p| format!("{p:.1} MiB"))
+            );
+            rows.insert(
+                (*mode).into(),
+                json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
+                       "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
+                       "daemon_peak_rss_before_mib": hwm_before, "leaks": leaks, "failed_calls": failed}),
+            );
+        }
+        doc["concurrency"] =
+            json!({"sandboxes": concurrency, "parallelism": parallelism, "modes": rows});
+    }
+
+    // Scale.
+    if std::env::var("BENCH_SCALE").is_ok_and(|v| v == "1") && !daemons.is_empty() {
+        doc["scale"] = scale_run(&cluster, &mut daemons, start_daemons);
+    }
+
+    drop(daemons);
+    write_doc(&doc);
+}
+
+/// A pod of the bench, bound to `node` (no kubelet runs: it stays Pending).
+fn bench_pod(namespace: &str, name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace,
+                     "annotations": {"k8s.v1.cni.cncf.io/networks": "mv-net,p2p-net"}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
 }
 
 /// Runs one CNI command of a plugin binary as a runtime does; panics (with its output) when it fails.
@@ -186,7 +525,20 @@ fn exec(
     path: &Path,
     args: &str,
     config: &Value,
-) -> Duration {
+) -> Call {
+    try_exec(binary, command, id, netns, path, args, config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`exec`], with a failure returned (the plugin's output) rather than a panic.
+fn try_exec(
+    binary: &Path,
+    command: &str,
+    id: &str,
+    netns: &str,
+    path: &Path,
+    args: &str,
+    config: &Value,
+) -> Result<Call, String> {
     let stdin = config.to_string();
     let start = Instant::now();
     let mut child = Command::new(binary)
@@ -207,21 +559,65 @@ fn exec(
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (status, maxrss_kib, stdout, stderr) = wait_with_rusage(child);
     let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{} {command} failed: {}{}",
-        binary.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    if status != 0 {
+        return Err(format!(
+            "{} {command} failed (wait status {status}): {}{}",
+            binary.display(),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ));
+    }
+    Ok(Call { took, maxrss_kib })
+}
+
+/// Waits for the child with `wait4`, for its peak RSS: (wait status, ru_maxrss in KiB, stdout, stderr).
+fn wait_with_rusage(mut child: Child) -> (i32, u64, Vec<u8>, Vec<u8>) {
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    took
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which nothing else waits for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    (
+        status,
+        usage.ru_maxrss as u64,
+        out.join().unwrap(),
+        err.join().unwrap(),
+    )
 }
 
 /// The three delegates run directly: each conflist's plugins in order with prevResult chaining, then DEL in
 /// reverse with the final result — what libcni does for a runtime.
-fn bare(lists: &[NetworkConfigList], path: &Path, id: &str, netns: &str) -> (Duration, Duration) {
+fn bare(
+    lists: &[NetworkConfigList],
+    path: &Path,
+    id: &str,
+    netns: &str,
+    between: impl FnOnce(),
+) -> (Duration, Duration) {
     let dirs = [path.to_path_buf()];
     let call = |list: &NetworkConfigList,
                 i: usize,
@@ -274,6 +670,7 @@ fn bare(lists: &[NetworkConfigList], path: &Path, id: &str, netns: &str) -> (Dur
         results.push(prev);
     }
     let add = start.elapsed();
+    between();
     let start = Instant::now();
     for (n, list) in lists.iter().enumerate().rev() {
         for i in (0..list.plugins.len()).rev() {
@@ -300,23 +697,209 @@ fn plexus_release_bin() -> PathBuf {
     bin
 }
 
-/// API requests on the bench namespaces, not made by kubectl, completed after the first `skip` lines of the log.
-fn api_requests(cluster: &PrivateCluster, skip: usize) -> usize {
-    let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
-    text.lines()
-        .skip(skip)
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| {
-            let ns = e["objectRef"]["namespace"].as_str().unwrap_or_default();
-            e["stage"] == "ResponseComplete"
-                && ns.starts_with("bench-")
-                && !e["userAgent"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with("kubectl")
-        })
-        .count()
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
+
+// ---- daemons ---------------------------------------------------------------------------------------------------
+
+/// A thick-mode daemon the bench started; stopped (SIGTERM, then SIGKILL) on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    started: Instant,
+    ready: Box<dyn Fn() -> bool>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// `plexus-daemon --config FILE`; ready when its `/readyz` answers 200.
+    fn plexus(bin: &Path, work: &Path, config: &Value) -> Self {
+        let file = work.join("plexus-daemon.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let log = work.join("plexus-daemon.log");
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(work.join("plexus-daemon.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!(
+            "http://{}/readyz",
+            config["metricsAddress"].as_str().unwrap()
+        );
+        Self {
+            name: "plexus-daemon",
+            child,
+            started,
+            ready: Box::new(move || curl_ok(&["-fsS", "-m", "1", &url])),
+            log,
+        }
+    }
+
+    /// `multus-daemon --config FILE` with in-cluster credentials: a service-account token (cluster-admin, as the
+    /// bench needs no finer RBAC) bind-mounted at the in-cluster path inside a mount namespace of its own (mounts
+    /// from the host, such as new netns files, still propagate in). Ready when its socket answers `/healthz`,
+    /// which it serves only after its informers synced.
+    fn multus(
+        bin: &Path,
+        work: &Path,
+        config: &Value,
+        primary: &Value,
+        cluster: &PrivateCluster,
+        apiserver: &str,
+    ) -> Self {
+        let secrets = work.join("multus-serviceaccount");
+        if !secrets.exists() {
+            std::fs::create_dir_all(&secrets).unwrap();
+            cluster.kubectl(
+                &["create", "serviceaccount", "multus", "-n", "bench-system"],
+                "",
+            );
+            cluster.kubectl(
+                &[
+                    "create",
+                    "clusterrolebinding",
+                    "bench-multus",
+                    "--clusterrole=cluster-admin",
+                    "--serviceaccount=bench-system:multus",
+                ],
+                "",
+            );
+            let token = cluster.kubectl(
+                &[
+                    "create",
+                    "token",
+                    "multus",
+                    "-n",
+                    "bench-system",
+                    "--duration=12h",
+                ],
+                "",
+            );
+            std::fs::write(secrets.join("token"), token.trim()).unwrap();
+            std::fs::copy(
+                cluster.state.path().join("pki/ca.crt"),
+                secrets.join("ca.crt"),
+            )
+            .unwrap();
+            std::fs::write(secrets.join("namespace"), "bench-system").unwrap();
+            // multus-daemon keeps running only with `multusConfigFile: auto` (with a file of the user's, its main
+            // returns once the server started), which writes a node CNI config from the primary one it finds here.
+            let conf_dir = Path::new(config["cniConfigDir"].as_str().unwrap());
+            std::fs::create_dir_all(conf_dir).unwrap();
+            std::fs::write(conf_dir.join("10-primary.conflist"), primary.to_string()).unwrap();
+        }
+        let mount_point = Path::new("/run/secrets/kubernetes.io/serviceaccount");
+        std::fs::create_dir_all(mount_point).unwrap();
+        let file = work.join("multus-daemon.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let (host, port) = apiserver.rsplit_once(':').unwrap();
+        let log = PathBuf::from(config["logFile"].as_str().unwrap());
+        let started = Instant::now();
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" "$1" && shift && exec "$@""#)
+            .arg(&secrets)
+            .arg(mount_point)
+            .arg(bin)
+            .arg("--config")
+            .arg(&file)
+            .env("KUBERNETES_SERVICE_HOST", host)
+            .env("KUBERNETES_SERVICE_PORT", port)
+            .env("MULTUS_NODE_NAME", NODE)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(work.join("multus-daemon.stdout")).unwrap())
+            .stderr(std::fs::File::create(work.join("multus-daemon.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let socket = PathBuf::from(config["socketDir"].as_str().unwrap()).join("multus.sock");
+        Self {
+            name: "multus-daemon",
+            child,
+            started,
+            ready: Box::new(move || {
+                curl_ok(&[
+                    "-fsS",
+                    "-m",
+                    "1",
+                    "--unix-socket",
+                    socket.to_str().unwrap(),
+                    "http://multus/healthz",
+                ])
+            }),
+            log,
+        }
+    }
+
+    /// Waits until ready; returns the time since the start.
+    fn wait_ready(&mut self, limit: Duration) -> Duration {
+        loop {
+            if (self.ready)() {
+                return self.started.elapsed();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before it was ready; log {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            assert!(
+                self.started.elapsed() < limit,
+                "{} not ready after {limit:?}; log {}",
+                self.name,
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// VmRSS or VmHWM from /proc, in MiB.
+    fn rss_mib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap()
+            / 1024.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: a signal to our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl_ok(args: &[&str]) -> bool {
+    Command::new("curl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// ---- audit log -------------------------------------------------------------------------------------------------
 
 fn audit_lines(cluster: &PrivateCluster) -> usize {
     std::fs::read_to_string(cluster.audit_log())
@@ -324,6 +907,64 @@ fn audit_lines(cluster: &PrivateCluster) -> usize {
         .lines()
         .count()
 }
+
+/// Completed requests of lines `from..to` of the audit log, not made by kubectl or by plexus-controller (whose
+/// reconciler writes the pods' NetworksReady condition after each ADD).
+fn audit_entries(cluster: &PrivateCluster, from: usize, to: usize) -> Vec<Value> {
+    std::fs::read_to_string(cluster.audit_log())
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .take(to.saturating_sub(from))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && !e["userAgent"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("kubectl")
+                && e["user"]["username"] != "plexus-controller"
+        })
+        .collect()
+}
+
+fn is_event(e: &Value) -> bool {
+    e["objectRef"]["resource"] == "events"
+}
+
+/// Reads and writes (events left out) on `namespace` and on `bench-system` (the default network's NAD) in lines
+/// `from..to`.
+fn requests(cluster: &PrivateCluster, from: usize, to: usize, namespace: &str) -> Requests {
+    let mut r = Requests::default();
+    for e in audit_entries(cluster, from, to) {
+        let ns = &e["objectRef"]["namespace"];
+        if (ns != namespace && ns != "bench-system") || is_event(&e) {
+            continue;
+        }
+        match e["verb"].as_str().unwrap_or_default() {
+            "get" | "list" | "watch" => r.reads += 1,
+            _ => r.writes += 1,
+        }
+    }
+    r
+}
+
+/// Events created per namespace from line `from` on.
+fn events_per_namespace(cluster: &PrivateCluster, from: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for e in audit_entries(cluster, from, usize::MAX) {
+        if is_event(&e) && e["verb"] == "create" {
+            let ns = e["objectRef"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            *counts.entry(ns).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+// ---- report ----------------------------------------------------------------------------------------------------
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -336,63 +977,140 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (at(0.5), at(0.9), ms(v[0]))
 }
 
-fn report(samples: &[Vec<(Duration, Duration)>], api: &[(usize, usize)], iterations: usize) {
+fn report(
+    modes: &[&str],
+    samples: &BTreeMap<&str, ModeSamples>,
+    events: &BTreeMap<String, usize>,
+    daemon_rss: &BTreeMap<&str, (f64, f64)>,
+    iterations: usize,
+) -> Value {
     println!(
         "\nADD + DEL of a sandbox with three networks; {iterations} interleaved rounds per mode; milliseconds\n"
     );
     println!(
-        "{:<11} {:>8} {:>8} {:>8} | {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7} {:>7}",
+        "{:<15} {:>7} {:>7} | {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>9} {:>9} {:>6} | {:>8} | {:>11}",
         "mode",
         "ADD med",
         "ADD p90",
-        "ADD min",
         "DEL med",
         "DEL p90",
         "A+D med",
         "A+D p90",
         "A+D min",
-        "API/ADD",
-        "API/DEL"
+        "ADD r/w",
+        "DEL r/w",
+        "ev/ADD",
+        "proc MiB",
+        "daemon MiB"
     );
     let mut json_modes = serde_json::Map::new();
-    let mut medians = Vec::new();
-    for (m, mode) in MODES.iter().enumerate() {
-        let add = stats(samples[m].iter().map(|s| s.0).collect());
-        let del = stats(samples[m].iter().map(|s| s.1).collect());
-        let both = stats(samples[m].iter().map(|s| s.0 + s.1).collect());
-        let (api_add, api_del) = (
-            api[m].0 as f64 / iterations as f64,
-            api[m].1 as f64 / iterations as f64,
+    let mut medians = BTreeMap::new();
+    let mut add_medians = BTreeMap::new();
+    let n = iterations as f64;
+    for mode in modes {
+        let Some(s) = samples.get(mode) else { continue };
+        let add = stats(s.add.iter().map(|c| c.took).collect());
+        let del = stats(s.del.iter().map(|c| c.took).collect());
+        let both = stats(
+            s.add
+                .iter()
+                .zip(&s.del)
+                .map(|(a, d)| a.took + d.took)
+                .collect(),
         );
-        let api_cols = if mode.ends_with("k8s") {
-            format!("{api_add:>7.1} {api_del:>7.1}")
-        } else {
-            format!("{:>7} {:>7}", "-", "-")
+        let api = kube(mode).then(|| {
+            (
+                s.api_add.reads as f64 / n,
+                s.api_add.writes as f64 / n,
+                s.api_del.reads as f64 / n,
+                s.api_del.writes as f64 / n,
+                *events.get(&format!("bench-{mode}")).unwrap_or(&0) as f64 / n,
+            )
+        });
+        let peak_proc = s
+            .add
+            .iter()
+            .chain(&s.del)
+            .map(|c| c.maxrss_kib)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0;
+        let api_cols = match api {
+            Some((ar, aw, dr, dw, ev)) => format!(
+                "{:>9} {:>9} {ev:>6.1}",
+                format!("{ar:.1}/{aw:.1}"),
+                format!("{dr:.1}/{dw:.1}")
+            ),
+            None => format!("{:>9} {:>9} {:>6}", "-", "-", "-"),
         };
+        let daemon = daemon_rss.get(mode);
         println!(
-            "{mode:<11} {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} | {:>9.2} {:>8.2} {:>8.2} | {api_cols}",
-            add.0, add.1, add.2, del.0, del.1, both.0, both.1, both.2
+            "{mode:<15} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {api_cols} | {:>8} | {:>11}",
+            add.0,
+            add.1,
+            del.0,
+            del.1,
+            both.0,
+            both.1,
+            both.2,
+            if *mode == "bare" {
+                "-".to_owned()
+            } else {
+                format!("{peak_proc:.1}")
+            },
+            daemon.map_or("-".to_owned(), |(rss, hwm)| format!("{rss:.1}/{hwm:.1}"))
         );
-        medians.push(both.0);
+        medians.insert(*mode, both.0);
+        add_medians.insert(*mode, add.0);
         json_modes.insert(
             (*mode).into(),
             json!({
                 "add": {"median": add.0, "p90": add.1, "min": add.2},
                 "del": {"median": del.0, "p90": del.1, "min": del.2},
                 "add_del": {"median": both.0, "p90": both.1, "min": both.2},
-                "api_requests_per_add": mode.ends_with("k8s").then_some(api_add),
-                "api_requests_per_del": mode.ends_with("k8s").then_some(api_del),
+                "api_per_add": api.map(|a| json!({"reads": a.0, "writes": a.1, "events": a.4})),
+                "api_per_del": api.map(|a| json!({"reads": a.2, "writes": a.3})),
+                "plugin_process_peak_rss_mib": (*mode != "bare").then_some(peak_proc),
+                "daemon_rss_mib": daemon.map(|d| json!({"rss": d.0, "peak": d.1})),
             }),
         );
     }
-    let ratio = |a: usize, b: usize| medians[a] / medians[b];
-    let ratios = json!({
-        "plexus/bare": ratio(1, 0), "multus/bare": ratio(2, 0), "plexus/multus": ratio(1, 2),
-        "plexus-k8s/bare": ratio(3, 0), "multus-k8s/bare": ratio(4, 0), "plexus-k8s/multus-k8s": ratio(3, 4),
-    });
+    println!(
+        "\nr/w: API reads (get/list/watch) and writes per call, events apart (ev/ADD, counted over the run per \
+         namespace: thick daemons send them after the reply); proc MiB: the plugin process's peak RSS (shim in thick \
+         modes); daemon MiB: RSS now / peak"
+    );
+    let mut ratios = serde_json::Map::new();
+    for (a, b) in [
+        ("plexus", "bare"),
+        ("multus", "bare"),
+        ("plexus", "multus"),
+        ("plexus-k8s", "bare"),
+        ("multus-k8s", "bare"),
+        ("plexus-k8s", "multus-k8s"),
+        ("plexus-thick", "bare"),
+        ("multus-thick", "bare"),
+        ("plexus-thick", "multus-thick"),
+        ("plexus", "plexus-base"),
+        ("plexus-k8s", "plexus-k8s-base"),
+    ] {
+        if let (Some(x), Some(y)) = (medians.get(a), medians.get(b)) {
+            ratios.insert(format!("{a}/{b}"), json!(x / y));
+        }
+    }
     println!("\nratios of the ADD+DEL medians:");
-    for (k, v) in ratios.as_object().unwrap() {
-        println!("  {k:<24} {:.3}", v.as_f64().unwrap());
+    for (k, v) in &ratios {
+        println!("  {k:<28} {:.3}", v.as_f64().unwrap());
+    }
+    let mut overheads = serde_json::Map::new();
+    if let Some(bare) = add_medians.get("bare") {
+        println!("\nADD median overhead over bare:");
+        for (mode, add) in &add_medians {
+            if *mode != "bare" {
+                println!("  {mode:<15} {:>7.2} ms", add - bare);
+                overheads.insert((*mode).into(), json!(add - bare));
+            }
+        }
     }
     let multus_version = std::fs::read_to_string(repo().join("e2e/tools/versions.env"))
         .unwrap()
@@ -403,6 +1121,12 @@ fn report(samples: &[Vec<(Duration, Duration)>], api: &[(usize, usize)], iterati
         "\nplexus {} (release build), multus {multus_version}, CNI plugins from e2e/tools/versions.env",
         env!("CARGO_PKG_VERSION")
     );
+    json!({"iterations": iterations, "modes": json_modes, "ratios": ratios,
+           "add_overhead_over_bare_ms": overheads,
+           "plexus": env!("CARGO_PKG_VERSION"), "multus": multus_version})
+}
+
+fn write_doc(doc: &Value) {
     let out_dir = plexus_release_bin()
         .parent()
         .unwrap()
@@ -410,12 +1134,332 @@ fn report(samples: &[Vec<(Duration, Duration)>], api: &[(usize, usize)], iterati
         .unwrap()
         .join("bench");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let doc = json!({"iterations": iterations, "modes": json_modes, "ratios": ratios,
-                     "plexus": env!("CARGO_PKG_VERSION"), "multus": multus_version});
     std::fs::write(
         out_dir.join("add_del.json"),
-        serde_json::to_string_pretty(&doc).unwrap(),
+        serde_json::to_string_pretty(doc).unwrap(),
     )
     .unwrap();
     println!("written: {}", out_dir.join("add_del.json").display());
+}
+
+// ---- the floor -------------------------------------------------------------------------------------------------
+
+/// What any thick design pays per ADD: one exec of a trivial static binary (the shim's least cost) and one PATCH on
+/// a kept-alive connection (the network-status write). Medians of 200 execs and 100 PATCHes.
+fn measure_floor(work: &Path, cluster: &PrivateCluster) -> Value {
+    let source = work.join("floor.c");
+    std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
+    let binary = work.join("floor-static");
+    let out = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("gcc");
+    assert!(
+        out.status.success(),
+        "gcc -static: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut execs: Vec<Duration> = (0..220)
+        .map(|_| {
+            let start = Instant::now();
+            let status = Command::new(&binary)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            start.elapsed()
+        })
+        .skip(20)
+        .collect();
+    execs.sort();
+
+    cluster.kubectl(&["create", "namespace", "floor"], "");
+    cluster.kubectl(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "floor", "namespace": "floor"},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
+        .to_string(),
+    );
+    let kubeconfig = cluster.kubeconfig.clone();
+    let mut patches: Vec<Duration> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use k8s_openapi::api::core::v1::Pod;
+            use kube::api::{Api, Patch, PatchParams};
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap();
+            let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "floor");
+            let mut times = Vec::new();
+            for i in 0..110 {
+                let patch = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": format!("[{{\"name\":\"n{i}\"}}]")}}});
+                let start = Instant::now();
+                pods.patch("floor", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+                if i >= 10 {
+                    times.push(start.elapsed());
+                }
+            }
+            times
+        });
+    patches.sort();
+    let median = |v: &[Duration]| ms(v[v.len() / 2]);
+    let (exec_ms, patch_ms) = (median(&execs), median(&patches));
+    println!(
+        "\nfloor of a thick ADD: exec of a trivial static binary {exec_ms:.2} ms (median of {}) + one PATCH on a \
+         kept-alive connection {patch_ms:.2} ms (median of {}) = {:.2} ms",
+        execs.len(),
+        patches.len(),
+        exec_ms + patch_ms
+    );
+    json!({"exec_static_ms": exec_ms, "patch_kept_alive_ms": patch_ms, "floor_ms": exec_ms + patch_ms})
+}
+
+// ---- concurrency -----------------------------------------------------------------------------------------------
+
+/// `count` sandboxes ADDed by `parallelism` workers, then DELeted the same way: (ADD wall time, DEL wall time,
+/// leaks: interfaces and leases left after the DELs, failed calls). A failed call is reported and counted, not fatal.
+fn concurrent_run(
+    setup: &Setup,
+    mode: &str,
+    count: usize,
+    parallelism: usize,
+    lease_dir: &Path,
+    uids: Option<&Vec<String>>,
+) -> (Duration, Duration, usize, usize) {
+    let namespace = format!("bench-c-{mode}");
+    let netns: Vec<Netns> = (0..count).map(|_| Netns::new()).collect();
+    let ids: Vec<String> = (0..count).map(|i| format!("conc-{mode}-{i}")).collect();
+    let args: Vec<String> = (0..count)
+        .map(|i| match uids {
+            Some(u) => pod_args(&namespace, &format!("pod-{i}"), &u[i], &ids[i]),
+            None => String::new(),
+        })
+        .collect();
+    // bare keeps each sandbox's results for its DEL.
+    let bare_results: Vec<Mutex<Vec<Option<Value>>>> =
+        (0..count).map(|_| Mutex::new(Vec::new())).collect();
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let run = |command: CniCommand| {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..parallelism {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= count {
+                            break;
+                        }
+                        let path = netns[i].path();
+                        if mode == "bare" {
+                            bare_one(setup, command, &ids[i], &path, &bare_results[i]);
+                        } else {
+                            let binary = setup.binary(mode);
+                            if let Err(e) = try_exec(
+                                binary,
+                                command.as_str(),
+                                &ids[i],
+                                &path,
+                                &setup.plugins,
+                                &args[i],
+                                &setup.configs[mode],
+                            ) {
+                                eprintln!("{mode}: {e}");
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        start.elapsed()
+    };
+    let add = run(CniCommand::Add);
+    let del = run(CniCommand::Del);
+    let leaks = netns.iter().map(|n| n.link_names().len()).sum::<usize>() + leases(lease_dir).len();
+    (add, del, leaks, failed.into_inner())
+}
+
+/// One sandbox's three delegates, ADD in order or DEL in reverse, as [`bare`] does.
+fn bare_one(
+    setup: &Setup,
+    command: CniCommand,
+    id: &str,
+    netns: &str,
+    results: &Mutex<Vec<Option<Value>>>,
+) {
+    let dirs = [setup.plugins.clone()];
+    let ifname = |n: usize| {
+        if n == 0 {
+            "eth0".to_string()
+        } else {
+            format!("net{n}")
+        }
+    };
+    let call = |list: &NetworkConfigList, i: usize, n: usize, prev: Option<&Value>| {
+        let conf = list.request_config(
+            i,
+            "1.0.0",
+            &RequestExtras {
+                prev_result: prev,
+                ..RequestExtras::default()
+            },
+        );
+        let stdin = conf.to_string();
+        invoke(&Invocation {
+            command,
+            plugin: list.plugins[i].plugin_type(),
+            container_id: id,
+            netns,
+            ifname: &ifname(n),
+            cni_args: "",
+            path: &dirs,
+            stdin: stdin.as_bytes(),
+            timeout: Duration::from_secs(60),
+        })
+        .unwrap_or_else(|e| panic!("bare {command:?} {}: {e}", list.name))
+        .stdout
+    };
+    let mut kept = results.lock().unwrap();
+    if command == CniCommand::Add {
+        for (n, list) in setup.lists.iter().enumerate() {
+            let mut prev: Option<Value> = None;
+            for i in 0..list.plugins.len() {
+                let stdout = call(list, i, n, prev.as_ref());
+                prev = Some(
+                    CniResult::from_json(&stdout, "1.0.0")
+                        .unwrap()
+                        .to_value("1.0.0")
+                        .unwrap(),
+                );
+            }
+            kept.push(prev);
+        }
+    } else {
+        for (n, list) in setup.lists.iter().enumerate().rev() {
+            for i in (0..list.plugins.len()).rev() {
+                call(list, i, n, kept[n].as_ref());
+            }
+        }
+    }
+}
+
+// ---- scale -----------------------------------------------------------------------------------------------------
+
+/// 1,000 NADs and 10,000 pods (100 node names, the daemons' node among them) created in the API server; then each
+/// running daemon's RSS, and each daemon restarted: time until ready (caches synced) and RSS then.
+fn scale_run(
+    cluster: &PrivateCluster,
+    daemons: &mut BTreeMap<&'static str, Daemon>,
+    start_daemons: impl Fn(&mut BTreeMap<&'static str, Daemon>),
+) -> Value {
+    const NADS: usize = 1000;
+    const PODS: usize = 10_000;
+    const NODES: usize = 100;
+    let ns = "scale";
+    // The controller would reconcile every pod meanwhile; its webhook is off for this namespace.
+    cluster.kubectl(&["create", "namespace", ns], "");
+    cluster.kubectl(&["label", "namespace", ns, "plexus/admission=off"], "");
+    let kubeconfig = cluster.kubeconfig.clone();
+    let started = Instant::now();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use futures::StreamExt;
+            use k8s_openapi::api::core::v1::Pod;
+            use kube::api::{Api, DynamicObject, PostParams};
+            use kube::core::{ApiResource, GroupVersionKind};
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+                "network-attachment-definitions",
+            );
+            let nads: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+            futures::stream::iter(0..NADS)
+                .for_each_concurrent(16, |i| {
+                    let nads = nads.clone();
+                    async move {
+                        let config = json!({"cniVersion": "1.0.0", "name": format!("net-{i}"), "type": "macvlan",
+                            "master": "eth1", "ipam": {"type": "host-local", "subnet": "198.19.0.0/24"}});
+                        let object: DynamicObject =
+                            serde_json::from_value(nad(ns, &format!("net-{i}"), &config)).unwrap();
+                        nads.create(&PostParams::default(), &object).await.unwrap();
+                    }
+                })
+                .await;
+            let pods: Api<Pod> = Api::namespaced(client, ns);
+            futures::stream::iter(0..PODS)
+                .for_each_concurrent(16, |i| {
+                    let pods = pods.clone();
+                    async move {
+                        let node = if i % NODES == 0 {
+                            NODE.to_owned()
+                        } else {
+                            format!("scale-node-{}", i % NODES)
+                        };
+                        let mut object = bench_pod(ns, &format!("pod-{i}"), &node);
+                        object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] =
+                            json!(format!("net-{}", i % NADS));
+                        let object: Pod = serde_json::from_value(object).unwrap();
+                        pods.create(&PostParams::default(), &object).await.unwrap();
+                    }
+                })
+                .await;
+        });
+    let created = started.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    println!(
+        "\nScale: {NADS} NADs and {PODS} pods over {NODES} node names created in {:.0} s ({} pods on {NODE})\n",
+        created.as_secs_f64(),
+        PODS / NODES
+    );
+    let mut rows = serde_json::Map::new();
+    for (mode, d) in daemons.iter() {
+        let (rss, hwm) = (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"));
+        println!(
+            "{:<14} running through the creates: RSS {rss:.1} MiB (peak {hwm:.1} MiB)",
+            d.name
+        );
+        rows.insert(
+            (*mode).into(),
+            json!({"running_rss_mib": rss, "running_peak_rss_mib": hwm}),
+        );
+    }
+    daemons.clear();
+    start_daemons(daemons);
+    for (mode, d) in daemons.iter_mut() {
+        let synced = d.wait_ready(Duration::from_secs(300));
+        std::thread::sleep(Duration::from_secs(3));
+        let (rss, hwm) = (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"));
+        println!(
+            "{:<14} restarted: ready (caches synced) {:.2} s after its start; RSS {rss:.1} MiB (peak {hwm:.1} MiB)",
+            d.name,
+            synced.as_secs_f64()
+        );
+        let row = rows.get_mut(*mode).unwrap();
+        row["restart_sync_s"] = json!(synced.as_secs_f64());
+        row["restart_rss_mib"] = json!(rss);
+        row["restart_peak_rss_mib"] = json!(hwm);
+    }
+    json!({"nads": NADS, "pods": PODS, "nodes": NODES, "create_s": created.as_secs_f64(), "daemons": rows})
 }

@@ -174,7 +174,9 @@ pub fn run_with<P: SourceProvider>(
     if env.command == CniCommand::Version {
         return version_reply(stdin).map(Some).map_err(|e| e.to_cni());
     }
+    let parse_started = std::time::Instant::now();
     let config = Config::load(stdin).map_err(|e| e.to_cni())?;
+    let parsed_in = parse_started.elapsed();
     if logging == Logging::PerRequest {
         logging::init(&config.log);
     }
@@ -186,6 +188,11 @@ pub fn run_with<P: SourceProvider>(
         ifname = %env.sandbox.ifname,
     );
     let _entered = span.enter();
+    // The config was parsed before logging could start (the log settings are in it): its time is logged here.
+    debug!(
+        config_parse_us = parsed_in.as_micros() as u64,
+        "config parsed"
+    );
     if !config.ignored_keys.is_empty() {
         debug!(keys = ?config.ignored_keys, "config keys Plexus does not use were ignored");
     }

@@ -4,6 +4,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -18,11 +19,30 @@ pub fn init(settings: &LogSettings) -> bool {
     init_with(settings, None)
 }
 
+/// The filter: `PLEXUS_LOG` when set and valid, else the configured level.
+fn filter(settings: &LogSettings) -> (EnvFilter, String) {
+    match std::env::var("PLEXUS_LOG") {
+        Ok(level) => match EnvFilter::try_new(&level) {
+            Ok(filter) => (filter, level),
+            Err(_) => (EnvFilter::new(&settings.level), settings.level.clone()),
+        },
+        Err(_) => (EnvFilter::new(&settings.level), settings.level.clone()),
+    }
+}
+
+/// At debug or trace, every span (the request, record lock/write/remove, each delegate) logs its time when it
+/// closes (`time.busy`, `time.idle`): the per-phase trace of a request.
+fn span_events(level: &str) -> FmtSpan {
+    if level.contains("debug") || level.contains("trace") {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    }
+}
+
 /// [`init`] with one more layer, which sees every span whatever the log level (the level filters the log output
 /// only).
 pub fn init_with(settings: &LogSettings, extra: Option<ExtraLayer>) -> bool {
-    let filter =
-        EnvFilter::try_from_env("PLEXUS_LOG").unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let mut output: Option<ExtraLayer> = None;
     if let Some(path) = &settings.file {
         match OpenOptions::new()
@@ -32,10 +52,12 @@ pub fn init_with(settings: &LogSettings, extra: Option<ExtraLayer>) -> bool {
             .open(path)
         {
             Ok(file) => {
+                let (filter, level) = filter(settings);
                 output = Some(
                     tracing_subscriber::fmt::layer()
                         .json()
                         .with_current_span(true)
+                        .with_span_events(span_events(&level))
                         .with_writer(Mutex::new(file))
                         .with_filter(filter)
                         .boxed(),
@@ -50,10 +72,10 @@ pub fn init_with(settings: &LogSettings, extra: Option<ExtraLayer>) -> bool {
         return false;
     }
     if output.is_none() && (settings.to_stderr || settings.file.is_some()) {
-        let filter = EnvFilter::try_from_env("PLEXUS_LOG")
-            .unwrap_or_else(|_| EnvFilter::new(&settings.level));
+        let (filter, level) = filter(settings);
         output = Some(
             tracing_subscriber::fmt::layer()
+                .with_span_events(span_events(&level))
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .with_filter(filter)

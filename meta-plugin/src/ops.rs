@@ -99,6 +99,7 @@ impl<'r> Runnable<'r> {
         let conf = self.list.request_config(plugin, self.version, &extras);
         let stdin = serde_json::to_vec(&conf).expect("a request config always serialises");
         let plugin_type = self.list.plugins[plugin].plugin_type();
+        let _phase = tracing::debug_span!("delegate_exec", network = %self.rec.network, delegate = plugin_type, command = command.as_str()).entered();
         debug!(network = %self.rec.network, ifname = %self.rec.ifname, delegate = plugin_type, command = command.as_str(), "calling delegate");
         let out = invoke::invoke(&Invocation {
             command,
@@ -352,7 +353,7 @@ pub fn add(
     match converted {
         Ok(converted) => {
             record.state = RecordState::Added;
-            if let Err(e) = ctx.store.save(&record) {
+            if let Err(e) = ctx.store.update(&record) {
                 // The runtime gets an error (e.g. a full disk), so it must not be left with networks attached.
                 let all = record.attachments.len();
                 roll_back(ctx, lock, &mut record, all)?;
@@ -402,7 +403,7 @@ fn roll_back(
         Err(rollback) => {
             warn!(error = %rollback, "rollback left errors; the record stays for the runtime's DEL");
             record.state = RecordState::Failed;
-            ctx.store.save(record)
+            ctx.store.update(record)
         }
     }
 }

@@ -4,8 +4,9 @@
 //! arguments and result), so they never need the API server, the NAD or the stdin config. Records live in `cniDir`
 //! (mode 0700; an existing directory that others can read is refused), one file per network, sandbox and interface
 //! (`<network>~<container id>-<ifname>.json`, so that Plexus networks sharing a `cniDir` never see each other's
-//! records), written atomically (temp file, fsync, rename, fsync of the directory) with mode 0600. Every operation on
-//! a sandbox holds that sandbox's lock file for its whole duration.
+//! records), written atomically (temp file, fsync, rename) with mode 0600; the directory is fsynced too when an ADD
+//! first writes its record, before any delegate runs (see [`RecordStore::update`] for the later writes). Every
+//! operation on a sandbox holds that sandbox's lock file for its whole duration.
 //!
 //! Records written before the network name was part of the key (`<container id>-<ifname>.json`) are moved to the
 //! new name by the first DEL or CHECK of their sandbox; GC leaves them alone (it can't know their network).
@@ -265,6 +266,7 @@ impl RecordStore {
 
     /// Takes the sandbox's exclusive lock, waiting for another Plexus process that holds it.
     pub fn lock(&self, container_id: &str, ifname: &str) -> Result<SandboxLock, PlexusError> {
+        let _phase = tracing::debug_span!("record_lock").entered();
         self.ensure_dir()?;
         let path = self.lock_path(container_id, ifname);
         loop {
@@ -315,8 +317,26 @@ impl RecordStore {
         }
     }
 
-    /// Writes the record atomically: a reader sees the old record or the new one, never a mix, even across a crash.
+    /// Writes the record atomically and durably: a reader sees the old record or the new one, never a mix, even
+    /// across a crash, and once this returns the new one survives a power loss (temp file, fsync, rename, fsync of
+    /// the directory). What an ADD writes before its first delegate runs.
     pub fn save(&self, record: &Record) -> Result<(), PlexusError> {
+        self.write(record, true)
+    }
+
+    /// Replaces the record that this request saved with [`save`](Self::save), for the same attachments (ADD's
+    /// completion, or the Failed state after a rollback): atomic like `save`, and the new content is on disk before
+    /// the rename, but the rename itself is not made durable (no fsync of the directory). A power loss that undoes
+    /// the rename leaves the earlier record, whose attachments DEL deletes just the same (a record in state Adding
+    /// is deleted attachment by attachment, results or not), so nothing can leak; the fsync saved is one of the
+    /// ADD's four.
+    pub fn update(&self, record: &Record) -> Result<(), PlexusError> {
+        self.write(record, false)
+    }
+
+    fn write(&self, record: &Record, durable_rename: bool) -> Result<(), PlexusError> {
+        let _phase =
+            tracing::debug_span!("record_write", state = ?record.state, durable_rename).entered();
         self.ensure_dir()?;
         let path = self.path(&record.container_id, &record.ifname);
         let tmp = self.dir.join(format!(
@@ -335,7 +355,10 @@ impl RecordStore {
             f.write_all(&body)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            if durable_rename {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -343,13 +366,17 @@ impl RecordStore {
         })
     }
 
-    /// Removes the record (and, while still holding it, the lock file).
+    /// Removes the record (and, while still holding it, the lock file). The removal is not fsynced: every delegate's
+    /// DEL has run by then, so a power loss that brings the record back leaves only a record of attachments already
+    /// deleted; deleting them again (the next DEL or GC of the sandbox) is a no-op for the delegates (CNI DEL is
+    /// idempotent), and it removes the record.
     pub fn remove(
         &self,
         lock: SandboxLock,
         container_id: &str,
         ifname: &str,
     ) -> Result<(), PlexusError> {
+        let _phase = tracing::debug_span!("record_remove").entered();
         let path = self.path(container_id, ifname);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -357,7 +384,6 @@ impl RecordStore {
             Err(e) => return Err(record_err(&path, format!("cannot remove: {e}"))),
         }
         let _ = fs::remove_file(&lock.path);
-        let _ = File::open(&self.dir).and_then(|d| d.sync_all());
         drop(lock);
         Ok(())
     }
@@ -447,6 +473,23 @@ mod tests {
             Loaded::Found(got) => assert_eq!(got, r),
             other => panic!("{other:?}"),
         }
+        assert_eq!(store.list().0.len(), 1);
+        // The completion replaces the intent in place, with the same mode and no temp file left.
+        let done = Record {
+            state: RecordState::Added,
+            ..r.clone()
+        };
+        store.update(&done).unwrap();
+        match store.load("c1", "eth0") {
+            Loaded::Found(got) => assert_eq!(got, done),
+            other => panic!("{other:?}"),
+        }
+        let mode = fs::metadata(store.path("c1", "eth0"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
         assert_eq!(store.list().0.len(), 1);
         store.remove(lock, "c1", "eth0").unwrap();
         assert!(matches!(store.load("c1", "eth0"), Loaded::Missing));

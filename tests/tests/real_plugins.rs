@@ -182,6 +182,36 @@ fn three_networks_add_check_del() {
     t.assert_clean(&hosts);
 }
 
+/// At `logLevel: debug` every phase of a request logs its time when it ends (the per-phase trace
+/// `docs/benchmarks.md` reads): the config parse, the record lock, the durable intent write, the completion write
+/// (its rename not made durable), each delegate, and at DEL the record removal.
+#[test]
+fn at_debug_level_each_phase_logs_its_time() {
+    let t = ThreeNetworks::new("1.0.0");
+    let stdin = t.config.to_string();
+    let add = t.call("ADD", "c-trace").run(stdin.as_bytes());
+    assert!(add.status.success(), "{add:?}");
+    let log = String::from_utf8_lossy(&add.stderr);
+    for phase in [
+        "config_parse_us=",
+        "record_lock: plexus_cni::record: close time.busy=",
+        "record_write{state=Adding durable_rename=true}: plexus_cni::record: close time.busy=",
+        "record_write{state=Added durable_rename=false}: plexus_cni::record: close time.busy=",
+        "delegate_exec{network=mv-net delegate=\"tuning\" command=\"ADD\"}: plexus_cni::ops: close time.busy=",
+    ] {
+        assert!(log.contains(phase), "no {phase:?} in {log}");
+    }
+    let hosts = t.host_interfaces("c-trace");
+    let del = t.call("DEL", "c-trace").run(stdin.as_bytes());
+    assert!(del.status.success(), "{del:?}");
+    let log = String::from_utf8_lossy(&del.stderr);
+    assert!(
+        log.contains("record_remove: plexus_cni::record: close time.busy="),
+        "{log}"
+    );
+    t.assert_clean(&hosts);
+}
+
 #[test]
 fn del_works_with_an_empty_or_different_config() {
     let t = ThreeNetworks::new("1.0.0");

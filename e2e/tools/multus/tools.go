@@ -5,4 +5,6 @@ package tools
 
 import (
 	_ "gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus"
+	_ "gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus-daemon"
+	_ "gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus-shim"
 )

@@ -562,7 +562,64 @@ fn chart_lifecycle() {
     multus_samples(&nodes, &ns.name, &macvlan_subnet);
 
     // ---- token rotation, written the way the kubelet writes a projected volume ------------------------------------
-    rotate_token(&nodes, &kubeconfig_file);
+    // Two rotations: tokens bound to Secrets of the test's own, so the first one can be made invalid (deleting the
+    // object a token is bound to ends it, as expiry does; a TokenRequest lives at least 10 minutes).
+    for secret in ["rotation-a", "rotation-b"] {
+        kubectl(
+            &["create", "secret", "generic", secret, "-n", NAMESPACE],
+            None,
+        );
+    }
+    let first = rotate_token(&nodes, &kubeconfig_file, "rotation-a");
+    let server = kubectl(
+        &[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        None,
+    );
+    let server = server.trim();
+    create_node_pod(
+        &nodes,
+        0,
+        &ns.name,
+        "first-token",
+        Some("sample-bridge, sample-macvlan"),
+    );
+    assert_networks(&ns.name, "first-token", &["eth0", "net1", "net2"]);
+    // Only the token: no client certificate of the test's own kubeconfig rides along.
+    let whoami = |token: &str| {
+        kubectl_output(
+            &[
+                "--kubeconfig=/dev/null",
+                &format!("--server={server}"),
+                "--insecure-skip-tls-verify",
+                &format!("--token={token}"),
+                "auth",
+                "whoami",
+            ],
+            None,
+        )
+    };
+    let valid = whoami(&first);
+    assert!(
+        valid.status.success() && String::from_utf8_lossy(&valid.stdout).contains("plexus-node"),
+        "the first token works before its Secret is deleted: {valid:?}"
+    );
+    rotate_token(&nodes, &kubeconfig_file, "rotation-b");
+    kubectl(&["delete", "secret", "rotation-a", "-n", NAMESPACE], None);
+    wait_until(
+        "the first token to be refused by the API server",
+        Duration::from_secs(30),
+        || {
+            let out = whoami(&first);
+            (!out.status.success()).then_some(())
+        },
+        || "the first token is still accepted".to_owned(),
+    );
     create_node_pod(
         &nodes,
         0,
@@ -682,6 +739,7 @@ fn chart_lifecycle() {
     // The pods created in thin mode are deleted through the daemon (it reads the same records).
     let mut pods = vec![
         "first".to_owned(),
+        "first-token".to_owned(),
         "after-rotation".to_owned(),
         "thick".to_owned(),
     ];
@@ -755,8 +813,8 @@ fn chart_lifecycle() {
 /// A new token for the node pod (a real TokenRequest bound to the pod, as the kubelet asks for), swapped into the
 /// pod's projected service-account volume as the kubelet does it (a new timestamped dir with every file, then the
 /// `..data` symlink replaced by a rename): the installer writes it into the plugin's kubeconfig.
-fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
-    let (pod, uid) = node_pod().expect("one node pod");
+fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path, bound_secret: &str) -> String {
+    let (_, uid) = node_pod().expect("one node pod");
     let token = kubectl(
         &[
             "create",
@@ -765,11 +823,9 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
             "-n",
             NAMESPACE,
             "--bound-object-kind",
-            "Pod",
+            "Secret",
             "--bound-object-name",
-            &pod,
-            "--bound-object-uid",
-            &uid,
+            bound_secret,
             "--duration",
             "10m",
         ],
@@ -784,13 +840,14 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
         &[
             "sh",
             "-c",
-            "set -e; cd \"$1\"; current=$(readlink ..data); mkdir ..plexus_test_rotation; \
-             cp \"$current/ca.crt\" \"$current/namespace\" ..plexus_test_rotation/; \
-             printf %s \"$2\" > ..plexus_test_rotation/token; \
-             ln -s ..plexus_test_rotation ..data_tmp; mv -T ..data_tmp ..data",
+            "set -e; cd \"$1\"; current=$(readlink ..data); new=..plexus_test_$3; mkdir \"$new\"; \
+             cp \"$current/ca.crt\" \"$current/namespace\" \"$new/\"; \
+             printf %s \"$2\" > \"$new/token\"; \
+             ln -s \"$new\" ..data_tmp; mv -T ..data_tmp ..data",
             "rotate",
             &volume,
             token,
+            bound_secret,
         ],
     );
     wait_until(
@@ -806,6 +863,7 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path) {
                 .into_owned()
         },
     );
+    token.to_owned()
 }
 
 /// Multus's quick-start objects as a Multus user has them (NAD configs in Multus's format: a single conf with an

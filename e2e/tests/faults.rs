@@ -85,10 +85,16 @@ impl Proxy {
     /// Closes the port and every open connection: the API server is down.
     fn stop(&self) {
         self.close();
-        assert!(
-            TcpStream::connect(("127.0.0.1", self.port)).is_err(),
-            "the proxy still accepts connections"
-        );
+        // Nothing listens on the port any more: it can be bound again (std sets SO_REUSEADDR, so the closed
+        // connections' TIME_WAIT does not count), or a connect fails. A connect alone is not proof: one to a closed
+        // loopback port of the ephemeral range can pick that very port as its source and connect to itself, which
+        // made this check fail now and then.
+        let closed = TcpListener::bind(("127.0.0.1", self.port)).is_ok()
+            || match TcpStream::connect(("127.0.0.1", self.port)) {
+                Err(_) => true,
+                Ok(s) => s.local_addr().ok() == s.peer_addr().ok(),
+            };
+        assert!(closed, "the proxy still listens on port {}", self.port);
     }
 
     fn kubeconfig(&self, dir: &Path) -> PathBuf {

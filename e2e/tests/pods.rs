@@ -166,7 +166,8 @@ fn json_form_with_every_key_the_kernel_here_supports(mode: &Mode) {
     let _ab = HostLink::adopt(&args_bridge);
     let (_, p1) = subnet();
     let (s2, p2) = subnet();
-    let host_port = 20000 + (std::process::id() % 20000) as u16;
+    // A port of this run's own: the ::thin and ::thick variants run at once, and each checks its DNAT rule is gone.
+    let host_port = free_port();
     create_nad(
         &ns.name,
         "rich",

@@ -77,10 +77,15 @@ node_tool_bins() {
 
 # plexus and oci-image from this checkout, built if needed (cargo is quick when nothing changed).
 node_rust_bins() {
-  local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
-  case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
   (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-daemon \
     --bin plexus-daemon -p plexus-e2e --bin oci-image >&2) || die "cargo build of plexus, plexus-daemon and oci-image failed"
+  node_rust_bin_paths
+}
+
+# Where node_rust_bins puts them (without building: `node-restart` runs while a test binary holds cargo's lock).
+node_rust_bin_paths() {
+  local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
+  case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
   PLEXUS_DAEMON_BIN=${PLEXUS_NODE_DAEMON_BIN:-$target/debug/plexus-daemon}
   OCI_IMAGE_BIN=$target/debug/oci-image
@@ -708,20 +713,26 @@ nodes_env() {
   fi
 }
 
-# node_restart <k> containerd|kubelet: stops the daemon (SIGTERM) and starts it again with the pods running; the
-# previous log is kept as <log>.<n>.
+# node_restart <k> containerd|kubelet|plexus-daemon: stops the daemon (SIGTERM) and starts it again with the pods
+# running; the previous output is kept as <log>.<n> (plexus-daemon: its stdout/stderr, plexus-daemon.out; its own log
+# file is appended to).
 node_restart() {
-  local k=$1 daemon=$2 n; n=$(node_dir "$k")
+  local k=$1 daemon=$2 n out; n=$(node_dir "$k")
   alive "node$k-holder" || die "no node $k"
-  case $daemon in containerd | kubelet) ;; *) usage ;; esac
+  case $daemon in
+    containerd | kubelet) out=$n/$daemon.log ;;
+    plexus-daemon) bare && die "bare nodes run no harness plexus-daemon (the chart does)"; out=$n/$daemon.out ;;
+    *) usage ;;
+  esac
   K8S_BIN=$(tool_bin kubernetes)
   node_tool_bins
+  node_rust_bin_paths
   stop_daemon "node$k-$daemon"
   local i=1
-  while [ -e "$n/$daemon.log.$i" ]; do i=$((i + 1)); done
-  mv "$n/$daemon.log" "$n/$daemon.log.$i"
-  "start_$daemon" "$k"
-  [ "$daemon" = containerd ] || wait_node_ready "$k"
+  while [ -e "$out.$i" ]; do i=$((i + 1)); done
+  mv "$out" "$out.$i"
+  "start_${daemon//-/_}" "$k"
+  [ "$daemon" != kubelet ] || wait_node_ready "$k"
   say "restarted $daemon of $(node_name "$k")"
 }
 

@@ -271,7 +271,8 @@ write_node_configs() {
   node_kubeconfig "$n/kubelet.kubeconfig" "kubelet-node$k" "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/plexus.kubeconfig" plexus-node "https://127.0.0.1:$NODE_APISERVER_PORT"
   node_kubeconfig "$n/kube-proxy.kubeconfig" kube-proxy "https://127.0.0.1:$NODE_APISERVER_PORT"
-  node_kubeconfig "$n/plexus-daemon.kubeconfig" plexus-daemon "https://127.0.0.1:$NODE_APISERVER_PORT"
+  # Bare: no harness daemon (the chart runs its own), so no certificate for it either.
+  bare || node_kubeconfig "$n/plexus-daemon.kubeconfig" plexus-daemon "https://127.0.0.1:$NODE_APISERVER_PORT"
   local p cluster_network=$n/cluster-network
   # Bare: the conf dir holds only the cluster network; the chart's installer copies plexus and writes its conf; the
   # plugins are copies (thick mode's daemon runs them in its container, where links into the tool cache would dangle).

@@ -748,6 +748,8 @@ fn chart_lifecycle() {
     for pod in &pods {
         delete_pod(&ns.name, pod);
     }
+    // The second rotation's token is long out of use (the upgrades gave the node pod new ones).
+    kubectl(&["delete", "secret", "rotation-b", "-n", NAMESPACE], None);
     helm(&[
         "uninstall",
         RELEASE,

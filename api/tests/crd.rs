@@ -16,7 +16,9 @@ const HEADER: &str = "# Generated from plexus_api::nad::NetworkAttachmentDefinit
                       # PLEXUS_UPDATE_CRDS=1 cargo test -p plexus-api --test crd\n";
 
 fn committed_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // At run time (cargo sets it), not baked in: a shared target dir may hold this test built in another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("..")
         .join("crds")
         .join("network-attachment-definitions.yaml")

@@ -29,11 +29,20 @@ pub fn subnet() -> (String, String) {
     (format!("198.{b}.{c}.0/24"), format!("198.{b}.{c}"))
 }
 
-/// The repository root.
+/// The repository root: the workspace that holds the running test's package. Read from `CARGO_MANIFEST_DIR` at run
+/// time (cargo sets it for every test and bench it runs), not baked in at build time: a target dir shared by two
+/// checkouts (CI's cache) keeps artifacts built in the other one, and a baked path would point there.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|toml| toml.lines().any(|l| l.trim() == "[workspace]"))
+        })
+        .unwrap_or_else(|| panic!("no workspace above {}", manifest_dir.display()))
         .to_path_buf()
 }
 

@@ -24,15 +24,69 @@ use crate::metrics::Metrics;
 
 /// How many event batches wait to be sent before new ones are dropped (and counted as failed).
 const EVENT_QUEUE: usize = 4096;
+/// How long a batch of events may wait for a moment without CNI requests in flight: events are informational, and
+/// while requests run (a node starting many pods) their POSTs would compete with the network-status PATCHes.
+const EVENT_DEFER: Duration = Duration::from_secs(2);
+/// How often a deferred batch looks again whether requests are still in flight.
+const EVENT_POLL: Duration = Duration::from_millis(10);
 
-/// One ADD's events for one pod.
-type EventBatch = (PodView, Vec<PodEvent>);
+/// One ADD's events for one pod, and when they were queued.
+type EventBatch = (PodView, Vec<PodEvent>, tokio::time::Instant);
 
-/// The caches and the client, shared by every request.
-pub struct Caches {
+/// Whether a batch of events queued `waited` ago waits longer: while CNI requests are in flight, for up to
+/// [`EVENT_DEFER`].
+fn defer_events(in_flight: i64, waited: Duration) -> bool {
+    in_flight > 0 && waited < EVENT_DEFER
+}
+
+/// Where the requests' own API calls run (the network-status PATCH, the GETs of a cache miss): a thread of its own
+/// with a single-threaded runtime and a client made on it, so that a call's tasks (kube's buffer, hyper's
+/// connection) all run on that one thread: the request's thread hands it the call and gets the answer, two thread
+/// wake-ups, rather than hops between the watches' worker threads. Never a request's own short-lived runtime,
+/// whose end would close the kept-alive connections it opened (hyper spawns a connection's task where it is made).
+pub struct ApiThread {
+    runtime: tokio::runtime::Handle,
     client: kube::Client,
-    /// The daemon's runtime: every API call runs there, never on a request's own short-lived runtime, whose end
-    /// would close the kept-alive connections it opened (hyper spawns a connection's task where it is made).
+}
+
+impl ApiThread {
+    /// Starts the thread (it runs for the life of the process) and makes its client.
+    pub fn start(config: kube::Config) -> Result<Self, String> {
+        let (made, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("plexus-api".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = made.send(Err(format!("the API thread's runtime: {e}")));
+                        return;
+                    }
+                };
+                let client = {
+                    let _on = runtime.enter();
+                    kube::Client::try_from(config).map_err(|e| e.to_string())
+                };
+                let _ = made.send(client.map(|client| Self {
+                    runtime: runtime.handle().clone(),
+                    client,
+                }));
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .map_err(|e| format!("starting the API thread: {e}"))?;
+        started
+            .recv()
+            .map_err(|_| "the API thread stopped while starting".to_owned())?
+    }
+}
+
+/// The caches and the clients, shared by every request.
+pub struct Caches {
+    /// The requests' own calls' client, on [`ApiThread`].
+    client: kube::Client,
     runtime: tokio::runtime::Handle,
     pods: Store<PartialObjectMeta<Pod>>,
     nads: Store<NetworkAttachmentDefinition>,
@@ -61,10 +115,11 @@ impl EventSender {
 }
 
 impl Caches {
-    /// Starts the watches (on the current tokio runtime) and the event sender. `metrics.ready` turns true once
-    /// both caches have their first full list.
+    /// Starts the watches and the event sender on the current tokio runtime with `client`; the requests' own calls
+    /// go through `api`. `metrics.ready` turns true once both caches have their first full list.
     pub fn start(
         client: kube::Client,
+        api: ApiThread,
         node_name: &str,
         api_timeout: Duration,
         metrics: Arc<Metrics>,
@@ -112,7 +167,10 @@ impl Caches {
         let task = {
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                while let Some(Some((pod, events))) = received.recv().await {
+                while let Some(Some((pod, events, queued))) = received.recv().await {
+                    while defer_events(metrics.in_flight.get(), queued.elapsed()) {
+                        tokio::time::sleep(EVENT_POLL).await;
+                    }
                     match sender.record_events(&pod, &events).await {
                         Ok(()) => metrics.events("sent", events.len()),
                         Err(e) => {
@@ -124,8 +182,8 @@ impl Caches {
             })
         };
         let caches = Arc::new(Self {
-            client,
-            runtime: tokio::runtime::Handle::current(),
+            client: api.client,
+            runtime: api.runtime,
             pods: pod_reader,
             nads: nad_reader,
             events: queue.clone(),
@@ -175,7 +233,7 @@ impl SourceProvider for CacheProvider {
 }
 
 impl CacheSource {
-    /// Runs an API call on the daemon's runtime.
+    /// Runs an API call on the [`ApiThread`].
     async fn on_daemon_runtime<T: Send + 'static>(
         &self,
         what: String,
@@ -248,7 +306,8 @@ impl NetworkSource for CacheSource {
         .await
     }
 
-    /// Queued: sent after the reply by the daemon's event sender.
+    /// Queued: sent after the reply by the daemon's event sender, once no request is in flight (at most
+    /// [`EVENT_DEFER`] later).
     async fn record_events(&self, pod: &PodView, events: &[PodEvent]) -> Result<(), SourceError> {
         if events.is_empty() {
             return Ok(());
@@ -256,12 +315,28 @@ impl NetworkSource for CacheSource {
         if self
             .caches
             .events
-            .try_send(Some((pod.clone(), events.to_vec())))
+            .try_send(Some((
+                pod.clone(),
+                events.to_vec(),
+                tokio::time::Instant::now(),
+            )))
             .is_err()
         {
             warn!(pod = %pod.label(), "the event queue is full: this ADD's events are dropped");
             self.caches.metrics.events("failed", events.len());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_wait_for_an_idle_moment_but_not_for_long() {
+        assert!(!defer_events(0, Duration::ZERO));
+        assert!(defer_events(3, Duration::from_millis(100)));
+        assert!(!defer_events(3, EVENT_DEFER));
     }
 }

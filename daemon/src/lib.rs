@@ -41,9 +41,11 @@ pub enum StartError {
     },
 }
 
-/// The client: from the config's `kubeconfig` when it names one, else inferred (`KUBECONFIG`, then the pod's
-/// service account: its token file is read again at least once a minute, so a rotated token is picked up).
-pub async fn client(config: &DaemonConfig) -> Result<kube::Client, StartError> {
+/// The client's settings: from the config's `kubeconfig` when it names one, else inferred (`KUBECONFIG`, then the
+/// pod's service account: its token file is read again at least once a minute, so a rotated token is picked up).
+/// The daemon makes two clients from them, one for the watches and the events, one for the requests' own calls
+/// ([`cache::ApiThread`]).
+pub async fn client_config(config: &DaemonConfig) -> Result<kube::Config, StartError> {
     let err = |e: &dyn std::fmt::Display| StartError::Client(e.to_string());
     let mut kube_config = match &config.plugin.kubeconfig {
         Some(path) => {
@@ -61,7 +63,7 @@ pub async fn client(config: &DaemonConfig) -> Result<kube::Client, StartError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("plexus/", env!("CARGO_PKG_VERSION"), " (daemon)")),
     ));
-    kube::Client::try_from(kube_config).map_err(|e| err(&e))
+    Ok(kube_config)
 }
 
 /// Runs the daemon until `shutdown` completes (SIGTERM in the binary), then finishes the requests in flight and
@@ -77,9 +79,13 @@ pub async fn run(
             metrics: metrics.clone(),
         })),
     );
-    let client = client(&config).await?;
+    let kube_config = client_config(&config).await?;
+    let api = cache::ApiThread::start(kube_config.clone()).map_err(StartError::Client)?;
+    let client =
+        kube::Client::try_from(kube_config).map_err(|e| StartError::Client(e.to_string()))?;
     let (caches, events) = Caches::start(
         client,
+        api,
         &config.node_name,
         config.plugin.api_timeout,
         metrics.clone(),

@@ -38,11 +38,12 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    /// `lookup`, `delegate` or `status_write`.
+    /// One of `plexus_cni::PHASE_SPANS`: `lookup`, `delegate`, `status_write`, `record_lock`, `record_write`,
+    /// `record_remove`.
     pub phase: &'static str,
     /// The delegate's plugin type (empty for the other phases).
     pub plugin: String,
-    /// The delegate's command (empty for the other phases).
+    /// The delegate's command; for the other phases the command of the request they belong to.
     pub command: String,
 }
 
@@ -183,6 +184,9 @@ struct Phase {
     labels: PhaseLabels,
 }
 
+/// The command of the request a span belongs to (kept on its `cni` span).
+struct RequestCommand(String);
+
 #[derive(Default)]
 struct DelegateFields {
     plugin: String,
@@ -209,11 +213,29 @@ where
         if !meta.target().starts_with("plexus_cni") {
             return;
         }
+        if meta.name() == "cni" {
+            // The request's span: its command labels the phases inside it.
+            let mut fields = DelegateFields::default();
+            attrs.record(&mut fields);
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(RequestCommand(fields.command));
+            }
+            return;
+        }
         let Some(phase) = plexus_cni::PHASE_SPANS.iter().find(|p| **p == meta.name()) else {
             return;
         };
         let mut fields = DelegateFields::default();
         attrs.record(&mut fields);
+        if fields.command.is_empty()
+            && let Some(request) = ctx.span(id).and_then(|span| {
+                span.scope()
+                    .skip(1)
+                    .find_map(|s| s.extensions().get::<RequestCommand>().map(|c| c.0.clone()))
+            })
+        {
+            fields.command = request;
+        }
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(Phase {
                 started: Instant::now(),

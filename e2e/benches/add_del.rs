@@ -14,21 +14,25 @@
 //! Every iteration uses a fresh netns and container id (made outside the timed region) and checks after DEL that no
 //! interface or host-local lease is left. Round-robin order spreads drift over all modes. API requests per ADD and
 //! per DEL come from the API server's audit log, reads (get/list/watch) and writes apart; events are counted apart
-//! (thick daemons send them after the reply). Each plugin process's peak RSS comes from `wait4`.
+//! (thick daemons send them after the reply). Each round ends with the floor of a thick design: exec of a trivial
+//! static binary, then (after a bare ADD's time of busy CPU) one PATCH on a kept-alive connection. After the rounds,
+//! each plugin's peak RSS comes from a pass through a small static helper (`RssProbe`), and plexus-daemon's phase
+//! metrics say where a thick request's time goes; the floor is also measured back to back.
 //!
 //! Then, unless disabled:
-//! * the floor of a thick design: exec of a trivial static binary, and one PATCH on a kept-alive connection;
 //! * a concurrency run: `BENCH_CONCURRENCY` sandboxes (default 100) × 3 networks ADDed, then DELeted, with
 //!   parallelism `BENCH_PARALLELISM` (default 10), per mode: wall times, the daemons' peak RSS, leaks;
 //! * a scale run (`BENCH_SCALE=1`): 1,000 NADs and 10,000 pods over 100 node names created in the API server, then
 //!   each daemon's RSS, and a restarted daemon's cache-sync time and RSS.
 //!
 //! Run: `scripts/bench` (builds everything, then `cargo bench -p plexus-e2e --bench add_del`).
-//! `BENCH_ITERATIONS` (default 30) sets the measured rounds; 3 warm-up rounds come first. `BENCH_MODES` (a
+//! `BENCH_ITERATIONS` (default 30) sets the measured rounds; 3 warm-up rounds come first; `BENCH_SETTLE_MS`
+//! (default 200) is the pause before each ADD of the interleaved run, so that what one call leaves running (netns
+//! teardown, a daemon's events) does not land in the next one's time. `BENCH_MODES` (a
 //! space-separated subset) picks modes; `plexus-thick` runs when `plexus-daemon` is built next to `plexus`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -99,6 +103,8 @@ struct Setup {
     multus_shim: PathBuf,
     lists: Vec<NetworkConfigList>,
     configs: BTreeMap<&'static str, Value>,
+    /// The static helper that runs a plugin and reports its peak RSS (see [`RssProbe`]).
+    rss_probe: Option<RssProbe>,
 }
 
 impl Setup {
@@ -142,15 +148,35 @@ impl Setup {
             _ => self.binary(mode),
         };
         let config = &self.configs[mode];
-        let add = exec(binary, "ADD", id, netns, &self.plugins, &args, config);
+        let probe = self.rss_probe.as_ref();
+        let add = exec(
+            probe,
+            binary,
+            "ADD",
+            id,
+            netns,
+            &self.plugins,
+            &args,
+            config,
+        );
         between();
-        let del = exec(binary, "DEL", id, netns, &self.plugins, &args, config);
+        let del = exec(
+            probe,
+            binary,
+            "DEL",
+            id,
+            netns,
+            &self.plugins,
+            &args,
+            config,
+        );
         (add, del)
     }
 }
 
 fn main() {
     let iterations = env_usize("BENCH_ITERATIONS", 30);
+    let settle = Duration::from_millis(env_usize("BENCH_SETTLE_MS", 200) as u64);
     let warmup = 3;
     let release = plexus_release_bin();
     let daemon_bin = release.with_file_name("plexus-daemon");
@@ -342,6 +368,7 @@ fn main() {
             .map(|d| NetworkConfigList::from_value(d.clone()).unwrap())
             .collect(),
         configs,
+        rss_probe: None,
     };
     let mut daemons: BTreeMap<&'static str, Daemon> = BTreeMap::new();
     let start_daemons = |daemons: &mut BTreeMap<&'static str, Daemon>| {
@@ -379,14 +406,29 @@ fn main() {
     let mark = audit_lines(&cluster);
     let mut samples: BTreeMap<&str, ModeSamples> = BTreeMap::new();
     let mut events_mark = mark;
+    // plexus-daemon's metrics: its phase histograms, before and after the measured rounds.
+    let daemon_metrics = modes.contains(&"plexus-thick").then(|| {
+        format!(
+            "http://{}/metrics",
+            plexus_daemon_config["metricsAddress"].as_str().unwrap()
+        )
+    });
+    let mut phases_before = None;
+    let mut floor = FloorProbe::new(work.path(), &cluster);
+    let mut floor_samples = Vec::new();
     for round in 0..total {
         if round == warmup {
             // Events of the warm-up rounds that thick daemons send late are left out of the counts below.
             std::thread::sleep(Duration::from_secs(1));
             events_mark = audit_lines(&cluster);
+            phases_before = daemon_metrics.as_deref().map(curl_text);
         }
         for (m, mode) in modes.iter().enumerate() {
             let ns = Netns::new();
+            // Work that the previous call left running (the kernel tearing down its netns, a daemon's events after
+            // its reply, the API server writing them) finishes before this call's clock starts, rather than land
+            // on whichever mode comes next.
+            std::thread::sleep(settle);
             let id = format!("bench-{m}-{round}");
             let namespace = format!("bench-{mode}");
             let pod_name = format!("pod-{round}");
@@ -425,18 +467,67 @@ fn main() {
                 }
             }
         }
+        // The floor's round: the pause, the exec, a bare ADD's time of busy CPU, the PATCH.
+        std::thread::sleep(settle);
+        let exec = floor.exec();
+        let delegates = samples
+            .get("bare")
+            .and_then(|s| s.add.last())
+            .map_or(Duration::from_millis(30), |c| c.took);
+        let busy = Instant::now();
+        while busy.elapsed() < delegates {
+            std::hint::spin_loop();
+        }
+        let patch = floor.patch();
+        if round >= warmup {
+            floor_samples.push((exec, patch));
+        }
     }
+    // The plugin processes' peak RSS, in a pass of their own through the RSS probe (3 ADD+DEL per mode).
+    let mut setup = setup;
+    setup.rss_probe = Some(RssProbe::build(work.path()));
+    let mut proc_rss: BTreeMap<&str, f64> = BTreeMap::new();
+    for (m, mode) in modes.iter().enumerate() {
+        if *mode == "bare" {
+            continue;
+        }
+        for round in 0..3 {
+            let ns = Netns::new();
+            let namespace = format!("bench-{mode}");
+            let pod_name = format!("pod-{round}");
+            let pod = uids
+                .get(&namespace)
+                .map(|u| (namespace.as_str(), pod_name.as_str(), u[round].as_str()));
+            let (add, del) =
+                setup.add_del(mode, &format!("rss-{m}-{round}"), &ns.path(), pod, || {});
+            let peak = add.maxrss_kib.max(del.maxrss_kib) as f64 / 1024.0;
+            let entry = proc_rss.entry(mode).or_insert(0.0);
+            *entry = entry.max(peak);
+        }
+    }
+    setup.rss_probe = None;
     std::thread::sleep(Duration::from_secs(2));
     let events = events_per_namespace(&cluster, events_mark);
     let daemon_rss: BTreeMap<&str, (f64, f64)> = daemons
         .iter()
         .map(|(m, d)| (*m, (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"))))
         .collect();
-    let mut doc = report(&modes, &samples, &events, &daemon_rss, iterations);
+    let mut doc = report(
+        &modes,
+        &samples,
+        &events,
+        &daemon_rss,
+        &proc_rss,
+        iterations,
+    );
+    if let (Some(url), Some(before)) = (&daemon_metrics, &phases_before) {
+        doc["plexus_daemon_phases"] =
+            phase_report(before, &curl_text(url), &samples["plexus-thick"]);
+    }
 
-    // The floor of a thick design.
-    let floor = measure_floor(work.path(), &cluster);
-    doc["floor"] = floor.clone();
+    // The floor of a thick design: in the run (what the targets use), and back to back.
+    doc["floor"] = floor_in_run(&floor_samples);
+    doc["floor_back_to_back"] = measure_floor(&mut floor);
 
     // Concurrency.
     if concurrency > 0 {
@@ -451,6 +542,7 @@ fn main() {
             baseline: setup.baseline.clone(),
             multus: setup.multus.clone(),
             multus_shim: setup.multus_shim.clone(),
+            rss_probe: None,
         };
         for mode in ["plexus", "plexus-base", "multus"] {
             if let Some(c) = conc_setup.configs.get_mut(mode) {
@@ -517,7 +609,9 @@ fn bench_pod(namespace: &str, name: &str, node: &str) -> Value {
 }
 
 /// Runs one CNI command of a plugin binary as a runtime does; panics (with its output) when it fails.
+#[allow(clippy::too_many_arguments)]
 fn exec(
+    probe: Option<&RssProbe>,
     binary: &Path,
     command: &str,
     id: &str,
@@ -526,11 +620,15 @@ fn exec(
     args: &str,
     config: &Value,
 ) -> Call {
-    try_exec(binary, command, id, netns, path, args, config).unwrap_or_else(|e| panic!("{e}"))
+    try_exec(probe, binary, command, id, netns, path, args, config)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`exec`], with a failure returned (the plugin's output) rather than a panic.
+/// [`exec`], with a failure returned (the plugin's output) rather than a panic. With a probe, the plugin runs under
+/// it and the call's peak RSS is the plugin's; without, `maxrss_kib` is 0.
+#[allow(clippy::too_many_arguments)]
 fn try_exec(
+    probe: Option<&RssProbe>,
     binary: &Path,
     command: &str,
     id: &str,
@@ -541,7 +639,8 @@ fn try_exec(
 ) -> Result<Call, String> {
     let stdin = config.to_string();
     let start = Instant::now();
-    let mut child = Command::new(binary)
+    let mut child = probe
+        .map_or_else(|| Command::new(binary), |p| p.command(binary))
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", netns)
@@ -559,54 +658,75 @@ fn try_exec(
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let (status, maxrss_kib, stdout, stderr) = wait_with_rusage(child);
+    let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
-    if status != 0 {
+    if !out.status.success() {
         return Err(format!(
-            "{} {command} failed (wait status {status}): {}{}",
+            "{} {command} failed ({}): {}{}",
             binary.display(),
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(Call { took, maxrss_kib })
+    Ok(Call {
+        took,
+        maxrss_kib: probe.map_or(0, RssProbe::peak_kib),
+    })
 }
 
-/// Waits for the child with `wait4`, for its peak RSS: (wait status, ru_maxrss in KiB, stdout, stderr).
-fn wait_with_rusage(mut child: Child) -> (i32, u64, Vec<u8>, Vec<u8>) {
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child, which nothing else waits for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
-    (
-        status,
-        usage.ru_maxrss as u64,
-        out.join().unwrap(),
-        err.join().unwrap(),
-    )
+/// A plugin's peak RSS, measured by a small static helper that forks and execs it and reads `ru_maxrss` from
+/// `wait4`. Not by the bench itself: a child's `ru_maxrss` starts from its parent's RSS at the fork (the bench's,
+/// tens of MiB) and survives the exec, so the bench's own `wait4` would report its own size for any small plugin.
+/// The helper is a few hundred KiB at its fork. Used in a pass of its own, outside the timed rounds.
+struct RssProbe {
+    helper: PathBuf,
+    out: PathBuf,
+}
+
+impl RssProbe {
+    fn build(work: &Path) -> Self {
+        let helper = gcc_static(
+            work,
+            "rss-probe",
+            r#"#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* rss-probe OUT PROGRAM [ARGS...]: runs PROGRAM, writes its ru_maxrss (KiB) to OUT, exits with its status. */
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    pid_t pid = fork();
+    if (pid < 0) return 2;
+    if (pid == 0) { execv(argv[2], argv + 2); _exit(127); }
+    int status; struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid) return 2;
+    FILE *f = fopen(argv[1], "w");
+    if (!f) return 2;
+    fprintf(f, "%ld\n", ru.ru_maxrss);
+    fclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+"#,
+        );
+        Self {
+            helper,
+            out: work.join("rss-probe.out"),
+        }
+    }
+
+    fn command(&self, binary: &Path) -> Command {
+        let mut c = Command::new(&self.helper);
+        c.arg(&self.out).arg(binary);
+        c
+    }
+
+    fn peak_kib(&self) -> u64 {
+        std::fs::read_to_string(&self.out)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The three delegates run directly: each conflist's plugins in order with prevResult chaining, then DEL in
@@ -890,6 +1010,91 @@ impl Drop for Daemon {
     }
 }
 
+/// The body of a GET (the daemon's `/metrics`).
+fn curl_text(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-fsS", "-m", "5", url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Where plexus-thick's ADD and DEL go: the means per request of each phase the daemon times
+/// (`plexus_daemon_phase_duration_seconds`, the measured rounds only), what the daemon spends outside them (config
+/// parse, plan, result), and what the bench sees outside the daemon (the shim's exec, the socket, the reply).
+fn phase_report(before: &str, after: &str, samples: &ModeSamples) -> Value {
+    use plexus_e2e::thick::metric_sum;
+    let delta = |name: &str, labels: &[&str]| {
+        metric_sum(after, name, labels) - metric_sum(before, name, labels)
+    };
+    println!(
+        "
+plexus-thick, where a request's time goes (means over the measured rounds; milliseconds)
+"
+    );
+    println!(
+        "{:<8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "command",
+        "at bench",
+        "shim+io",
+        "daemon",
+        "lookup",
+        "delegates",
+        "status",
+        "lock",
+        "rec write",
+        "rec rm",
+        "other"
+    );
+    let mut rows = serde_json::Map::new();
+    for (command, calls) in [("ADD", &samples.add), ("DEL", &samples.del)] {
+        let c = format!("command=\"{command}\"");
+        let requests = delta("plexus_daemon_request_duration_seconds_count", &[&c]);
+        if requests < 1.0 {
+            continue;
+        }
+        let mean_ms = |name: &str, labels: &[&str]| delta(name, labels) / requests * 1000.0;
+        let daemon = mean_ms("plexus_daemon_request_duration_seconds_sum", &[&c]);
+        let phase = |p: &str| {
+            mean_ms(
+                "plexus_daemon_phase_duration_seconds_sum",
+                &[&format!("phase=\"{p}\""), &c],
+            )
+        };
+        let phases: BTreeMap<&str, f64> = plexus_cni::PHASE_SPANS
+            .iter()
+            .map(|p| (*p, phase(p)))
+            .collect();
+        let at_bench = calls.iter().map(|c| ms(c.took)).sum::<f64>() / calls.len() as f64;
+        let other = daemon - phases.values().sum::<f64>();
+        println!(
+            "{command:<8} {at_bench:>9.2} {:>8.2} {daemon:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {other:>9.2}",
+            at_bench - daemon,
+            phases["lookup"],
+            phases["delegate"],
+            phases["status_write"],
+            phases["record_lock"],
+            phases["record_write"],
+            phases["record_remove"],
+        );
+        rows.insert(
+            command.into(),
+            json!({"at_bench_ms": at_bench, "outside_daemon_ms": at_bench - daemon, "daemon_ms": daemon,
+                   "phases_ms": phases, "daemon_other_ms": other}),
+        );
+    }
+    println!(
+        "(shim+io: the bench's time minus the daemon's: the shim's exec, the socket and the request thread; other: the \
+         daemon's time outside the phases: config, plan, result)"
+    );
+    Value::Object(rows)
+}
+
 fn curl_ok(args: &[&str]) -> bool {
     Command::new("curl")
         .args(args)
@@ -982,6 +1187,7 @@ fn report(
     samples: &BTreeMap<&str, ModeSamples>,
     events: &BTreeMap<String, usize>,
     daemon_rss: &BTreeMap<&str, (f64, f64)>,
+    proc_rss: &BTreeMap<&str, f64>,
     iterations: usize,
 ) -> Value {
     println!(
@@ -1027,14 +1233,7 @@ fn report(
                 *events.get(&format!("bench-{mode}")).unwrap_or(&0) as f64 / n,
             )
         });
-        let peak_proc = s
-            .add
-            .iter()
-            .chain(&s.del)
-            .map(|c| c.maxrss_kib)
-            .max()
-            .unwrap_or(0) as f64
-            / 1024.0;
+        let peak_proc = proc_rss.get(mode).copied().unwrap_or(0.0);
         let api_cols = match api {
             Some((ar, aw, dr, dw, ev)) => format!(
                 "{:>9} {:>9} {ev:>6.1}",
@@ -1078,7 +1277,7 @@ fn report(
     println!(
         "\nr/w: API reads (get/list/watch) and writes per call, events apart (ev/ADD, counted over the run per \
          namespace: thick daemons send them after the reply); proc MiB: the plugin process's peak RSS (shim in thick \
-         modes); daemon MiB: RSS now / peak"
+         modes; 3 ADD+DEL under a static helper, after the rounds); daemon MiB: RSS now / peak"
     );
     let mut ratios = serde_json::Map::new();
     for (a, b) in [
@@ -1144,85 +1343,129 @@ fn write_doc(doc: &Value) {
 
 // ---- the floor -------------------------------------------------------------------------------------------------
 
-/// What any thick design pays per ADD: one exec of a trivial static binary (the shim's least cost) and one PATCH on
-/// a kept-alive connection (the network-status write). Medians of 200 execs and 100 PATCHes.
-fn measure_floor(work: &Path, cluster: &PrivateCluster) -> Value {
-    let source = work.join("floor.c");
-    std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
-    let binary = work.join("floor-static");
+/// Compiles a C program statically (`gcc -O2 -static`) into `work/<name>`.
+fn gcc_static(work: &Path, name: &str, source: &str) -> PathBuf {
+    let c = work.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let binary = work.join(name);
     let out = Command::new("gcc")
         .args(["-O2", "-static", "-o"])
         .arg(&binary)
-        .arg(&source)
+        .arg(&c)
         .output()
         .expect("gcc");
     assert!(
         out.status.success(),
-        "gcc -static: {}",
+        "gcc -static {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut execs: Vec<Duration> = (0..220)
-        .map(|_| {
-            let start = Instant::now();
-            let status = Command::new(&binary)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-            start.elapsed()
-        })
-        .skip(20)
-        .collect();
-    execs.sort();
+    binary
+}
 
-    cluster.kubectl(&["create", "namespace", "floor"], "");
-    cluster.kubectl(
-        &["apply", "-f", "-"],
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "floor", "namespace": "floor"},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
-        .to_string(),
-    );
-    let kubeconfig = cluster.kubeconfig.clone();
-    let mut patches: Vec<Duration> = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use k8s_openapi::api::core::v1::Pod;
-            use kube::api::{Api, Patch, PatchParams};
+/// What any thick design pays per ADD: one exec of a trivial static binary (the shim's least cost) and one PATCH on
+/// a kept-alive connection (the network-status write).
+struct FloorProbe {
+    binary: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+    patches: usize,
+}
+
+impl FloorProbe {
+    fn new(work: &Path, cluster: &PrivateCluster) -> Self {
+        let binary = gcc_static(work, "floor-static", "int main(void) { return 0; }\n");
+        cluster.kubectl(&["create", "namespace", "floor"], "");
+        cluster.kubectl(
+            &["apply", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "floor", "namespace": "floor"},
+                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
+            .to_string(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let kubeconfig = cluster.kubeconfig.clone();
+        let pods = runtime.block_on(async move {
             let config = kube::Config::from_custom_kubeconfig(
                 kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
                 &kube::config::KubeConfigOptions::default(),
             )
             .await
             .unwrap();
-            let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "floor");
-            let mut times = Vec::new();
-            for i in 0..110 {
-                let patch = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": format!("[{{\"name\":\"n{i}\"}}]")}}});
-                let start = Instant::now();
-                pods.patch("floor", &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap();
-                if i >= 10 {
-                    times.push(start.elapsed());
-                }
-            }
-            times
+            kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "floor")
         });
+        Self {
+            binary,
+            runtime,
+            pods,
+            patches: 0,
+        }
+    }
+
+    fn exec(&self) -> Duration {
+        let start = Instant::now();
+        let status = Command::new(&self.binary)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        start.elapsed()
+    }
+
+    /// One PATCH of the pod's network-status annotation (a new value each time, so the API server writes).
+    fn patch(&mut self) -> Duration {
+        use kube::api::{Patch, PatchParams};
+        self.patches += 1;
+        let patch = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status":
+            format!("[{{\"name\":\"n{}\"}}]", self.patches)}}});
+        let start = Instant::now();
+        self.runtime
+            .block_on(
+                self.pods
+                    .patch("floor", &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .unwrap();
+        start.elapsed()
+    }
+}
+
+/// The floor back to back: medians of 200 execs and of 100 PATCHes, one right after the other (a warm API server:
+/// a lower bound, which a real ADD's PATCH, coming after its delegates ran, does not see).
+fn measure_floor(probe: &mut FloorProbe) -> Value {
+    let mut execs: Vec<Duration> = (0..220).map(|_| probe.exec()).skip(20).collect();
+    let mut patches: Vec<Duration> = (0..110).map(|_| probe.patch()).skip(10).collect();
+    execs.sort();
     patches.sort();
     let median = |v: &[Duration]| ms(v[v.len() / 2]);
     let (exec_ms, patch_ms) = (median(&execs), median(&patches));
     println!(
-        "\nfloor of a thick ADD: exec of a trivial static binary {exec_ms:.2} ms (median of {}) + one PATCH on a \
+        "floor back to back: exec of a trivial static binary {exec_ms:.2} ms (median of {}) + one PATCH on a \
          kept-alive connection {patch_ms:.2} ms (median of {}) = {:.2} ms",
         execs.len(),
         patches.len(),
         exec_ms + patch_ms
     );
     json!({"exec_static_ms": exec_ms, "patch_kept_alive_ms": patch_ms, "floor_ms": exec_ms + patch_ms})
+}
+
+/// The floor inside the interleaved run, as a thick ADD meets it: after the same pause as every mode, the exec of
+/// the static binary, then the CPU kept busy (not timed) for as long as this round's bare ADD took (the
+/// delegates' run, during which the API server idles), then the PATCH. Medians of exec, PATCH and their sum.
+fn floor_in_run(samples: &[(Duration, Duration)]) -> Value {
+    let (exec, patch, sum) = (
+        stats(samples.iter().map(|s| s.0).collect()).0,
+        stats(samples.iter().map(|s| s.1).collect()).0,
+        stats(samples.iter().map(|s| s.0 + s.1).collect()).0,
+    );
+    println!(
+        "\nfloor of a thick ADD, in the interleaved run: exec of a trivial static binary {exec:.2} ms + one PATCH on a \
+         kept-alive connection after a bare ADD's time {patch:.2} ms: {sum:.2} ms (median of the sums, {} rounds)",
+        samples.len()
+    );
+    json!({"exec_static_ms": exec, "patch_kept_alive_ms": patch, "floor_ms": sum})
 }
 
 // ---- concurrency -----------------------------------------------------------------------------------------------
@@ -1267,6 +1510,7 @@ fn concurrent_run(
                         } else {
                             let binary = setup.binary(mode);
                             if let Err(e) = try_exec(
+                                None,
                                 binary,
                                 command.as_str(),
                                 &ids[i],

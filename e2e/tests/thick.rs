@@ -201,8 +201,16 @@ fn a_warm_add_reads_nothing_from_the_api_server_and_is_measured() {
         );
     }
     let phase = |labels: &[&str]| m("plexus_daemon_phase_duration_seconds_count", labels);
-    assert_eq!(phase(&["phase=\"lookup\""]), 1.0);
-    assert_eq!(phase(&["phase=\"status_write\""]), 1.0);
+    assert_eq!(phase(&["phase=\"lookup\"", "command=\"ADD\""]), 1.0);
+    assert_eq!(phase(&["phase=\"status_write\"", "command=\"ADD\""]), 1.0);
+    // The record: ADD writes its intent and its completion, under the sandbox's lock; CHECK and DEL take the lock,
+    // DEL removes it.
+    assert_eq!(phase(&["phase=\"record_write\"", "command=\"ADD\""]), 2.0);
+    for command in ["ADD", "CHECK", "DEL"] {
+        let c = format!("command=\"{command}\"");
+        assert_eq!(phase(&["phase=\"record_lock\"", &c]), 1.0, "{command}");
+    }
+    assert_eq!(phase(&["phase=\"record_remove\"", "command=\"DEL\""]), 1.0);
     assert_eq!(
         phase(&["phase=\"delegate\"", "plugin=\"ptp\"", "command=\"ADD\""]),
         2.0

@@ -121,9 +121,18 @@ pub fn run(env_lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<
 }
 
 /// The spans that mark a request's phases, for a caller that times them (the node daemon's metrics): `lookup`
-/// (pod and NADs), `delegate` (one plugin call, with fields `plugin` and `command`) and `status_write` (the
-/// network-status PATCH and, in thin mode, the events).
-pub const PHASE_SPANS: [&str; 3] = ["lookup", "delegate", "status_write"];
+/// (pod and NADs), `delegate` (one plugin call, with fields `plugin` and `command`), `status_write` (the
+/// network-status PATCH and, in thin mode, the events), and the record's `record_lock` (waiting for the sandbox's
+/// lock), `record_write` (one atomic write) and `record_remove`. Every request runs inside the span
+/// `cni`, whose field `command` names the CNI command.
+pub const PHASE_SPANS: [&str; 6] = [
+    "lookup",
+    "delegate",
+    "status_write",
+    "record_lock",
+    "record_write",
+    "record_remove",
+];
 
 /// Who sets up logging for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,30 +420,47 @@ fn add<P: SourceProvider>(
         name: pod.name.clone(),
         uid: pod.uid.clone(),
     };
-    let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
+    let attached = ops::attach(ctx, sandbox, &plan, Some(pod_ref))?;
 
-    let statuses = network_statuses(&added.record);
+    let statuses = network_statuses(attached.record());
     for w in &plan.warnings {
         warn!(warning = %w, "capability key without the capability");
     }
     let events: Vec<PodEvent> = if ctx.config.pod_events {
         let mut events = warning_events(&plan.warnings);
-        events.extend(attach_events(&added.record));
+        events.extend(attach_events(attached.record()));
         events
     } else {
         Vec::new()
     };
-    let status_write = info_span!("status_write").entered();
-    let published = runtime.block_on(async {
-        let status = print_statuses(&statuses);
-        // Sequential on one connection, like the lookups (see source::resolve); events only for an ADD that stands.
-        source.publish_status(&pod, &status).await?;
-        if let Err(e) = source.record_events(&pod, &events).await {
-            warn!(error = %e, "could not record the pod's events");
-        }
-        Ok::<_, source::SourceError>(())
+    // The record's completion (one write) runs on a thread of its own while the network-status PATCH
+    // is on the wire: neither waits for the other.
+    let request_span = tracing::Span::current();
+    let (completed, published) = std::thread::scope(|scope| {
+        let completing = scope.spawn(|| {
+            let _entered = request_span.enter();
+            ops::complete(ctx, attached)
+        });
+        let status_write = info_span!("status_write").entered();
+        let published = runtime.block_on(async {
+            let status = print_statuses(&statuses);
+            // Sequential on one connection, like the lookups (see source::resolve); events only for an ADD that
+            // stands.
+            source.publish_status(&pod, &status).await?;
+            if let Err(e) = source.record_events(&pod, &events).await {
+                warn!(error = %e, "could not record the pod's events");
+            }
+            Ok::<_, source::SourceError>(())
+        });
+        drop(status_write);
+        let completed = completing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (completed, published)
     });
-    drop(status_write);
+    // The record could not be completed: the ADD was rolled back and the runtime gets the error. The network-status
+    // just written (if it was) stays until the runtime's next ADD of the pod writes it again.
+    let added = completed?;
     if let Err(e) = published {
         // Consumers rely on network-status (as with Multus, a pod without it does not start): undo the ADD.
         if let Err(undo) = ops::undo(ctx, &added.record) {

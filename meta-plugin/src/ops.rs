@@ -255,6 +255,20 @@ pub struct Added {
     pub record: Record,
 }
 
+/// An ADD whose networks are all attached, its record not yet completed (still the intent on disk): what
+/// [`complete`] finishes. It holds the sandbox's lock.
+pub struct Attached {
+    lock: SandboxLock,
+    added: Added,
+}
+
+impl Attached {
+    /// The record as it will be completed (every attachment with its result).
+    pub fn record(&self) -> &Record {
+        &self.added.record
+    }
+}
+
 /// ADD: write the record's intent, attach every network in order, roll back on failure, complete the record, and
 /// return the default network's result in the runtime's version.
 pub fn add(
@@ -263,6 +277,30 @@ pub fn add(
     plan: &Plan,
     pod: Option<PodRef>,
 ) -> Result<Added, PlexusError> {
+    complete(ctx, attach(ctx, sandbox, plan, pod)?)
+}
+
+/// Completes the record of an attached ADD (state Added, on disk), and releases the sandbox's lock. When the record
+/// can't be written, the ADD is rolled back: the runtime gets the error, so it must not be left with networks
+/// attached.
+pub fn complete(ctx: &Context, attached: Attached) -> Result<Added, PlexusError> {
+    let Attached { lock, mut added } = attached;
+    added.record.state = RecordState::Added;
+    if let Err(e) = ctx.store.save(&added.record) {
+        let all = added.record.attachments.len();
+        roll_back(ctx, lock, &mut added.record, all)?;
+        return Err(e);
+    }
+    Ok(added)
+}
+
+/// The first part of [`add`]: everything but the record's completion. Failures roll back what was attached.
+pub fn attach(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    plan: &Plan,
+    pod: Option<PodRef>,
+) -> Result<Attached, PlexusError> {
     let lock = ctx.store.lock(&sandbox.container_id, &sandbox.ifname)?;
     match ctx.store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(old) if old.state == RecordState::Added => {
@@ -351,19 +389,13 @@ pub fn add(
         None => Err("the default network's delegate gave no result".to_owned()),
     };
     match converted {
-        Ok(converted) => {
-            record.state = RecordState::Added;
-            if let Err(e) = ctx.store.update(&record) {
-                // The runtime gets an error (e.g. a full disk), so it must not be left with networks attached.
-                let all = record.attachments.len();
-                roll_back(ctx, lock, &mut record, all)?;
-                return Err(e);
-            }
-            Ok(Added {
+        Ok(converted) => Ok(Attached {
+            lock,
+            added: Added {
                 result: converted,
                 record,
-            })
-        }
+            },
+        }),
         Err(e) => {
             // The runtime gets an error, so it must not be left with networks it doesn't know about.
             let err = PlexusError::ResultVersion {
@@ -403,7 +435,7 @@ fn roll_back(
         Err(rollback) => {
             warn!(error = %rollback, "rollback left errors; the record stays for the runtime's DEL");
             record.state = RecordState::Failed;
-            ctx.store.update(record)
+            ctx.store.save(record)
         }
     }
 }

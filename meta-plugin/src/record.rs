@@ -4,9 +4,9 @@
 //! arguments and result), so they never need the API server, the NAD or the stdin config. Records live in `cniDir`
 //! (mode 0700; an existing directory that others can read is refused), one file per network, sandbox and interface
 //! (`<network>~<container id>-<ifname>.json`, so that Plexus networks sharing a `cniDir` never see each other's
-//! records), written atomically (temp file, fsync, rename) with mode 0600; the directory is fsynced too when an ADD
-//! first writes its record, before any delegate runs (see [`RecordStore::update`] for the later writes). Every
-//! operation on a sandbox holds that sandbox's lock file for its whole duration.
+//! records), written atomically (temp file, rename) with mode 0600 before any delegate runs, and again when the ADD
+//! completes (see [`RecordStore::save`] for why without fsync). Every operation on a sandbox holds that sandbox's
+//! lock file for its whole duration.
 //!
 //! Records written before the network name was part of the key (`<container id>-<ifname>.json`) are moved to the
 //! new name by the first DEL or CHECK of their sandbox; GC leaves them alone (it can't know their network).
@@ -317,26 +317,18 @@ impl RecordStore {
         }
     }
 
-    /// Writes the record atomically and durably: a reader sees the old record or the new one, never a mix, even
-    /// across a crash, and once this returns the new one survives a power loss (temp file, fsync, rename, fsync of
-    /// the directory). What an ADD writes before its first delegate runs.
+    /// Writes the record atomically (temp file, rename): a reader sees the old record or the new one, never a mix,
+    /// and a process killed at any point (the plugin, the node daemon) leaves one or the other. What an ADD writes
+    /// before its first delegate runs, when it completes, and after a failed rollback.
+    ///
+    /// Not fsynced, like libcni's own result cache and host-local's leases, whose loss this record would have to
+    /// outlive: what a power loss leaves of a sandbox is gone with its network namespace but for state on disk
+    /// that is no more durable than the record. After one, DEL finds the record, or none, or an unreadable one, and
+    /// in the last two cases deletes what the pod and its NADs or the stdin config give. An fsync (and the
+    /// directory's) would put a flush of the node's disk, slow under image pulls, on every pod's start: the three
+    /// of an ADD took about 1 ms here on an idle disk.
     pub fn save(&self, record: &Record) -> Result<(), PlexusError> {
-        self.write(record, true)
-    }
-
-    /// Replaces the record that this request saved with [`save`](Self::save), for the same attachments (ADD's
-    /// completion, or the Failed state after a rollback): atomic like `save`, and the new content is on disk before
-    /// the rename, but the rename itself is not made durable (no fsync of the directory). A power loss that undoes
-    /// the rename leaves the earlier record, whose attachments DEL deletes just the same (a record in state Adding
-    /// is deleted attachment by attachment, results or not), so nothing can leak; the fsync saved is one of the
-    /// ADD's four.
-    pub fn update(&self, record: &Record) -> Result<(), PlexusError> {
-        self.write(record, false)
-    }
-
-    fn write(&self, record: &Record, durable_rename: bool) -> Result<(), PlexusError> {
-        let _phase =
-            tracing::debug_span!("record_write", state = ?record.state, durable_rename).entered();
+        let _phase = tracing::debug_span!("record_write", state = ?record.state).entered();
         self.ensure_dir()?;
         let path = self.path(&record.container_id, &record.ifname);
         let tmp = self.dir.join(format!(
@@ -353,12 +345,7 @@ impl RecordStore {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            if durable_rename {
-                File::open(&self.dir)?.sync_all()?;
-            }
-            Ok(())
+            fs::rename(&tmp, &path)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -366,8 +353,8 @@ impl RecordStore {
         })
     }
 
-    /// Removes the record (and, while still holding it, the lock file). The removal is not fsynced: every delegate's
-    /// DEL has run by then, so a power loss that brings the record back leaves only a record of attachments already
+    /// Removes the record (and, while still holding it, the lock file). Not fsynced either: every delegate's DEL has
+    /// run by then, so a power loss that brings the record back leaves only a record of attachments already
     /// deleted; deleting them again (the next DEL or GC of the sandbox) is a no-op for the delegates (CNI DEL is
     /// idempotent), and it removes the record.
     pub fn remove(
@@ -479,7 +466,7 @@ mod tests {
             state: RecordState::Added,
             ..r.clone()
         };
-        store.update(&done).unwrap();
+        store.save(&done).unwrap();
         match store.load("c1", "eth0") {
             Loaded::Found(got) => assert_eq!(got, done),
             other => panic!("{other:?}"),

@@ -183,8 +183,8 @@ fn three_networks_add_check_del() {
 }
 
 /// At `logLevel: debug` every phase of a request logs its time when it ends (the per-phase trace
-/// `docs/benchmarks.md` reads): the config parse, the record lock, the durable intent write, the completion write
-/// (its rename not made durable), each delegate, and at DEL the record removal.
+/// `docs/benchmarks.md` reads): the config parse, the record lock, the intent write, the completion write, each
+/// delegate, and at DEL the record removal.
 #[test]
 fn at_debug_level_each_phase_logs_its_time() {
     let t = ThreeNetworks::new("1.0.0");
@@ -195,8 +195,8 @@ fn at_debug_level_each_phase_logs_its_time() {
     for phase in [
         "config_parse_us=",
         "record_lock: plexus_cni::record: close time.busy=",
-        "record_write{state=Adding durable_rename=true}: plexus_cni::record: close time.busy=",
-        "record_write{state=Added durable_rename=false}: plexus_cni::record: close time.busy=",
+        "record_write{state=Adding}: plexus_cni::record: close time.busy=",
+        "record_write{state=Added}: plexus_cni::record: close time.busy=",
         "delegate_exec{network=mv-net delegate=\"tuning\" command=\"ADD\"}: plexus_cni::ops: close time.busy=",
     ] {
         assert!(log.contains(phase), "no {phase:?} in {log}");

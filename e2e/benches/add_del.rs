@@ -483,6 +483,13 @@ fn main() {
             floor_samples.push((exec, patch));
         }
     }
+    std::thread::sleep(Duration::from_secs(2));
+    let events = events_per_namespace(&cluster, events_mark);
+    let phases_after = daemon_metrics.as_deref().map(curl_text);
+    let daemon_rss: BTreeMap<&str, (f64, f64)> = daemons
+        .iter()
+        .map(|(m, d)| (*m, (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"))))
+        .collect();
     // The plugin processes' peak RSS, in a pass of their own through the RSS probe (3 ADD+DEL per mode).
     let mut setup = setup;
     setup.rss_probe = Some(RssProbe::build(work.path()));
@@ -506,12 +513,6 @@ fn main() {
         }
     }
     setup.rss_probe = None;
-    std::thread::sleep(Duration::from_secs(2));
-    let events = events_per_namespace(&cluster, events_mark);
-    let daemon_rss: BTreeMap<&str, (f64, f64)> = daemons
-        .iter()
-        .map(|(m, d)| (*m, (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"))))
-        .collect();
     let mut doc = report(
         &modes,
         &samples,
@@ -520,9 +521,8 @@ fn main() {
         &proc_rss,
         iterations,
     );
-    if let (Some(url), Some(before)) = (&daemon_metrics, &phases_before) {
-        doc["plexus_daemon_phases"] =
-            phase_report(before, &curl_text(url), &samples["plexus-thick"]);
+    if let (Some(before), Some(after)) = (&phases_before, &phases_after) {
+        doc["plexus_daemon_phases"] = phase_report(before, after, &samples["plexus-thick"]);
     }
 
     // The floor of a thick design: in the run (what the targets use), and back to back.
@@ -554,12 +554,16 @@ fn main() {
             "\nConcurrency: {concurrency} sandboxes × 3 networks, parallelism {parallelism}; wall time of all ADDs, then of all DELs\n"
         );
         println!(
-            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7}",
-            "mode", "ADD s", "DEL s", "ADD/bare", "daemon peak", "leaks", "failed"
+            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>12}",
+            "mode", "ADD s", "DEL s", "ADD/bare", "daemon peak", "leaks", "failed", "cp CPU s"
         );
         let mut bare_add = None;
         for mode in &modes {
             let hwm_before = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+            // Let the previous mode's late work (events, the controller's reconciles) end first.
+            std::thread::sleep(Duration::from_secs(3));
+            let cpu_before = control_plane_cpu(&cluster);
+            let mut cpu_adds = 0.0;
             let (add, del, leaks, failed) = concurrent_run(
                 &conc_setup,
                 mode,
@@ -567,6 +571,7 @@ fn main() {
                 parallelism,
                 &data,
                 uids.get(&format!("bench-c-{mode}")),
+                || cpu_adds = control_plane_cpu(&cluster) - cpu_before,
             );
             if *mode == "bare" {
                 bare_add = Some(add);
@@ -574,7 +579,7 @@ fn main() {
             let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
             let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
             println!(
-                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7}",
+                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {cpu_adds:>12.2}",
                 add.as_secs_f64(),
                 del.as_secs_f64(),
                 ratio.map_or("-".into(), |r| format!("{r:.2}")),
@@ -584,6 +589,7 @@ fn main() {
                 (*mode).into(),
                 json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
                        "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
+                       "control_plane_cpu_s_during_adds": cpu_adds,
                        "daemon_peak_rss_before_mib": hwm_before, "leaks": leaks, "failed_calls": failed}),
             );
         }
@@ -1008,6 +1014,27 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) used so far by the control plane the bench started (etcd, kube-apiserver,
+/// plexus-controller): on this machine they share the cores with the plugins, so their work for the Kubernetes
+/// modes' writes shows in those modes' wall times.
+fn control_plane_cpu(cluster: &PrivateCluster) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ["etcd", "kube-apiserver", "plexus-controller"]
+        .iter()
+        .filter_map(|name| {
+            let pid = std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+            // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum()
 }
 
 /// The body of a GET (the daemon's `/metrics`).
@@ -1479,6 +1506,7 @@ fn concurrent_run(
     parallelism: usize,
     lease_dir: &Path,
     uids: Option<&Vec<String>>,
+    after_adds: impl FnOnce(),
 ) -> (Duration, Duration, usize, usize) {
     let namespace = format!("bench-c-{mode}");
     let netns: Vec<Netns> = (0..count).map(|_| Netns::new()).collect();
@@ -1530,6 +1558,7 @@ fn concurrent_run(
         start.elapsed()
     };
     let add = run(CniCommand::Add);
+    after_adds();
     let del = run(CniCommand::Del);
     let leaks = netns.iter().map(|n| n.link_names().len()).sum::<usize>() + leases(lease_dir).len();
     (add, del, leaks, failed.into_inner())

@@ -39,18 +39,20 @@ fn defer_events(in_flight: i64, waited: Duration) -> bool {
     in_flight > 0 && waited < EVENT_DEFER
 }
 
-/// Where the requests' own API calls run (the network-status PATCH, the GETs of a cache miss): a thread of its own
-/// with a single-threaded runtime and a client made on it, so that a call's tasks (kube's buffer, hyper's
-/// connection) all run on that one thread: the request's thread hands it the call and gets the answer, two thread
-/// wake-ups, rather than hops between the watches' worker threads. Never a request's own short-lived runtime,
-/// whose end would close the kept-alive connections it opened (hyper spawns a connection's task where it is made).
+/// The daemon's one client, and the thread where the requests' own API calls run (the network-status PATCH, the
+/// GETs of a cache miss). The client speaks HTTP/2 (offered by ALPN, as thin mode's): the watches and every call
+/// share one connection, which the watches keep open, so that an ADD after a quiet hour pays no TLS handshake. Its
+/// connection's task, kube's buffer and the requests' calls all run on this thread's single-threaded runtime: a
+/// request's thread hands it the call and gets the answer, two thread wake-ups, rather than hops between the
+/// worker threads that decode the watches. Never a request's own short-lived runtime, whose end would close the
+/// connection (hyper spawns a connection's task where it is made).
 pub struct ApiThread {
     runtime: tokio::runtime::Handle,
     client: kube::Client,
 }
 
 impl ApiThread {
-    /// Starts the thread (it runs for the life of the process) and makes its client.
+    /// Starts the thread (it runs for the life of the process) and makes the client.
     pub fn start(config: kube::Config) -> Result<Self, String> {
         let (made, started) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -68,7 +70,9 @@ impl ApiThread {
                 };
                 let client = {
                     let _on = runtime.enter();
-                    kube::Client::try_from(config).map_err(|e| e.to_string())
+                    let connect_timeout = config.connect_timeout.unwrap_or(Duration::from_secs(30));
+                    plexus_cni::source::http2_client(&config, connect_timeout, Default::default())
+                        .map_err(|e| e.to_string())
                 };
                 let _ = made.send(client.map(|client| Self {
                     runtime: runtime.handle().clone(),
@@ -85,7 +89,7 @@ impl ApiThread {
 
 /// The caches and the clients, shared by every request.
 pub struct Caches {
-    /// The requests' own calls' client, on [`ApiThread`].
+    /// The client, whose connection lives on [`ApiThread`].
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     pods: Store<PartialObjectMeta<Pod>>,
@@ -115,15 +119,15 @@ impl EventSender {
 }
 
 impl Caches {
-    /// Starts the watches and the event sender on the current tokio runtime with `client`; the requests' own calls
-    /// go through `api`. `metrics.ready` turns true once both caches have their first full list.
+    /// Starts the watches and the event sender on the current tokio runtime, with `api`'s client; the requests' own
+    /// calls run on `api`'s thread. `metrics.ready` turns true once both caches have their first full list.
     pub fn start(
-        client: kube::Client,
         api: ApiThread,
         node_name: &str,
         api_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, EventSender) {
+        let client = api.client.clone();
         let (pod_reader, pod_writer) = reflector::store();
         let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
         let pod_watch = {

@@ -43,8 +43,7 @@ pub enum StartError {
 
 /// The client's settings: from the config's `kubeconfig` when it names one, else inferred (`KUBECONFIG`, then the
 /// pod's service account: its token file is read again at least once a minute, so a rotated token is picked up).
-/// The daemon makes two clients from them, one for the watches and the events, one for the requests' own calls
-/// ([`cache::ApiThread`]).
+/// The daemon's one client is made from them ([`cache::ApiThread`]).
 pub async fn client_config(config: &DaemonConfig) -> Result<kube::Config, StartError> {
     let err = |e: &dyn std::fmt::Display| StartError::Client(e.to_string());
     let mut kube_config = match &config.plugin.kubeconfig {
@@ -80,11 +79,8 @@ pub async fn run(
         })),
     );
     let kube_config = client_config(&config).await?;
-    let api = cache::ApiThread::start(kube_config.clone()).map_err(StartError::Client)?;
-    let client =
-        kube::Client::try_from(kube_config).map_err(|e| StartError::Client(e.to_string()))?;
+    let api = cache::ApiThread::start(kube_config).map_err(StartError::Client)?;
     let (caches, events) = Caches::start(
-        client,
         api,
         &config.node_name,
         config.plugin.api_timeout,

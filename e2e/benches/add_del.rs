@@ -1025,7 +1025,8 @@ fn control_plane_cpu(cluster: &PrivateCluster) -> f64 {
     ["etcd", "kube-apiserver", "plexus-controller"]
         .iter()
         .filter_map(|name| {
-            let pid = std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))).ok()?;
+            let pid =
+                std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))).ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
             // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
             let rest = stat.rsplit_once(')')?.1;

@@ -179,7 +179,13 @@ fn main() {
     let settle = Duration::from_millis(env_usize("BENCH_SETTLE_MS", 200) as u64);
     let warmup = 3;
     let release = plexus_release_bin();
-    let daemon_bin = release.with_file_name("plexus-daemon");
+    // target/release/plexus-daemon, next to this bench executable (target/release/deps/add_del-…).
+    let daemon_bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("plexus-daemon");
     let mut modes: Vec<&'static str> = match std::env::var("BENCH_MODES") {
         Ok(list) if !list.trim().is_empty() => ALL_MODES
             .iter()
@@ -811,8 +817,12 @@ fn nad(namespace: &str, name: &str, config: &Value) -> Value {
            "metadata": {"name": name, "namespace": namespace}, "spec": {"config": config.to_string()}})
 }
 
-/// target/release/plexus, next to this bench executable (target/release/deps/add_del-…).
+/// `BENCH_PLEXUS_BIN` (scripts/bench sets it to the static build that ships), else target/release/plexus, next to
+/// this bench executable (target/release/deps/add_del-…).
 fn plexus_release_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BENCH_PLEXUS_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(Path::parent).unwrap().join("plexus");
     assert!(
@@ -1345,8 +1355,9 @@ fn report(
         .find_map(|l| l.strip_prefix("MULTUS_VERSION=").map(str::to_owned))
         .unwrap_or_default();
     println!(
-        "\nplexus {} (release build), multus {multus_version}, CNI plugins from e2e/tools/versions.env",
-        env!("CARGO_PKG_VERSION")
+        "\nplexus {} (release build: {}), multus {multus_version}, CNI plugins from e2e/tools/versions.env",
+        env!("CARGO_PKG_VERSION"),
+        plexus_release_bin().display()
     );
     json!({"iterations": iterations, "modes": json_modes, "ratios": ratios,
            "add_overhead_over_bare_ms": overheads,

@@ -1127,8 +1127,9 @@ plexus-thick, where a request's time goes (means over the measured rounds; milli
         );
     }
     println!(
-        "(shim+io: the bench's time minus the daemon's: the shim's exec, the socket and the request thread; other: the \
-         daemon's time outside the phases: config, plan, result)"
+        "(shim+io: the bench's time minus the daemon's: the shim's exec, the socket and the request thread; rest: the \
+         daemon's time outside the phases (config, plan, result), understated for ADD, whose second record write runs \
+         beside the status write)"
     );
     Value::Object(rows)
 }
@@ -1365,10 +1366,11 @@ fn report(
 }
 
 fn write_doc(doc: &Value) {
-    let out_dir = plexus_release_bin()
-        .parent()
+    // target/bench: this bench executable is target/release/deps/add_del-….
+    let out_dir = std::env::current_exe()
         .unwrap()
-        .parent()
+        .ancestors()
+        .nth(3)
         .unwrap()
         .join("bench");
     std::fs::create_dir_all(&out_dir).unwrap();

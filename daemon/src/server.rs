@@ -1,11 +1,13 @@
-//! The unix socket: who may call (file mode and `SO_PEERCRED`), how many requests run at once, and each request run
-//! by `plexus_cni::run_with` on a thread of its own (namespace work calls `setns`, which is per thread: never on a
-//! tokio worker), answered with exactly what thin mode would print.
+//! The unix socket: who may call (file mode and `SO_PEERCRED`), how many requests run at once (a pool of worker
+//! threads, see [`serve`]), and each request run by `plexus_cni::run_with` on the worker that accepted it (namespace
+//! work calls `setns`, which is per thread: never on a tokio worker), answered with exactly what thin mode would
+//! print.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,6 @@ use plexus_api::cni::{CniError, ErrorCode};
 use plexus_cni::Logging;
 use plexus_cni::shim::{encode_reply, read_request};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 use crate::cache::CacheProvider;
@@ -63,6 +64,12 @@ pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
 
 /// Serves until `shutdown` completes, then stops accepting, removes the socket and waits for the requests in
 /// flight to finish.
+///
+/// Requests are served by worker threads that each block in `accept` and run the request they accepted on their own
+/// thread (namespace work calls `setns`, which is per thread: never on a tokio worker): a connection wakes one
+/// waiting worker and nothing else, with no thread to start on the request's path. The pool starts with one worker
+/// and grows while every worker is busy, up to `maxConcurrentDelegates`; beyond that, callers wait in the socket's
+/// backlog until a worker is free (within the shim's timeout).
 pub async fn serve(
     listener: UnixListener,
     socket: PathBuf,
@@ -71,81 +78,158 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_concurrent));
-    let sandboxes = Arc::new(SandboxOrder::default());
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+    let listener = match listener
+        .into_std()
+        .and_then(|l| l.set_nonblocking(false).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "the socket can't be served");
+            return;
+        }
+    };
+    let pool = Arc::new(Pool {
+        listener,
+        config,
+        provider,
+        metrics,
+        sandboxes: SandboxOrder::default(),
+        idle: AtomicUsize::new(0),
+        workers: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        threads: Mutex::new(Vec::new()),
+    });
+    Pool::grow(&pool);
+    shutdown.await;
+    pool.stopping.store(true, Ordering::SeqCst);
+    // One connection per worker wakes those blocked in accept; each sees `stopping` and ends. Busy workers end
+    // after their request.
+    for _ in 0..pool.workers.load(Ordering::SeqCst) {
+        let _ = std::os::unix::net::UnixStream::connect(&socket);
+    }
+    let _ = std::fs::remove_file(&socket);
+    info!("socket closed; waiting for the requests in flight");
+    let threads = std::mem::take(&mut *pool.threads.lock().unwrap_or_else(|p| p.into_inner()));
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+}
+
+/// The worker threads and what they share.
+struct Pool {
+    listener: std::os::unix::net::UnixListener,
+    config: Arc<DaemonConfig>,
+    provider: CacheProvider,
+    metrics: Arc<Metrics>,
+    sandboxes: SandboxOrder,
+    /// Workers waiting in `accept`.
+    idle: AtomicUsize,
+    /// Workers started.
+    workers: AtomicUsize,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// Starts one more worker unless there are `maxConcurrentDelegates` already.
+    fn grow(pool: &Arc<Self>) {
+        let max = pool.config.max_concurrent;
+        if pool
+            .workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return;
+        }
+        let worker = pool.clone();
+        match std::thread::Builder::new()
+            .name("plexus-request".into())
+            .spawn(move || worker.work())
+        {
+            Ok(thread) => pool
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(thread),
+            Err(e) => {
+                pool.workers.fetch_sub(1, Ordering::SeqCst);
+                error!(error = %e, "cannot start a request thread");
+            }
+        }
+    }
+
+    fn work(self: Arc<Self>) {
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let accepted = self.listener.accept();
+            let idle = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
+            let mut stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     warn!(error = %e, "accepting a connection");
                     continue;
                 }
-            },
-        };
-        let refused = match stream.peer_cred() {
-            Ok(cred) if allowed(cred.uid(), cred.gid(), config.socket_group) => None,
-            Ok(cred) => Some(format!(
-                "uid {} gid {} may not use the plexus daemon socket (root{} only)",
-                cred.uid(),
-                cred.gid(),
-                config
-                    .socket_group
-                    .map(|g| format!(" and group {g}"))
-                    .unwrap_or_default()
-            )),
-            Err(e) => Some(format!("the caller can't be identified: {e}")),
-        };
-        let Ok(mut stream) = stream.into_std() else {
-            continue;
-        };
-        if stream.set_nonblocking(false).is_err() {
-            continue;
-        }
-        if let Some(why) = refused {
-            warn!(reason = %why, "caller refused");
-            // Read the request first: closing with it unread would reset the connection before the caller reads
-            // why.
-            let _ = std::thread::Builder::new()
-                .name("plexus-refused".into())
-                .spawn(move || {
-                    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-                    let _ = read_request(&mut stream);
-                    let e = CniError::new(ErrorCode::InvalidEnvironment, why);
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                // A caller that came in as the daemon stops: code 11, nothing ran (the daemon's own wake-up
+                // connections send nothing and get nothing).
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                if read_request(&mut stream).is_ok() {
+                    let e = CniError::new(
+                        ErrorCode::TryAgainLater,
+                        "the plexus daemon is stopping; it did not run this request",
+                    );
                     let _ = stream.write_all(&encode_reply(false, &e.to_json()));
-                });
-            continue;
-        }
-        // All slots busy: wait for one, or for the shutdown (the caller then gets code 11 and nothing ran).
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (config, provider, metrics, sandboxes) = (
-            config.clone(),
-            provider.clone(),
-            metrics.clone(),
-            sandboxes.clone(),
-        );
-        let spawned = std::thread::Builder::new()
-            .name("plexus-request".into())
-            .spawn(move || {
-                handle(stream, &config, &provider, &metrics, &sandboxes);
-                drop(slot);
-            });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start a request thread");
+                }
+                return;
+            }
+            // Keep one worker waiting for the next caller while this one works.
+            if idle == 0 {
+                Self::grow(&self);
+            }
+            let refused = match nix::sys::socket::getsockopt(
+                &stream,
+                nix::sys::socket::sockopt::PeerCredentials,
+            ) {
+                Ok(cred) if allowed(cred.uid(), cred.gid(), self.config.socket_group) => None,
+                Ok(cred) => Some(format!(
+                    "uid {} gid {} may not use the plexus daemon socket (root{} only)",
+                    cred.uid(),
+                    cred.gid(),
+                    self.config
+                        .socket_group
+                        .map(|g| format!(" and group {g}"))
+                        .unwrap_or_default()
+                )),
+                Err(e) => Some(format!("the caller can't be identified: {e}")),
+            };
+            if let Some(why) = refused {
+                warn!(reason = %why, "caller refused");
+                // Read the request first: closing with it unread would reset the connection before the caller
+                // reads why. Briefly: a refused caller must not hold a worker.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = read_request(&mut stream);
+                let e = CniError::new(ErrorCode::InvalidEnvironment, why);
+                let _ = stream.write_all(&encode_reply(false, &e.to_json()));
+                continue;
+            }
+            handle(
+                stream,
+                &self.config,
+                &self.provider,
+                &self.metrics,
+                &self.sandboxes,
+            );
         }
     }
-    drop(listener);
-    let _ = std::fs::remove_file(&socket);
-    info!("socket closed; waiting for the requests in flight");
-    let _ = slots.acquire_many(config.max_concurrent as u32).await;
 }
 
 /// Root, or a member (primary group) of `socketGroup`.

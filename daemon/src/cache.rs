@@ -197,11 +197,11 @@ impl Caches {
     }
 }
 
-/// The watches' settings: lists served from the API server's watch cache (`resourceVersion=0`, as client-go's
-/// informers list, Multus's among them) rather than read from etcd. With 10,000 pods in the cluster, a quorum read
-/// for this node's pods reads every pod from etcd to filter by `spec.nodeName`: 3.4 s to a ready daemon in the
-/// bench's scale run, against multus-daemon's 0.4 s. The watch goes on from the list's version, so nothing is
-/// missed; a pod the cache lags behind on is read with one GET (`CacheSource::pod`).
+/// The watches' settings: lists served from the API server's watch cache (`resourceVersion=0`), as client-go's
+/// informers list (Multus's among them), rather than a quorum read: an API server without consistent lists from its
+/// cache (before 1.31, or with the feature off) reads every pod from etcd to filter this node's by `spec.nodeName`.
+/// The watch goes on from the list's version, so nothing is missed; a pod the cache lags behind on is read with one
+/// GET (`CacheSource::pod`).
 fn watch_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }

@@ -978,24 +978,32 @@ impl Daemon {
     /// Waits until ready; returns the time since the start.
     fn wait_ready(&mut self, limit: Duration) -> Duration {
         loop {
-            if (self.ready)() {
+            if self.poll_ready(limit) {
                 return self.started.elapsed();
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before it was ready; log {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            assert!(
-                self.started.elapsed() < limit,
-                "{} not ready after {limit:?}; log {}",
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is ready now; panics when it exited, or is still not ready `limit` after its start.
+    fn poll_ready(&mut self, limit: Duration) -> bool {
+        if (self.ready)() {
+            return true;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited ({status}) before it was ready; log {}",
                 self.name,
                 self.log.display()
             );
-            std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(
+            self.started.elapsed() < limit,
+            "{} not ready after {limit:?}; log {}",
+            self.name,
+            self.log.display()
+        );
+        false
     }
 
     /// VmRSS or VmHWM from /proc, in MiB.
@@ -1734,9 +1742,20 @@ fn scale_run(
     }
     daemons.clear();
     start_daemons(daemons);
+    // Every restarted daemon is watched at once: each one's time is from its own start to the first poll that sees
+    // it ready (one after the other, a daemon's wait would include the previous one's).
+    let mut synced_at: BTreeMap<&'static str, Duration> = BTreeMap::new();
+    while synced_at.len() < daemons.len() {
+        for (mode, d) in daemons.iter_mut() {
+            if !synced_at.contains_key(mode) && d.poll_ready(Duration::from_secs(300)) {
+                synced_at.insert(*mode, d.started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3));
     for (mode, d) in daemons.iter_mut() {
-        let synced = d.wait_ready(Duration::from_secs(300));
-        std::thread::sleep(Duration::from_secs(3));
+        let synced = synced_at[mode];
         let (rss, hwm) = (d.rss_mib("VmRSS"), d.rss_mib("VmHWM"));
         println!(
             "{:<14} restarted: ready (caches synced) {:.2} s after its start; RSS {rss:.1} MiB (peak {hwm:.1} MiB)",

@@ -561,15 +561,23 @@ fn main() {
         );
         println!(
             "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>12}",
-            "mode", "ADD s", "DEL s", "ADD/bare", "daemon peak", "leaks", "failed", "cp CPU s"
+            "mode",
+            "ADD s",
+            "DEL s",
+            "ADD/bare",
+            "daemon peak",
+            "leaks",
+            "failed",
+            "cp CPU s (etcd/apiserver/controller)"
         );
         let mut bare_add = None;
         for mode in &modes {
             let hwm_before = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
             // Let the previous mode's late work (events, the controller's reconciles) end first.
             std::thread::sleep(Duration::from_secs(3));
-            let cpu_before = control_plane_cpu(&cluster);
+            let cpu_before = control_plane_cpu_by_process(&cluster);
             let mut cpu_adds = 0.0;
+            let mut cpu_split = [0.0; 3];
             let (add, del, leaks, failed) = concurrent_run(
                 &conc_setup,
                 mode,
@@ -577,7 +585,13 @@ fn main() {
                 parallelism,
                 &data,
                 uids.get(&format!("bench-c-{mode}")),
-                || cpu_adds = control_plane_cpu(&cluster) - cpu_before,
+                || {
+                    let now = control_plane_cpu_by_process(&cluster);
+                    for (i, split) in cpu_split.iter_mut().enumerate() {
+                        *split = now[i] - cpu_before[i];
+                    }
+                    cpu_adds = cpu_split.iter().sum();
+                },
             );
             if *mode == "bare" {
                 bare_add = Some(add);
@@ -585,17 +599,22 @@ fn main() {
             let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
             let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
             println!(
-                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {cpu_adds:>12.2}",
+                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {cpu_adds:>12.2} ({:.2}/{:.2}/{:.2})",
                 add.as_secs_f64(),
                 del.as_secs_f64(),
                 ratio.map_or("-".into(), |r| format!("{r:.2}")),
-                peak.map_or("-".into(), |p| format!("{p:.1} MiB"))
+                peak.map_or("-".into(), |p| format!("{p:.1} MiB")),
+                cpu_split[0],
+                cpu_split[1],
+                cpu_split[2],
             );
             rows.insert(
                 (*mode).into(),
                 json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
                        "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
                        "control_plane_cpu_s_during_adds": cpu_adds,
+                       "control_plane_cpu_s_during_adds_by_process":
+                           {"etcd": cpu_split[0], "kube-apiserver": cpu_split[1], "plexus-controller": cpu_split[2]},
                        "daemon_peak_rss_before_mib": hwm_before, "leaks": leaks, "failed_calls": failed}),
             );
         }
@@ -1034,15 +1053,14 @@ impl Drop for Daemon {
     }
 }
 
-/// CPU seconds (user + system) used so far by the control plane the bench started (etcd, kube-apiserver,
-/// plexus-controller): on this machine they share the cores with the plugins, so their work for the Kubernetes
-/// modes' writes shows in those modes' wall times.
-fn control_plane_cpu(cluster: &PrivateCluster) -> f64 {
+/// CPU seconds (user + system) used so far by the control plane the bench started, per process: etcd,
+/// kube-apiserver, plexus-controller (0 for one not running). On this machine they share the cores with the plugins,
+/// so their work for the Kubernetes modes' writes shows in those modes' wall times.
+fn control_plane_cpu_by_process(cluster: &PrivateCluster) -> [f64; 3] {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ["etcd", "kube-apiserver", "plexus-controller"]
-        .iter()
-        .filter_map(|name| {
+    ["etcd", "kube-apiserver", "plexus-controller"].map(|name| {
+        (|| {
             let pid =
                 std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))).ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
@@ -1052,8 +1070,9 @@ fn control_plane_cpu(cluster: &PrivateCluster) -> f64 {
             let utime: f64 = fields.get(11)?.parse().ok()?;
             let stime: f64 = fields.get(12)?.parse().ok()?;
             Some((utime + stime) / ticks)
-        })
-        .sum()
+        })()
+        .unwrap_or(0.0)
+    })
 }
 
 /// The body of a GET (the daemon's `/metrics`).

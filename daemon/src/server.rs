@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use plexus_api::cni::{CniError, ErrorCode};
 use plexus_cni::Logging;
-use plexus_cni::shim::{encode_reply, read_request};
+use plexus_cni::shim::{SOCKET_NAME, encode_reply, read_request};
 use tokio::net::UnixListener;
 use tracing::{error, info, warn};
 
@@ -102,20 +102,52 @@ pub async fn serve(
     Pool::grow(&pool);
     shutdown.await;
     pool.stopping.store(true, Ordering::SeqCst);
-    // One connection per worker wakes those blocked in accept; each sees `stopping` and ends. Busy workers end
-    // after their request.
-    for _ in 0..pool.workers.load(Ordering::SeqCst) {
-        let _ = std::os::unix::net::UnixStream::connect(&socket);
+    // Workers blocked in accept are woken by connections of the daemon's own (each sees `stopping` and ends; busy
+    // ones end after their request), through a second name of the socket, so that the public one goes now.
+    let wake = socket.with_file_name(format!(".{SOCKET_NAME}.stopping"));
+    let _ = std::fs::remove_file(&wake);
+    let wake = match std::fs::hard_link(&socket, &wake) {
+        Ok(()) => wake,
+        Err(e) => {
+            warn!(error = %e, "no second name for the socket: waking the workers through it before removing it");
+            socket.clone()
+        }
+    };
+    if wake != socket {
+        let _ = std::fs::remove_file(&socket);
     }
-    let _ = std::fs::remove_file(&socket);
     info!("socket closed; waiting for the requests in flight");
-    let threads = std::mem::take(&mut *pool.threads.lock().unwrap_or_else(|p| p.into_inner()));
+    let waker = pool.clone();
     let _ = tokio::task::spawn_blocking(move || {
+        while waker.workers.load(Ordering::SeqCst) > 0 {
+            if waker.idle.load(Ordering::SeqCst) > 0 {
+                wake_one(&wake);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&wake);
+        let threads = std::mem::take(&mut *waker.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
         }
     })
     .await;
+}
+
+/// One connection to the socket, never waiting (a full backlog is tried again by the caller), closed at once.
+fn wake_one(socket: &std::path::Path) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket as open};
+    let Ok(fd) = open(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    if let Ok(address) = UnixAddr::new(socket) {
+        let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address);
+    }
 }
 
 /// The worker threads and what they share.
@@ -137,12 +169,13 @@ impl Pool {
     /// Starts one more worker unless there are `maxConcurrentDelegates` already.
     fn grow(pool: &Arc<Self>) {
         let max = pool.config.max_concurrent;
-        if pool
-            .workers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err()
+        if pool.stopping.load(Ordering::SeqCst)
+            || pool
+                .workers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_err()
         {
             return;
         }
@@ -164,6 +197,11 @@ impl Pool {
     }
 
     fn work(self: Arc<Self>) {
+        self.serve_until_stopped();
+        self.workers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn serve_until_stopped(self: &Arc<Self>) {
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -193,7 +231,7 @@ impl Pool {
             }
             // Keep one worker waiting for the next caller while this one works.
             if idle == 0 {
-                Self::grow(&self);
+                Self::grow(self);
             }
             let refused = match nix::sys::socket::getsockopt(
                 &stream,

@@ -761,7 +761,7 @@ int main(int argc, char **argv) {
 }
 
 /// The three delegates run directly: each conflist's plugins in order with prevResult chaining, then DEL in
-/// reverse with the final result — what libcni does for a runtime.
+/// reverse with the final result — what libcni does for a runtime. (ADD time, DEL time).
 fn bare(
     lists: &[NetworkConfigList],
     path: &Path,
@@ -770,65 +770,104 @@ fn bare(
     between: impl FnOnce(),
 ) -> (Duration, Duration) {
     let dirs = [path.to_path_buf()];
-    let call = |list: &NetworkConfigList,
-                i: usize,
-                command: CniCommand,
-                ifname: &str,
-                prev: Option<&Value>| {
-        let conf = list.request_config(
-            i,
-            "1.0.0",
-            &RequestExtras {
-                prev_result: prev,
-                ..RequestExtras::default()
-            },
-        );
-        let stdin = conf.to_string();
-        let out = invoke(&Invocation {
-            command,
-            plugin: list.plugins[i].plugin_type(),
-            container_id: id,
-            netns,
-            ifname,
-            cni_args: "",
-            path: &dirs,
-            stdin: stdin.as_bytes(),
-            timeout: Duration::from_secs(60),
-        })
-        .unwrap_or_else(|e| panic!("bare {command:?} {}: {e}", list.name));
-        out.stdout
-    };
-    let ifname = |n: usize| {
-        if n == 0 {
-            "eth0".to_string()
-        } else {
-            format!("net{n}")
-        }
-    };
     let start = Instant::now();
-    let mut results = Vec::new();
-    for (n, list) in lists.iter().enumerate() {
-        let mut prev: Option<Value> = None;
-        for i in 0..list.plugins.len() {
-            let stdout = call(list, i, CniCommand::Add, &ifname(n), prev.as_ref());
-            prev = Some(
-                CniResult::from_json(&stdout, "1.0.0")
-                    .unwrap()
-                    .to_value("1.0.0")
-                    .unwrap(),
-            );
-        }
-        results.push(prev);
-    }
+    let results = bare_add(lists, &dirs, id, netns);
     let add = start.elapsed();
     between();
     let start = Instant::now();
+    bare_del(lists, &dirs, id, netns, &results);
+    (add, start.elapsed())
+}
+
+/// ADD of each conflist's plugins in order, prevResult chained; each list's final result.
+fn bare_add(
+    lists: &[NetworkConfigList],
+    dirs: &[PathBuf],
+    id: &str,
+    netns: &str,
+) -> Vec<Option<Value>> {
+    lists
+        .iter()
+        .enumerate()
+        .map(|(n, list)| {
+            let mut prev: Option<Value> = None;
+            for i in 0..list.plugins.len() {
+                let stdout = bare_call(list, i, CniCommand::Add, dirs, id, netns, n, prev.as_ref());
+                prev = Some(
+                    CniResult::from_json(&stdout, "1.0.0")
+                        .unwrap()
+                        .to_value("1.0.0")
+                        .unwrap(),
+                );
+            }
+            prev
+        })
+        .collect()
+}
+
+/// DEL of the lists in reverse, each list's plugins in reverse, with its final result.
+fn bare_del(
+    lists: &[NetworkConfigList],
+    dirs: &[PathBuf],
+    id: &str,
+    netns: &str,
+    results: &[Option<Value>],
+) {
     for (n, list) in lists.iter().enumerate().rev() {
         for i in (0..list.plugins.len()).rev() {
-            call(list, i, CniCommand::Del, &ifname(n), results[n].as_ref());
+            bare_call(
+                list,
+                i,
+                CniCommand::Del,
+                dirs,
+                id,
+                netns,
+                n,
+                results[n].as_ref(),
+            );
         }
     }
-    (add, start.elapsed())
+}
+
+/// Plugin `i` of `list`, the `n`th network (eth0, net1, …), as libcni calls it; its stdout.
+#[allow(clippy::too_many_arguments)]
+fn bare_call(
+    list: &NetworkConfigList,
+    i: usize,
+    command: CniCommand,
+    dirs: &[PathBuf],
+    id: &str,
+    netns: &str,
+    n: usize,
+    prev: Option<&Value>,
+) -> Vec<u8> {
+    let conf = list.request_config(
+        i,
+        "1.0.0",
+        &RequestExtras {
+            prev_result: prev,
+            ..RequestExtras::default()
+        },
+    );
+    let stdin = conf.to_string();
+    let ifname = if n == 0 {
+        "eth0".to_string()
+    } else {
+        format!("net{n}")
+    };
+    invoke(&Invocation {
+        command,
+        plugin: list.plugins[i].plugin_type(),
+        container_id: id,
+        netns,
+        ifname: &ifname,
+        cni_args: "",
+        path: dirs,
+        stdin: stdin.as_bytes(),
+        timeout: Duration::from_secs(60),
+    })
+    .unwrap_or_else(|e| panic!("bare {command:?} {}: {e}", list.name))
+    .stdout
 }
 
 fn nad(namespace: &str, name: &str, config: &Value) -> Value {
@@ -1614,58 +1653,11 @@ fn bare_one(
     results: &Mutex<Vec<Option<Value>>>,
 ) {
     let dirs = [setup.plugins.clone()];
-    let ifname = |n: usize| {
-        if n == 0 {
-            "eth0".to_string()
-        } else {
-            format!("net{n}")
-        }
-    };
-    let call = |list: &NetworkConfigList, i: usize, n: usize, prev: Option<&Value>| {
-        let conf = list.request_config(
-            i,
-            "1.0.0",
-            &RequestExtras {
-                prev_result: prev,
-                ..RequestExtras::default()
-            },
-        );
-        let stdin = conf.to_string();
-        invoke(&Invocation {
-            command,
-            plugin: list.plugins[i].plugin_type(),
-            container_id: id,
-            netns,
-            ifname: &ifname(n),
-            cni_args: "",
-            path: &dirs,
-            stdin: stdin.as_bytes(),
-            timeout: Duration::from_secs(60),
-        })
-        .unwrap_or_else(|e| panic!("bare {command:?} {}: {e}", list.name))
-        .stdout
-    };
     let mut kept = results.lock().unwrap();
     if command == CniCommand::Add {
-        for (n, list) in setup.lists.iter().enumerate() {
-            let mut prev: Option<Value> = None;
-            for i in 0..list.plugins.len() {
-                let stdout = call(list, i, n, prev.as_ref());
-                prev = Some(
-                    CniResult::from_json(&stdout, "1.0.0")
-                        .unwrap()
-                        .to_value("1.0.0")
-                        .unwrap(),
-                );
-            }
-            kept.push(prev);
-        }
+        *kept = bare_add(&setup.lists, &dirs, id, netns);
     } else {
-        for (n, list) in setup.lists.iter().enumerate().rev() {
-            for i in (0..list.plugins.len()).rev() {
-                call(list, i, n, kept[n].as_ref());
-            }
-        }
+        bare_del(&setup.lists, &dirs, id, netns, &kept);
     }
 }
 

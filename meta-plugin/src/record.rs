@@ -448,12 +448,14 @@ mod tests {
         let lock = store.lock("c1", "eth0").unwrap();
         let r = record("c1");
         store.save(&r).unwrap();
-        let mode = fs::metadata(store.path("c1", "eth0"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        let file_mode = || {
+            fs::metadata(store.path("c1", "eth0"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(file_mode(), 0o600);
         let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         match store.load("c1", "eth0") {
@@ -471,12 +473,7 @@ mod tests {
             Loaded::Found(got) => assert_eq!(got, done),
             other => panic!("{other:?}"),
         }
-        let mode = fs::metadata(store.path("c1", "eth0"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(file_mode(), 0o600);
         assert_eq!(store.list().0.len(), 1);
         store.remove(lock, "c1", "eth0").unwrap();
         assert!(matches!(store.load("c1", "eth0"), Loaded::Missing));

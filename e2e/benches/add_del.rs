@@ -491,6 +491,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let events = events_per_namespace(&cluster, events_mark);
+    let server_writes = pod_write_server_ms(&cluster, events_mark, audit_lines(&cluster));
     let phases_after = daemon_metrics.as_deref().map(curl_text);
     let daemon_rss: BTreeMap<&str, (f64, f64)> = daemons
         .iter()
@@ -527,6 +528,7 @@ fn main() {
         &proc_rss,
         iterations,
     );
+    doc["pod_writes_at_api_server"] = server_write_report(&server_writes, &modes);
     if let (Some(before), Some(after)) = (&phases_before, &phases_after) {
         doc["plexus_daemon_phases"] = phase_report(before, after, &samples["plexus-thick"]);
     }
@@ -560,7 +562,7 @@ fn main() {
             "\nConcurrency: {concurrency} sandboxes × 3 networks, parallelism {parallelism}; wall time of all ADDs, then of all DELs\n"
         );
         println!(
-            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>12}",
+            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>10} {:>12}",
             "mode",
             "ADD s",
             "DEL s",
@@ -568,6 +570,7 @@ fn main() {
             "daemon peak",
             "leaks",
             "failed",
+            "node CPU s",
             "cp CPU s (etcd/apiserver/controller)"
         );
         let mut bare_add = None;
@@ -576,6 +579,9 @@ fn main() {
             // Let the previous mode's late work (events, the controller's reconciles) end first.
             std::thread::sleep(Duration::from_secs(3));
             let cpu_before = control_plane_cpu_by_process(&cluster);
+            let node_cpu = || bench_cpu_s() + daemons.get(mode).map_or(0.0, |d| d.cpu_s());
+            let node_before = node_cpu();
+            let mut node_adds = 0.0;
             let mut cpu_adds = 0.0;
             let mut cpu_split = [0.0; 3];
             let (add, del, leaks, failed) = concurrent_run(
@@ -591,6 +597,7 @@ fn main() {
                         *split = now[i] - cpu_before[i];
                     }
                     cpu_adds = cpu_split.iter().sum();
+                    node_adds = node_cpu() - node_before;
                 },
             );
             if *mode == "bare" {
@@ -599,7 +606,7 @@ fn main() {
             let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
             let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
             println!(
-                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {cpu_adds:>12.2} ({:.2}/{:.2}/{:.2})",
+                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {node_adds:>10.2} {cpu_adds:>12.2} ({:.2}/{:.2}/{:.2})",
                 add.as_secs_f64(),
                 del.as_secs_f64(),
                 ratio.map_or("-".into(), |r| format!("{r:.2}")),
@@ -612,6 +619,7 @@ fn main() {
                 (*mode).into(),
                 json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
                        "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
+                       "node_cpu_s_during_adds": node_adds,
                        "control_plane_cpu_s_during_adds": cpu_adds,
                        "control_plane_cpu_s_during_adds_by_process":
                            {"etcd": cpu_split[0], "kube-apiserver": cpu_split[1], "plexus-controller": cpu_split[2]},
@@ -1064,6 +1072,11 @@ impl Daemon {
         false
     }
 
+    /// CPU seconds used so far by the daemon and the delegates it ran.
+    fn cpu_s(&self) -> f64 {
+        process_cpu_s(&self.child.id().to_string(), true).unwrap_or(0.0)
+    }
+
     /// VmRSS or VmHWM from /proc, in MiB.
     fn rss_mib(&self, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -1092,25 +1105,47 @@ impl Drop for Daemon {
     }
 }
 
+/// CPU seconds (user + system) used so far by process `pid`, and with `children`, by its children it waited for.
+fn process_cpu_s(pid: &str, children: bool) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    // Fields after the command name (which is in parentheses): utime, stime, cutime and cstime are the 12th to 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let take = if children { 4 } else { 2 };
+    let mut sum = 0.0;
+    for f in fields.get(11..11 + take)? {
+        sum += f.parse::<f64>().ok()?;
+    }
+    Some(sum / ticks)
+}
+
+/// CPU seconds used so far by this process (which runs the bare mode's delegates, with the same invocation code as
+/// plexus) and by its children it waited for (the plugins or shims it ran).
+fn bench_cpu_s() -> f64 {
+    let used = |who| {
+        // SAFETY: getrusage fills the struct we own.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(who, &mut usage);
+            usage
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    };
+    used(libc::RUSAGE_SELF) + used(libc::RUSAGE_CHILDREN)
+}
+
 /// CPU seconds (user + system) used so far by the control plane the bench started, per process: etcd,
 /// kube-apiserver, plexus-controller (0 for one not running). On this machine they share the cores with the plugins,
 /// so their work for the Kubernetes modes' writes shows in those modes' wall times.
 fn control_plane_cpu_by_process(cluster: &PrivateCluster) -> [f64; 3] {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ["etcd", "kube-apiserver", "plexus-controller"].map(|name| {
-        (|| {
-            let pid =
-                std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))).ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
-            // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })()
-        .unwrap_or(0.0)
+        std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid")))
+            .ok()
+            .and_then(|pid| process_cpu_s(&pid, false))
+            .unwrap_or(0.0)
     })
 }
 
@@ -1272,6 +1307,66 @@ fn events_per_namespace(cluster: &PrivateCluster, from: usize) -> BTreeMap<Strin
         }
     }
     counts
+}
+
+/// The API server's own time for each write of a pod (PATCH or PUT of the pod or its status) in lines `from..to`,
+/// from the audit log's timestamps (request received → response complete), in milliseconds, per namespace.
+fn pod_write_server_ms(
+    cluster: &PrivateCluster,
+    from: usize,
+    to: usize,
+) -> BTreeMap<String, Vec<f64>> {
+    let at = |e: &Value, key: &str| {
+        e[key]
+            .as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+    };
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for e in audit_entries(cluster, from, to) {
+        if e["objectRef"]["resource"] != "pods"
+            || !matches!(e["verb"].as_str(), Some("patch" | "update"))
+        {
+            continue;
+        }
+        let (Some(received), Some(complete)) =
+            (at(&e, "requestReceivedTimestamp"), at(&e, "stageTimestamp"))
+        else {
+            continue;
+        };
+        let ns = e["objectRef"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let took = complete.duration_since(received).as_secs_f64() * 1000.0;
+        times.entry(ns).or_default().push(took);
+    }
+    times
+}
+
+/// Median and mean of the API server's time per pod write, for the floor's PATCHes and each Kubernetes mode's.
+fn server_write_report(times: &BTreeMap<String, Vec<f64>>, modes: &[&str]) -> Value {
+    println!(
+        "
+Writes of a pod at the API server (audit log: received → response complete), ms"
+    );
+    println!("{:<15} {:>7} {:>7} {:>7}", "who", "count", "median", "mean");
+    let mut rows = serde_json::Map::new();
+    let names = std::iter::once(("floor", "floor".to_owned()))
+        .chain(modes.iter().map(|m| (*m, format!("bench-{m}"))));
+    for (who, ns) in names {
+        let Some(v) = times.get(&ns).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        let (median, mean) = (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64);
+        println!("{who:<15} {:>7} {median:>7.2} {mean:>7.2}", v.len());
+        rows.insert(
+            who.into(),
+            json!({"count": v.len(), "median_ms": median, "mean_ms": mean}),
+        );
+    }
+    Value::Object(rows)
 }
 
 // ---- report ----------------------------------------------------------------------------------------------------

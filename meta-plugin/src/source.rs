@@ -283,14 +283,20 @@ impl NetworkSource for KubeSource {
     }
 
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let patch = serde_json::json!({
             "metadata": {"annotations": {plexus_api::status::NETWORK_STATUS_ANNOTATION: status}}
         });
-        let params = PatchParams::default();
+        // The answer (the whole pod) is not needed: its body is read but not parsed.
+        let path = format!("/api/v1/namespaces/{}/pods", pod.namespace);
+        let call = async {
+            let request = kube::core::Request::new(path)
+                .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .map_err(kube::Error::BuildRequest)?;
+            self.client.request_text(request).await
+        };
         self.bounded(
             || format!("PATCH pod {}/{} network-status", pod.namespace, pod.name),
-            api.patch(&pod.name, &params, &Patch::Merge(&patch)),
+            call,
         )
         .await?;
         Ok(())

@@ -72,12 +72,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let metrics = Metrics::new();
-    plexus_cni::logging::init_with(
-        &config.plugin.log,
-        Some(Box::new(PhaseTimer {
-            metrics: metrics.clone(),
-        })),
-    );
+    plexus_cni::logging::init_with(&config.plugin.log, Some(PhaseTimer::layer(metrics.clone())));
     let kube_config = client_config(&config).await?;
     let api = cache::ApiThread::start(kube_config).map_err(StartError::Client)?;
     let (caches, events) = Caches::start(

@@ -179,6 +179,21 @@ pub struct PhaseTimer {
     pub metrics: Arc<Metrics>,
 }
 
+impl PhaseTimer {
+    /// The layer, filtered to the library's own spans at every level (whatever the log level), and nothing else: a
+    /// layer without a filter makes every span of every crate exist at every level (h2 opens trace-level spans for
+    /// each frame it reads or writes), allocated in the registry, entered and closed for nothing.
+    pub fn layer(metrics: Arc<Metrics>) -> plexus_cni::logging::ExtraLayer {
+        use tracing_subscriber::Layer as _;
+        Box::new(
+            Self { metrics }.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("plexus_cni", tracing::Level::TRACE),
+            ),
+        )
+    }
+}
+
 struct Phase {
     started: Instant,
     labels: PhaseLabels,

@@ -557,77 +557,118 @@ fn main() {
                 c["delegates"] = json!(delegates_concurrent);
             }
         }
-        let mut rows = serde_json::Map::new();
-        println!(
-            "\nConcurrency: {concurrency} sandboxes × 3 networks, parallelism {parallelism}; wall time of all ADDs, then of all DELs\n"
-        );
-        println!(
-            "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>10} {:>12}",
-            "mode",
-            "ADD s",
-            "DEL s",
-            "ADD/bare",
-            "daemon peak",
-            "leaks",
-            "failed",
-            "node CPU s",
-            "cp CPU s (etcd/apiserver/controller)"
-        );
-        let mut bare_add = None;
-        for mode in &modes {
-            let hwm_before = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
-            // Let the previous mode's late work (events, the controller's reconciles) end first.
-            std::thread::sleep(Duration::from_secs(3));
-            let cpu_before = control_plane_cpu_by_process(&cluster);
-            let node_cpu = || bench_cpu_s() + daemons.get(mode).map_or(0.0, |d| d.cpu_s());
-            let node_before = node_cpu();
-            let mut node_adds = 0.0;
-            let mut cpu_adds = 0.0;
-            let mut cpu_split = [0.0; 3];
-            let (add, del, leaks, failed) = concurrent_run(
-                &conc_setup,
-                mode,
-                concurrency,
-                parallelism,
-                &data,
-                uids.get(&format!("bench-c-{mode}")),
-                || {
-                    let now = control_plane_cpu_by_process(&cluster);
-                    for (i, split) in cpu_split.iter_mut().enumerate() {
-                        *split = now[i] - cpu_before[i];
-                    }
-                    cpu_adds = cpu_split.iter().sum();
-                    node_adds = node_cpu() - node_before;
-                },
-            );
-            if *mode == "bare" {
-                bare_add = Some(add);
+        // With BENCH_SPLIT_CPUS=1, the run once more with the control plane on the last CPU and the node's side (this
+        // bench, the plugins, the daemons) on the others, as if the control plane ran elsewhere.
+        let passes: &[bool] = if std::env::var("BENCH_SPLIT_CPUS").is_ok_and(|v| v == "1") {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &split in passes {
+            if split {
+                pin_split(&cluster, &daemons, true);
             }
-            let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
-            let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+            let mut rows = serde_json::Map::new();
             println!(
-                "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {node_adds:>10.2} {cpu_adds:>12.2} ({:.2}/{:.2}/{:.2})",
-                add.as_secs_f64(),
-                del.as_secs_f64(),
-                ratio.map_or("-".into(), |r| format!("{r:.2}")),
-                peak.map_or("-".into(), |p| format!("{p:.1} MiB")),
-                cpu_split[0],
-                cpu_split[1],
-                cpu_split[2],
+                "\nConcurrency{}: {concurrency} sandboxes × 3 networks, parallelism {parallelism}; wall time of all ADDs, then of all DELs\n",
+                if split {
+                    " with the control plane on a CPU of its own"
+                } else {
+                    ""
+                }
             );
-            rows.insert(
-                (*mode).into(),
-                json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
-                       "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
-                       "node_cpu_s_during_adds": node_adds,
-                       "control_plane_cpu_s_during_adds": cpu_adds,
-                       "control_plane_cpu_s_during_adds_by_process":
-                           {"etcd": cpu_split[0], "kube-apiserver": cpu_split[1], "plexus-controller": cpu_split[2]},
-                       "daemon_peak_rss_before_mib": hwm_before, "leaks": leaks, "failed_calls": failed}),
+            println!(
+                "{:<15} {:>9} {:>9} {:>9} {:>12} {:>6} {:>7} {:>10} {:>12}",
+                "mode",
+                "ADD s",
+                "DEL s",
+                "ADD/bare",
+                "daemon peak",
+                "leaks",
+                "failed",
+                "node CPU s (bench/its children/daemon/its children)",
+                "cp CPU s (etcd/apiserver/controller)"
             );
+            let mut bare_add = None;
+            for mode in &modes {
+                let hwm_before = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+                // Let the previous mode's late work (events, the controller's reconciles) end first.
+                std::thread::sleep(Duration::from_secs(3));
+                let cpu_before = control_plane_cpu_by_process(&cluster);
+                // The bench process, the plugins or shims it ran, the daemon, the delegates the daemon ran.
+                let node_cpu = || {
+                    let (bench, children) = bench_cpu_s();
+                    let (daemon, delegates) = daemons.get(mode).map_or((0.0, 0.0), |d| d.cpu_s());
+                    [bench, children, daemon, delegates]
+                };
+                let node_before = node_cpu();
+                let mut node_split = [0.0; 4];
+                let mut node_adds = 0.0;
+                let mut cpu_adds = 0.0;
+                let mut cpu_split = [0.0; 3];
+                let (add, del, leaks, failed) = concurrent_run(
+                    &conc_setup,
+                    mode,
+                    concurrency,
+                    parallelism,
+                    &data,
+                    uids.get(&format!("bench-c-{mode}")),
+                    || {
+                        let now = control_plane_cpu_by_process(&cluster);
+                        for (i, split) in cpu_split.iter_mut().enumerate() {
+                            *split = now[i] - cpu_before[i];
+                        }
+                        cpu_adds = cpu_split.iter().sum();
+                        let now = node_cpu();
+                        for (i, split) in node_split.iter_mut().enumerate() {
+                            *split = now[i] - node_before[i];
+                        }
+                        node_adds = node_split.iter().sum();
+                    },
+                );
+                if *mode == "bare" {
+                    bare_add = Some(add);
+                }
+                let ratio = bare_add.map(|b| add.as_secs_f64() / b.as_secs_f64());
+                let peak = daemons.get(mode).map(|d| d.rss_mib("VmHWM"));
+                println!(
+                    "{mode:<15} {:>9.2} {:>9.2} {:>9} {:>12} {leaks:>6} {failed:>7} {node_adds:>10.2} ({:.2}/{:.2}/{:.2}/{:.2}) {cpu_adds:>12.2} ({:.2}/{:.2}/{:.2})",
+                    add.as_secs_f64(),
+                    del.as_secs_f64(),
+                    ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                    peak.map_or("-".into(), |p| format!("{p:.1} MiB")),
+                    node_split[0],
+                    node_split[1],
+                    node_split[2],
+                    node_split[3],
+                    cpu_split[0],
+                    cpu_split[1],
+                    cpu_split[2],
+                );
+                rows.insert(
+                    (*mode).into(),
+                    json!({"add_wall_s": add.as_secs_f64(), "del_wall_s": del.as_secs_f64(),
+                           "add_vs_bare": ratio, "daemon_peak_rss_mib": peak,
+                           "node_cpu_s_during_adds": node_adds,
+                           "node_cpu_s_during_adds_by_process": {"bench": node_split[0],
+                               "bench_children": node_split[1], "daemon": node_split[2],
+                               "daemon_children": node_split[3]},
+                           "control_plane_cpu_s_during_adds": cpu_adds,
+                           "control_plane_cpu_s_during_adds_by_process":
+                               {"etcd": cpu_split[0], "kube-apiserver": cpu_split[1], "plexus-controller": cpu_split[2]},
+                           "daemon_peak_rss_before_mib": hwm_before, "leaks": leaks, "failed_calls": failed}),
+                );
+            }
+            let key = if split {
+                "concurrency_split_cpus"
+            } else {
+                "concurrency"
+            };
+            doc[key] = json!({"sandboxes": concurrency, "parallelism": parallelism, "modes": rows});
+            if split {
+                pin_split(&cluster, &daemons, false);
+            }
         }
-        doc["concurrency"] =
-            json!({"sandboxes": concurrency, "parallelism": parallelism, "modes": rows});
     }
 
     // Scale.
@@ -1073,8 +1114,8 @@ impl Daemon {
     }
 
     /// CPU seconds used so far by the daemon and the delegates it ran.
-    fn cpu_s(&self) -> f64 {
-        process_cpu_s(&self.child.id().to_string(), true).unwrap_or(0.0)
+    fn cpu_s(&self) -> (f64, f64) {
+        process_cpu_s(&self.child.id().to_string()).unwrap_or_default()
     }
 
     /// VmRSS or VmHWM from /proc, in MiB.
@@ -1105,25 +1146,30 @@ impl Drop for Daemon {
     }
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, and with `children`, by its children it waited for.
-fn process_cpu_s(pid: &str, children: bool) -> Option<f64> {
+/// CPU seconds (user + system) used so far by process `pid`, and by its children it waited for.
+fn process_cpu_s(pid: &str) -> Option<(f64, f64)> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
     // Fields after the command name (which is in parentheses): utime, stime, cutime and cstime are the 12th to 15th.
     let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let take = if children { 4 } else { 2 };
-    let mut sum = 0.0;
-    for f in fields.get(11..11 + take)? {
-        sum += f.parse::<f64>().ok()?;
-    }
-    Some(sum / ticks)
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    (fields.len() == 4).then(|| {
+        (
+            (fields[0] + fields[1]) / ticks,
+            (fields[2] + fields[3]) / ticks,
+        )
+    })
 }
 
 /// CPU seconds used so far by this process (which runs the bare mode's delegates, with the same invocation code as
-/// plexus) and by its children it waited for (the plugins or shims it ran).
-fn bench_cpu_s() -> f64 {
+/// plexus), and by its children it waited for (the plugins or shims it ran).
+fn bench_cpu_s() -> (f64, f64) {
     let used = |who| {
         // SAFETY: getrusage fills the struct we own.
         let usage = unsafe {
@@ -1134,7 +1180,42 @@ fn bench_cpu_s() -> f64 {
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         secs(usage.ru_utime) + secs(usage.ru_stime)
     };
-    used(libc::RUSAGE_SELF) + used(libc::RUSAGE_CHILDREN)
+    (used(libc::RUSAGE_SELF), used(libc::RUSAGE_CHILDREN))
+}
+
+/// Pins (or, with `on` false, unpins) the control plane's processes to the last CPU and this process's threads and
+/// the daemons' to the others, so that the node's side and the control plane do not share a core. Children started
+/// later (plugins, shims) inherit this process's CPUs.
+fn pin_split(cluster: &PrivateCluster, daemons: &BTreeMap<&'static str, Daemon>, on: bool) {
+    // SAFETY: sysconf has no preconditions. (Not available_parallelism: it reads this process's affinity.)
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    assert!(cpus >= 2, "BENCH_SPLIT_CPUS needs at least 2 CPUs");
+    let all = format!("0-{}", cpus - 1);
+    let (node, control) = if on {
+        (format!("0-{}", cpus - 2), format!("{}", cpus - 1))
+    } else {
+        (all.clone(), all)
+    };
+    let taskset = |cpus: &str, pid: &str| {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, pid.trim()])
+            .output()
+            .expect("taskset");
+        assert!(
+            out.status.success(),
+            "taskset {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for name in ["etcd", "kube-apiserver", "plexus-controller"] {
+        if let Ok(pid) = std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))) {
+            taskset(&control, &pid);
+        }
+    }
+    for daemon in daemons.values() {
+        taskset(&node, &daemon.child.id().to_string());
+    }
+    taskset(&node, &std::process::id().to_string());
 }
 
 /// CPU seconds (user + system) used so far by the control plane the bench started, per process: etcd,
@@ -1144,8 +1225,8 @@ fn control_plane_cpu_by_process(cluster: &PrivateCluster) -> [f64; 3] {
     ["etcd", "kube-apiserver", "plexus-controller"].map(|name| {
         std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid")))
             .ok()
-            .and_then(|pid| process_cpu_s(&pid, false))
-            .unwrap_or(0.0)
+            .and_then(|pid| process_cpu_s(&pid))
+            .map_or(0.0, |(own, _)| own)
     })
 }
 

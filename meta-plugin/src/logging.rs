@@ -40,8 +40,8 @@ fn span_events(level: &str) -> FmtSpan {
     }
 }
 
-/// [`init`] with one more layer, which sees every span whatever the log level (the level filters the log output
-/// only).
+/// [`init`] with one more layer, whatever the log level (the level filters the log output only; the extra layer
+/// brings its own filter, if any).
 pub fn init_with(settings: &LogSettings, extra: Option<ExtraLayer>) -> bool {
     let mut output: Option<ExtraLayer> = None;
     if let Some(path) = &settings.file {

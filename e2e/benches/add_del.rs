@@ -1207,10 +1207,8 @@ fn pin_split(cluster: &PrivateCluster, daemons: &BTreeMap<&'static str, Daemon>,
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    for name in ["etcd", "kube-apiserver", "plexus-controller"] {
-        if let Ok(pid) = std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid"))) {
-            taskset(&control, &pid);
-        }
+    for pid in control_plane_pids(cluster).into_iter().flatten() {
+        taskset(&control, &pid);
     }
     for daemon in daemons.values() {
         taskset(&node, &daemon.child.id().to_string());
@@ -1222,11 +1220,18 @@ fn pin_split(cluster: &PrivateCluster, daemons: &BTreeMap<&'static str, Daemon>,
 /// kube-apiserver, plexus-controller (0 for one not running). On this machine they share the cores with the plugins,
 /// so their work for the Kubernetes modes' writes shows in those modes' wall times.
 fn control_plane_cpu_by_process(cluster: &PrivateCluster) -> [f64; 3] {
+    control_plane_pids(cluster).map(|pid| {
+        pid.and_then(|pid| process_cpu_s(&pid))
+            .map_or(0.0, |(own, _)| own)
+    })
+}
+
+/// The process ids of etcd, kube-apiserver and plexus-controller (none for one not running).
+fn control_plane_pids(cluster: &PrivateCluster) -> [Option<String>; 3] {
     ["etcd", "kube-apiserver", "plexus-controller"].map(|name| {
         std::fs::read_to_string(cluster.state.path().join(format!("{name}.pid")))
             .ok()
-            .and_then(|pid| process_cpu_s(&pid))
-            .map_or(0.0, |(own, _)| own)
+            .map(|pid| pid.trim().to_owned())
     })
 }
 

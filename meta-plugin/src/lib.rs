@@ -422,7 +422,13 @@ fn add<P: SourceProvider>(
     };
     let attached = ops::attach(ctx, sandbox, &plan, Some(pod_ref))?;
 
-    let statuses = network_statuses(attached.record());
+    let status = print_statuses(&network_statuses(attached.record()));
+    // The network-status PATCH goes first: one poll puts it on its way (the daemon's source hands it to its API
+    // thread, which sends it at once; thin mode's queues it for its connection). Then the record's completion (one
+    // write) runs on a thread of its own while the PATCH is on the wire: neither waits for the other.
+    let status_write = info_span!("status_write").entered();
+    let mut publishing = std::pin::pin!(source.publish_status(&pod, &status));
+    let early = runtime.block_on(futures::future::poll_immediate(publishing.as_mut()));
     for w in &plan.warnings {
         warn!(warning = %w, "capability key without the capability");
     }
@@ -433,20 +439,18 @@ fn add<P: SourceProvider>(
     } else {
         Vec::new()
     };
-    // The record's completion (one write) runs on a thread of its own while the network-status PATCH
-    // is on the wire: neither waits for the other.
     let request_span = tracing::Span::current();
     let (completed, published) = std::thread::scope(|scope| {
         let completing = scope.spawn(|| {
             let _entered = request_span.enter();
             ops::complete(ctx, attached)
         });
-        let status_write = info_span!("status_write").entered();
         let published = runtime.block_on(async {
-            let status = print_statuses(&statuses);
-            // Sequential on one connection, like the lookups (see source::resolve); events only for an ADD that
-            // stands.
-            source.publish_status(&pod, &status).await?;
+            match early {
+                Some(done) => done?,
+                None => publishing.await?,
+            }
+            // Events only for an ADD that stands.
             if let Err(e) = source.record_events(&pod, &events).await {
                 warn!(error = %e, "could not record the pod's events");
             }

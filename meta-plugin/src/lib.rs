@@ -422,16 +422,18 @@ fn add<P: SourceProvider>(
     };
     let attached = ops::attach(ctx, sandbox, &plan, Some(pod_ref))?;
 
+    for w in &plan.warnings {
+        warn!(warning = %w, "capability key without the capability");
+    }
     let status = print_statuses(&network_statuses(attached.record()));
     // The network-status PATCH goes first: one poll puts it on its way (the daemon's source hands it to its API
     // thread, which sends it at once; thin mode's queues it for its connection). Then the record's completion (one
     // write) runs on a thread of its own while the PATCH is on the wire: neither waits for the other.
+    // The request's span, for the completion's thread (taken before the status write's span is entered).
+    let request_span = tracing::Span::current();
     let status_write = info_span!("status_write").entered();
     let mut publishing = std::pin::pin!(source.publish_status(&pod, &status));
     let early = runtime.block_on(futures::future::poll_immediate(publishing.as_mut()));
-    for w in &plan.warnings {
-        warn!(warning = %w, "capability key without the capability");
-    }
     let events: Vec<PodEvent> = if ctx.config.pod_events {
         let mut events = warning_events(&plan.warnings);
         events.extend(attach_events(attached.record()));
@@ -439,7 +441,6 @@ fn add<P: SourceProvider>(
     } else {
         Vec::new()
     };
-    let request_span = tracing::Span::current();
     let (completed, published) = std::thread::scope(|scope| {
         let completing = scope.spawn(|| {
             let _entered = request_span.enter();

@@ -142,7 +142,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool) {
 }
 
 /// A pod in a namespace of its own selecting two NADs: `side` (ptp with ipMasq: iptables rules) and `lan` (bridge
-/// + host-local, then tuning). `lan`'s tuning can be a wrapper that holds the ADD (see [`Pod::hold_last_delegate`]).
+/// + host-local, then tuning). `lan`'s tuning can be a wrapper that holds the ADD (see [`Pod::holding`]).
 struct Pod {
     ns: KubeNamespace,
     sb: PodSandbox,
@@ -154,6 +154,16 @@ struct Pod {
 
 impl Pod {
     fn new(prefix: &str, mode: &Mode) -> Self {
+        Self::with_last_delegate(prefix, mode, "tuning")
+    }
+
+    /// A pod whose `lan` ends with the wrapper of [`Pod::hold_last_delegate`], from the NAD's creation on: a NAD
+    /// changed afterwards could reach a thick daemon's cache only after the ADD.
+    fn holding(prefix: &str, mode: &Mode) -> Self {
+        Self::with_last_delegate(prefix, mode, "held-tuning")
+    }
+
+    fn with_last_delegate(prefix: &str, mode: &Mode, last: &str) -> Self {
         let ns = KubeNamespace::new(prefix);
         let sb = mode.sandbox();
         let bridge = unique("plxe");
@@ -167,7 +177,7 @@ impl Pod {
         );
         let lan = json!({"cniVersion": "1.0.0", "plugins": [
             {"type": "bridge", "bridge": bridge, "ipam": sb.host_local(&subnet().0)},
-            {"type": "tuning"}
+            {"type": last}
         ]});
         create_nad(&ns.name, "lan", Some(&lan));
         let uid = mode.create_pod(&ns.name, "victim", &[(NETWORKS, "side, lan")]);
@@ -222,8 +232,8 @@ impl Pod {
         pod_annotations(&self.ns.name, "victim").contains_key(NETWORK_STATUS)
     }
 
-    /// Makes `lan`'s last plugin a wrapper that, on ADD, creates `<bin>/reached` and waits for `<bin>/go` before
-    /// running the real tuning plugin. Returns the two paths.
+    /// Writes the wrapper that `lan` ends with in a [`Pod::holding`]: on ADD, it creates `<bin>/reached` and waits
+    /// for `<bin>/go` before running the real tuning plugin. Returns the two paths.
     fn hold_last_delegate(&self) -> (PathBuf, PathBuf) {
         let (reached, go) = (self.bin.path().join("reached"), self.bin.path().join("go"));
         script(
@@ -236,11 +246,6 @@ impl Pod {
                 plugins_dir().join("tuning").display()
             ),
         );
-        let lan = json!({"cniVersion": "1.0.0", "plugins": [
-            {"type": "bridge", "bridge": self.bridge, "ipam": self.sb.host_local(&subnet().0)},
-            {"type": "held-tuning"}
-        ]});
-        create_nad(&self.ns.name, "lan", Some(&lan));
         (reached, go)
     }
 
@@ -268,23 +273,43 @@ impl Pod {
     }
 }
 
-/// A [`Pod`] whose config reaches the API server through a new [`Proxy`], each call bounded by `api_timeout`
-/// seconds (in thick mode, the daemon's client goes through the proxy). The temporary directory holds the
-/// kubeconfig.
+/// A [`Pod`] made by `make` ([`Pod::new`] or [`Pod::holding`]) whose config reaches the API server through a new
+/// [`Proxy`], each call bounded by `api_timeout` seconds (in thick mode, the daemon's client goes through the
+/// proxy). The temporary directory holds the kubeconfig.
 fn behind_proxy(
     prefix: &str,
     api_timeout: u32,
     mode: &Mode,
+    make: fn(&str, &Mode) -> Pod,
 ) -> (Pod, Proxy, tempfile::TempDir, Value) {
     let proxy = Proxy::start();
     let dir = tempfile::tempdir().unwrap();
     mode.start_daemon(json!({"kubeconfig": proxy.kubeconfig(dir.path())}));
-    let pod = Pod::new(prefix, mode);
+    let pod = make(prefix, mode);
     let config = pod.config(
         &proxy.kubeconfig(dir.path()),
         json!({"apiTimeoutSeconds": api_timeout}),
     );
     (pod, proxy, dir, config)
+}
+
+/// Waits (bounded) until the held delegate was reached; fails with the ADD's output if the ADD ended first.
+fn wait_until_reached(add: &mut std::process::Child, reached: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !reached.exists() {
+        if let Ok(Some(status)) = add.try_wait() {
+            let mut out = String::new();
+            if let Some(mut stdout) = add.stdout.take() {
+                let _ = stdout.read_to_string(&mut out);
+            }
+            panic!("the ADD ended ({status}) before its last delegate: {out}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for the last delegate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits (bounded, so that a broken build fails instead of hanging) until `done` holds.
@@ -297,7 +322,7 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
 }
 
 fn api_server_down_during_add(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2, mode, Pod::new);
     proxy.stop();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 11, "try again later: {e}");
@@ -308,7 +333,7 @@ fn api_server_down_during_add(mode: &Mode) {
 }
 
 fn api_server_slow_during_add(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1, mode, Pod::new);
     proxy.stall();
     let e = pod.call("ADD").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 11, "try again later: {e}");
@@ -323,11 +348,11 @@ fn api_server_slow_during_add(mode: &Mode) {
 }
 
 fn api_server_slow_at_the_status_patch(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2, mode, Pod::holding);
     let (reached, go) = pod.hold_last_delegate();
-    let child = pod.call("ADD").spawn(config.to_string().as_bytes());
+    let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
     // The pod and NADs were read; the last delegate runs. From now on the API server does not answer.
-    wait_for("the last delegate", || reached.exists());
+    wait_until_reached(&mut child, &reached);
     proxy.stall();
     std::fs::write(&go, b"").unwrap();
     let out = child.wait_with_output().unwrap();
@@ -341,10 +366,10 @@ fn api_server_slow_at_the_status_patch(mode: &Mode) {
 }
 
 fn killed_before_the_status_patch_then_del(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60, mode, Pod::holding);
     let (reached, go) = pod.hold_last_delegate();
     let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
-    wait_for("the last delegate", || reached.exists());
+    wait_until_reached(&mut child, &reached);
     // Hold the PATCH at the proxy, let the ADD finish its delegates and its record, then SIGKILL plexus.
     proxy.stall();
     std::fs::write(&go, b"").unwrap();
@@ -370,7 +395,7 @@ fn killed_before_the_status_patch_then_del(mode: &Mode) {
 }
 
 fn api_server_down_during_del(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("down-del", 2, mode, Pod::new);
     pod.call("ADD").ok(&config);
     assert_eq!(pod.link_names(), ["eth0", "net1", "net2"]);
     proxy.stop();
@@ -379,7 +404,7 @@ fn api_server_down_during_del(mode: &Mode) {
 }
 
 fn api_server_slow_during_del(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2, mode);
+    let (pod, proxy, _dir, config) = behind_proxy("slow-del", 2, mode, Pod::new);
     pod.call("ADD").ok(&config);
     proxy.stall();
     let before = proxy.accepted.load(Ordering::SeqCst);
@@ -442,7 +467,7 @@ fn del_with_the_record_gone(mode: &Mode) {
 /// The API server fails (`fault`) while the record is gone: the DEL still finishes, falling back to the default
 /// network; nothing on the node or in reach says what else the pod had.
 fn api_server_fails_during_del_with_the_record_gone(prefix: &str, mode: &Mode, fault: fn(&Proxy)) {
-    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2, mode);
+    let (pod, proxy, _dir, config) = behind_proxy(prefix, 2, mode, Pod::new);
     pod.call("ADD").ok(&config);
     pod.wipe_records();
     fault(&proxy);

@@ -67,8 +67,8 @@ pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
 ///
 /// Requests are served by worker threads that each block in `accept` and run the request they accepted on their own
 /// thread (namespace work calls `setns`, which is per thread: never on a tokio worker): a connection wakes one
-/// waiting worker and nothing else, with no thread to start on the request's path. The pool starts with one worker
-/// and grows while every worker is busy, up to `maxConcurrentDelegates`; beyond that, callers wait in the socket's
+/// waiting worker and nothing else. The pool starts with one worker and grows while every worker is busy (the worker
+/// that took the last idle place starts one more before its request), up to `maxConcurrentDelegates`; beyond that, callers wait in the socket's
 /// backlog until a worker is free (within the shim's timeout).
 pub async fn serve(
     listener: UnixListener,

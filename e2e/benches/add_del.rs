@@ -614,15 +614,9 @@ fn main() {
                     &data,
                     uids.get(&format!("bench-c-{mode}")),
                     || {
-                        let now = control_plane_cpu_by_process(&cluster);
-                        for (i, split) in cpu_split.iter_mut().enumerate() {
-                            *split = now[i] - cpu_before[i];
-                        }
+                        cpu_split = since(control_plane_cpu_by_process(&cluster), cpu_before);
                         cpu_adds = cpu_split.iter().sum();
-                        let now = node_cpu();
-                        for (i, split) in node_split.iter_mut().enumerate() {
-                            *split = now[i] - node_before[i];
-                        }
+                        node_split = since(node_cpu(), node_before);
                         node_adds = node_split.iter().sum();
                     },
                 );
@@ -1146,6 +1140,11 @@ impl Drop for Daemon {
     }
 }
 
+/// Each counter's growth from `before` to `now`.
+fn since<const N: usize>(now: [f64; N], before: [f64; N]) -> [f64; N] {
+    std::array::from_fn(|i| now[i] - before[i])
+}
+
 /// CPU seconds (user + system) used so far by process `pid`, and by its children it waited for.
 fn process_cpu_s(pid: &str) -> Option<(f64, f64)> {
     // SAFETY: sysconf has no preconditions.
@@ -1431,10 +1430,7 @@ fn pod_write_server_ms(
 
 /// Median and mean of the API server's time per pod write, for the floor's PATCHes and each Kubernetes mode's.
 fn server_write_report(times: &BTreeMap<String, Vec<f64>>, modes: &[&str]) -> Value {
-    println!(
-        "
-Writes of a pod at the API server (audit log: received → response complete), ms"
-    );
+    println!("\nWrites of a pod at the API server (audit log: received → response complete), ms");
     println!("{:<15} {:>7} {:>7} {:>7}", "who", "count", "median", "mean");
     let mut rows = serde_json::Map::new();
     let names = std::iter::once(("floor", "floor".to_owned()))

@@ -468,17 +468,12 @@ pub fn user_kubeconfig(user: &str, dir: &Path) -> PathBuf {
     ]);
     // A serial of its own: `-CAcreateserial` reads and rewrites the CA's serial file, which tests signing at the
     // same time corrupt for each other ("Unable to load number").
-    static SIGNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static SIGNED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let serial = format!(
-        "0x{:x}",
-        ((nanos ^ (u64::from(std::process::id()) << 40))
-            .wrapping_add(SIGNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-            & 0x7fff_ffff_ffff_ffff)
-            | 1
-    );
+        .map_or(0, |d| d.as_nanos());
+    let signed = SIGNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let serial = format!("0x{nanos:x}{signed:08x}");
     // Extensions make it an X.509 v3 certificate (rustls refuses v1).
     let ext = dir.join(format!("{user}.ext"));
     let extensions = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";

@@ -82,19 +82,12 @@ impl Proxy {
         self.stalled.store(true, Ordering::SeqCst);
     }
 
-    /// Closes the port and every open connection: the API server is down.
+    /// Closes the port and every open connection: the API server is down. The port is closed once the accepting
+    /// thread, the listener's only owner, has ended ([`Proxy::close`] joins it, and fails if it panicked). It is not
+    /// checked by probing the port: another test's proxy can be given the same port at once (seen in a run as "the
+    /// proxy still listens").
     fn stop(&self) {
         self.close();
-        // Nothing listens on the port any more: it can be bound again (std sets SO_REUSEADDR, so the closed
-        // connections' TIME_WAIT does not count), or a connect fails. A connect alone is not proof: one to a closed
-        // loopback port of the ephemeral range can pick that very port as its source and connect to itself, which
-        // made this check fail now and then.
-        let closed = TcpListener::bind(("127.0.0.1", self.port)).is_ok()
-            || match TcpStream::connect(("127.0.0.1", self.port)) {
-                Err(_) => true,
-                Ok(s) => s.local_addr().ok() == s.peer_addr().ok(),
-            };
-        assert!(closed, "the proxy still listens on port {}", self.port);
     }
 
     fn kubeconfig(&self, dir: &Path) -> PathBuf {
@@ -109,7 +102,9 @@ impl Proxy {
             let _ = TcpStream::connect(("127.0.0.1", self.port));
         }
         if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
-            let _ = acceptor.join();
+            acceptor
+                .join()
+                .expect("the proxy's accepting thread ended without a panic");
         }
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
@@ -157,10 +152,23 @@ impl Pod {
         Self::with_last_delegate(prefix, mode, "tuning")
     }
 
-    /// A pod whose `lan` ends with the wrapper of [`Pod::hold_last_delegate`], from the NAD's creation on: a NAD
-    /// changed afterwards could reach a thick daemon's cache only after the ADD.
+    /// A pod whose `lan` ends with a wrapper that, on ADD, creates `<bin>/reached` and waits for `<bin>/go` before
+    /// running the real tuning plugin ([`Pod::held_delegate`] gives the two paths). The wrapper is in the NAD from
+    /// its creation on: a NAD changed afterwards could reach a thick daemon's cache only after the ADD.
     fn holding(prefix: &str, mode: &Mode) -> Self {
-        Self::with_last_delegate(prefix, mode, "held-tuning")
+        let pod = Self::with_last_delegate(prefix, mode, "held-tuning");
+        let (reached, go) = pod.held_delegate();
+        script(
+            pod.bin.path(),
+            "held-tuning",
+            &format!(
+                "if [ \"$CNI_COMMAND\" = ADD ]; then touch {}; while [ ! -e {} ]; do sleep 0.05; done; fi\nexec {}",
+                reached.display(),
+                go.display(),
+                plugins_dir().join("tuning").display()
+            ),
+        );
+        pod
     }
 
     fn with_last_delegate(prefix: &str, mode: &Mode, last: &str) -> Self {
@@ -232,21 +240,9 @@ impl Pod {
         pod_annotations(&self.ns.name, "victim").contains_key(NETWORK_STATUS)
     }
 
-    /// Writes the wrapper that `lan` ends with in a [`Pod::holding`]: on ADD, it creates `<bin>/reached` and waits
-    /// for `<bin>/go` before running the real tuning plugin. Returns the two paths.
-    fn hold_last_delegate(&self) -> (PathBuf, PathBuf) {
-        let (reached, go) = (self.bin.path().join("reached"), self.bin.path().join("go"));
-        script(
-            self.bin.path(),
-            "held-tuning",
-            &format!(
-                "if [ \"$CNI_COMMAND\" = ADD ]; then touch {}; while [ ! -e {} ]; do sleep 0.05; done; fi\nexec {}",
-                reached.display(),
-                go.display(),
-                plugins_dir().join("tuning").display()
-            ),
-        );
-        (reached, go)
+    /// The files of a [`Pod::holding`]'s wrapper: the one it creates when reached, the one it waits for.
+    fn held_delegate(&self) -> (PathBuf, PathBuf) {
+        (self.bin.path().join("reached"), self.bin.path().join("go"))
     }
 
     fn assert_no_leftovers(self) {
@@ -293,10 +289,9 @@ fn behind_proxy(
     (pod, proxy, dir, config)
 }
 
-/// Waits (bounded) until the held delegate was reached; fails with the ADD's output if the ADD ended first.
+/// Waits until the held delegate was reached; fails with the ADD's output if the ADD ended first.
 fn wait_until_reached(add: &mut std::process::Child, reached: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !reached.exists() {
+    wait_for("the last delegate", || {
         if let Ok(Some(status)) = add.try_wait() {
             let mut out = String::new();
             if let Some(mut stdout) = add.stdout.take() {
@@ -304,16 +299,12 @@ fn wait_until_reached(add: &mut std::process::Child, reached: &Path) {
             }
             panic!("the ADD ended ({status}) before its last delegate: {out}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for the last delegate"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        reached.exists()
+    });
 }
 
 /// Waits (bounded, so that a broken build fails instead of hanging) until `done` holds.
-fn wait_for(what: &str, done: impl Fn() -> bool) {
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -349,7 +340,7 @@ fn api_server_slow_during_add(mode: &Mode) {
 
 fn api_server_slow_at_the_status_patch(mode: &Mode) {
     let (pod, proxy, _dir, config) = behind_proxy("slow-patch", 2, mode, Pod::holding);
-    let (reached, go) = pod.hold_last_delegate();
+    let (reached, go) = pod.held_delegate();
     let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
     // The pod and NADs were read; the last delegate runs. From now on the API server does not answer.
     wait_until_reached(&mut child, &reached);
@@ -367,7 +358,7 @@ fn api_server_slow_at_the_status_patch(mode: &Mode) {
 
 fn killed_before_the_status_patch_then_del(mode: &Mode) {
     let (pod, proxy, _dir, config) = behind_proxy("kill-patch", 60, mode, Pod::holding);
-    let (reached, go) = pod.hold_last_delegate();
+    let (reached, go) = pod.held_delegate();
     let mut child = pod.call("ADD").spawn(config.to_string().as_bytes());
     wait_until_reached(&mut child, &reached);
     // Hold the PATCH at the proxy, let the ADD finish its delegates and its record, then SIGKILL plexus.

@@ -428,8 +428,8 @@ fn add<P: SourceProvider>(
     let status = print_statuses(&network_statuses(attached.record()));
     // The network-status PATCH goes first: one poll puts it on its way (the daemon's source hands it to its API
     // thread, which sends it at once; thin mode's queues it for its connection). Then the record's completion (one
-    // write) runs on a thread of its own while the PATCH is on the wire: neither waits for the other.
-    // The request's span, for the completion's thread (taken before the status write's span is entered).
+    // write) runs on a thread of its own, in the request's span, while the PATCH is on the wire: neither waits for
+    // the other.
     let request_span = tracing::Span::current();
     let status_write = info_span!("status_write").entered();
     let mut publishing = std::pin::pin!(source.publish_status(&pod, &status));

@@ -1,6 +1,6 @@
 //! The daemon's [`NetworkSource`]: watch-backed caches of this node's pods (metadata only, field selector
-//! `spec.nodeName`) and of every NAD, with one bounded GET when the cache can't answer; network-status written on
-//! the daemon's one kept-alive client; events queued and sent after the reply.
+//! `spec.nodeName`) and of every NAD, with one bounded GET when the cache can't answer; network-status written on a
+//! kept-alive connection (the request thread's own, see [`crate::direct`]); events queued and sent after the reply.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,6 +20,7 @@ use plexus_cni::source::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::direct::{Dialer, Failed};
 use crate::metrics::Metrics;
 
 /// How many event batches wait to be sent before new ones are dropped (and counted as failed).
@@ -39,8 +40,9 @@ fn defer_events(in_flight: i64, waited: Duration) -> bool {
     in_flight > 0 && waited < EVENT_DEFER
 }
 
-/// The daemon's one client, and the thread where the requests' own API calls run (the network-status PATCH, the
-/// GETs of a cache miss). The client speaks HTTP/2 (offered by ALPN, as thin mode's): the watches and every call
+/// The daemon's shared client, and the thread where the requests' own API calls run when they don't go over the
+/// request thread's own connection ([`crate::direct`]): the GETs of a cache miss, and the network-status PATCH of a
+/// thread without a fresh connection. The client speaks HTTP/2 (offered by ALPN, as thin mode's): the watches and every call
 /// share one connection, which the watches keep open, so that an ADD after a quiet hour pays no TLS handshake. Its
 /// connection's task, kube's buffer and the requests' calls all run on this thread's single-threaded runtime: a
 /// request's thread hands it the call and gets the answer, two thread wake-ups, rather than hops between the
@@ -49,6 +51,8 @@ fn defer_events(in_flight: i64, waited: Duration) -> bool {
 pub struct ApiThread {
     runtime: tokio::runtime::Handle,
     client: kube::Client,
+    /// The request threads' own connections, for the network-status PATCH ([`crate::direct`]).
+    dialer: Dialer,
 }
 
 impl ApiThread {
@@ -68,15 +72,17 @@ impl ApiThread {
                         return;
                     }
                 };
-                let client = {
+                let clients = {
                     let _on = runtime.enter();
                     let connect_timeout = config.connect_timeout.unwrap_or(Duration::from_secs(30));
                     plexus_cni::source::http2_client(&config, connect_timeout, Default::default())
+                        .and_then(|client| Ok((client, Dialer::new(&config, connect_timeout)?)))
                         .map_err(|e| e.to_string())
                 };
-                let _ = made.send(client.map(|client| Self {
+                let _ = made.send(clients.map(|(client, dialer)| Self {
                     runtime: runtime.handle().clone(),
                     client,
+                    dialer,
                 }));
                 runtime.block_on(std::future::pending::<()>());
             })
@@ -92,6 +98,7 @@ pub struct Caches {
     /// The client, whose connection lives on [`ApiThread`].
     client: kube::Client,
     runtime: tokio::runtime::Handle,
+    dialer: Dialer,
     pods: Store<PartialObjectMeta<Pod>>,
     nads: Store<NetworkAttachmentDefinition>,
     events: mpsc::Sender<Option<EventBatch>>,
@@ -101,6 +108,23 @@ pub struct Caches {
 /// What the daemon hands `plexus_cni::run_with`: every request is in Kubernetes mode and reads the caches.
 #[derive(Clone)]
 pub struct CacheProvider(pub Arc<Caches>);
+
+impl CacheProvider {
+    /// After a request's reply, on its thread: makes the thread's own API connection if its ADD had none to use
+    /// ([`crate::direct`]).
+    pub fn after_reply(&self) {
+        let caches = &self.0;
+        match plexus_cni::thread_runtime(|rt| rt.block_on(caches.dialer.connect_if_wanted())) {
+            Ok(Ok(true)) => caches.metrics.thread_connection("made"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "this thread's API connection can't be made; its ADDs write over the shared one");
+                caches.metrics.thread_connection("failed");
+            }
+            Err(e) => warn!(error = %e, "this thread's API connection can't be made"),
+        }
+    }
+}
 
 /// Sends queued events until it receives `None`.
 pub struct EventSender {
@@ -188,6 +212,7 @@ impl Caches {
         let caches = Arc::new(Self {
             client: api.client,
             runtime: api.runtime,
+            dialer: api.dialer,
             pods: pod_reader,
             nads: nad_reader,
             events: queue.clone(),
@@ -228,6 +253,7 @@ fn watched<K>(
 pub struct CacheSource {
     caches: Arc<Caches>,
     api: KubeSource,
+    timeout: Duration,
 }
 
 impl SourceProvider for CacheProvider {
@@ -241,6 +267,7 @@ impl SourceProvider for CacheProvider {
         Ok(CacheSource {
             caches: self.0.clone(),
             api: KubeSource::from_client(self.0.client.clone(), config.api_timeout),
+            timeout: config.api_timeout,
         })
     }
 }
@@ -310,13 +337,31 @@ impl NetworkSource for CacheSource {
         .await
     }
 
+    /// On the request thread's own connection when it has a fresh one ([`crate::direct`]), else (or when that
+    /// connection broke without an answer) on the shared client.
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
+        let metrics = &self.caches.metrics;
+        if let Some(client) = self.caches.dialer.client() {
+            let result = KubeSource::from_client(client, self.timeout)
+                .publish_status(pod, status)
+                .await;
+            match self.caches.dialer.outcome(result) {
+                Ok(()) => {
+                    metrics.status_write("thread");
+                    return Ok(());
+                }
+                Err(Failed::Final(e)) => return Err(e),
+                Err(Failed::Retry(_)) => metrics.thread_connection("broken"),
+            }
+        }
         let (api, pod, status) = (self.api.clone(), pod.clone(), status.to_owned());
         self.on_daemon_runtime(
             format!("PATCH pod {} network-status", pod.label()),
             async move { api.publish_status(&pod, &status).await },
         )
-        .await
+        .await?;
+        metrics.status_write("shared");
+        Ok(())
     }
 
     /// Queued: sent after the reply by the daemon's event sender, once no request is in flight (at most

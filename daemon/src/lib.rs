@@ -9,11 +9,13 @@
 //! - [`config`]: the daemon's file (the plugin's keys plus `daemonSocketDir`, `nodeName`, `metricsAddress`,
 //!   `maxConcurrentDelegates`, `socketGroup`) and how it is laid over each request's config;
 //! - [`cache`]: the watch-backed `NetworkSource`;
+//! - [`direct`]: each request thread's own API connection for the network-status PATCH;
 //! - [`server`]: the unix socket;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
 
 pub mod cache;
 pub mod config;
+pub mod direct;
 pub mod metrics;
 pub mod server;
 

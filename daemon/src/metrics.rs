@@ -62,8 +62,16 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    /// `sent` or `failed` (not accepted by the API server, or dropped because the queue was full).
+pub struct ConnectionLabels {
+    /// `thread` (the request thread's own connection) or `shared` (the daemon's shared client).
+    pub connection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// Events: `sent` or `failed` (not accepted by the API server, or dropped because the queue was full).
+    /// Thread connections: `made` (after a reply), `failed` (could not be made), `broken` (a PATCH on it got no
+    /// answer: dropped).
     pub result: &'static str,
 }
 
@@ -79,7 +87,9 @@ pub struct Metrics {
     pub request_duration: Family<CommandLabels, Histogram, fn() -> Histogram>,
     pub phase_duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub cache_lookups: Family<CacheLabels, Counter>,
-    pub events: Family<EventLabels, Counter>,
+    pub events: Family<ResultLabels, Counter>,
+    pub status_writes: Family<ConnectionLabels, Counter>,
+    pub thread_connections: Family<ResultLabels, Counter>,
     pub cached: Family<KindLabels, Gauge>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
@@ -98,8 +108,21 @@ impl Metrics {
                 latency_histogram,
             );
         let cache_lookups = Family::<CacheLabels, Counter>::default();
-        let events = Family::<EventLabels, Counter>::default();
+        let events = Family::<ResultLabels, Counter>::default();
         let cached = Family::<KindLabels, Gauge>::default();
+        let status_writes = Family::<ConnectionLabels, Counter>::default();
+        let thread_connections = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "network-status PATCHes written, by connection: the request thread's own (thread) or the shared \
+             client's (shared)",
+            status_writes.clone(),
+        );
+        registry.register(
+            "thread_connections",
+            "Request threads' own API connections: made after a reply, failed to be made, or broken under a PATCH",
+            thread_connections.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "cached_objects",
@@ -144,6 +167,8 @@ impl Metrics {
             phase_duration,
             cache_lookups,
             events,
+            status_writes,
+            thread_connections,
             cached,
             in_flight,
             ready: AtomicBool::new(false),
@@ -159,9 +184,21 @@ impl Metrics {
             .inc();
     }
 
+    pub fn status_write(&self, connection: &'static str) {
+        self.status_writes
+            .get_or_create(&ConnectionLabels { connection })
+            .inc();
+    }
+
+    pub fn thread_connection(&self, result: &'static str) {
+        self.thread_connections
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     pub fn events(&self, result: &'static str, n: usize) {
         self.events
-            .get_or_create(&EventLabels { result })
+            .get_or_create(&ResultLabels { result })
             .inc_by(n as u64);
     }
 

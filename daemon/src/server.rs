@@ -369,6 +369,7 @@ fn handle(
         .request_duration
         .get_or_create(&CommandLabels { command })
         .observe(started.elapsed().as_secs_f64());
+    provider.after_reply();
 }
 
 #[cfg(test)]

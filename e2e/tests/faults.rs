@@ -106,6 +106,11 @@ impl Proxy {
                 .join()
                 .expect("the proxy's accepting thread ended without a panic");
         }
+        self.cut();
+    }
+
+    /// Closes every open connection (both ends), and goes on forwarding new ones.
+    fn cut(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -485,6 +490,93 @@ fn api_server_down_during_del_with_the_record_gone(mode: &Mode) {
 
 fn api_server_slow_during_del_with_the_record_gone(mode: &Mode) {
     api_server_fails_during_del_with_the_record_gone("no-record-slow", mode, Proxy::stall);
+}
+
+/// Thick mode: a request thread writes network-status over its own connection from its second ADD on (its first ADD
+/// writes over the shared client, and the thread connects after the reply). When the connections are cut, the next
+/// ADD's PATCH goes over the shared client, the ADD stands, and the thread connects again after its reply.
+#[test]
+fn thick_status_patch_when_the_threads_connection_is_cut() {
+    let mode = Mode::thick();
+    let proxy = Proxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    // One request thread: every request meets the same thread's connection.
+    mode.start_daemon(
+        json!({"kubeconfig": proxy.kubeconfig(dir.path()), "maxConcurrentDelegates": 1}),
+    );
+    let daemon = mode.daemon().unwrap();
+    let pod = Pod::new("cut-conn", &mode);
+    let config = pod.config(&proxy.kubeconfig(dir.path()), json!({}));
+    let writes = |connection: &str| {
+        let label = format!("connection=\"{connection}\"");
+        daemon.metric("plexus_daemon_status_writes_total", &[&label])
+    };
+    let made = || {
+        daemon.metric(
+            "plexus_daemon_thread_connections_total",
+            &["result=\"made\""],
+        )
+    };
+    let add_then_del = |round: usize| {
+        let result = pod.call("ADD").ok(&config);
+        assert!(
+            result["interfaces"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty()),
+            "round {round}: {result}"
+        );
+        assert!(pod.has_network_status(), "round {round}");
+        pod.call("DEL").ok(&config);
+    };
+
+    add_then_del(1);
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (1.0, 0.0),
+        "the first ADD: no connection of its own yet"
+    );
+    daemon.wait_for("the thread's connection", |_| made() == 1.0);
+    let accepted = proxy.accepted.load(Ordering::SeqCst);
+    add_then_del(2);
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (1.0, 1.0),
+        "the second ADD: its thread's connection"
+    );
+    assert_eq!(
+        proxy.accepted.load(Ordering::SeqCst),
+        accepted,
+        "no new connection on the ADD's path"
+    );
+
+    proxy.cut();
+    add_then_del(3);
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (2.0, 1.0),
+        "after the cut: over the shared client"
+    );
+    // The thread's runtime did not run between the cut and the PATCH: the connection looked open, the PATCH got
+    // no answer on it, and went again over the shared client.
+    assert_eq!(
+        daemon.metric(
+            "plexus_daemon_thread_connections_total",
+            &["result=\"broken\""]
+        ),
+        1.0
+    );
+    daemon.wait_for("the thread's new connection", |_| made() == 2.0);
+    add_then_del(4);
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (2.0, 2.0),
+        "its new connection"
+    );
+    assert_eq!(
+        daemon.metric("plexus_daemon_requests_total", &["outcome=\"error\""]),
+        0.0
+    );
+    pod.assert_no_leftovers();
 }
 
 plexus_e2e::in_both_modes!(

@@ -246,6 +246,30 @@ fn dispatch<P: SourceProvider>(
     }
 }
 
+thread_local! {
+    static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
+}
+
+/// Runs `f` with this thread's tokio runtime (single-threaded, made on the thread's first request and kept for the
+/// thread's life). The node daemon's request threads serve one request after another: what a request's calls leave
+/// on the runtime (the daemon's own connection to the API server, see `plexus-daemon`'s cache) is there for the
+/// next request, and no request pays for a new runtime. Tasks on it run only while a request drives it.
+pub fn thread_runtime<T>(f: impl FnOnce(&tokio::runtime::Runtime) -> T) -> Result<T, PlexusError> {
+    RUNTIME.with(|cell| {
+        let runtime = match cell.get() {
+            Some(r) => r,
+            None => {
+                let made = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(PlexusError::Runtime)?;
+                cell.get_or_init(|| made)
+            }
+        };
+        Ok(f(runtime))
+    })
+}
+
 /// What a DEL without a usable record deletes. Kubernetes mode (a kubeconfig and a pod in `CNI_ARGS`): the
 /// pod's networks from the pod and its NADs — every one that can still be resolved, each under the interface name
 /// its ADD gave it — within `apiTimeoutSeconds` in all; when that fails (API server down, pod gone), the configured
@@ -259,10 +283,17 @@ fn derive_for_del<P: SourceProvider>(
     let Some(pod_args) = pod_args.filter(|_| provider.kubernetes(&ctx.config)) else {
         return ops::static_fallback(ctx, sandbox);
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
+    thread_runtime(|runtime| derive_from_api(provider, ctx, sandbox, &pod_args, runtime)).ok()?
+}
+
+/// [`derive_for_del`] in Kubernetes mode, on the thread's runtime.
+fn derive_from_api<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod_args: &PodArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> Option<ops::DerivedPlan> {
     let from_pod = runtime.block_on(async {
         let lookup = async {
             let source = provider.source(&ctx.config).await?;
@@ -357,18 +388,16 @@ fn status_networks<P: SourceProvider>(
             .as_ref()
             .is_some_and(|c| !c.starts_with('/'))
             || !config.default_networks.is_empty());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PlexusError::Runtime)?;
-    runtime.block_on(async {
-        if needs_api {
-            let source = provider.source(config).await?;
-            source::default_network_configs(Some(&source), config).await
-        } else {
-            source::default_network_configs(None::<&NodeOnly>, config).await
-        }
-    })
+    thread_runtime(|runtime| {
+        runtime.block_on(async {
+            if needs_api {
+                let source = provider.source(config).await?;
+                source::default_network_configs(Some(&source), config).await
+            } else {
+                source::default_network_configs(None::<&NodeOnly>, config).await
+            }
+        })
+    })?
 }
 
 /// ADD. Static mode (no kubeconfig, or a sandbox that is not a pod): the configured delegates. Kubernetes mode:
@@ -387,10 +416,17 @@ fn add<P: SourceProvider>(
         let plan = Plan::from_static_config(&ctx.config, &sandbox.ifname, &sandbox.args)?;
         return ops::add(ctx, sandbox, &plan, None).map(|added| added.result);
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PlexusError::Runtime)?;
+    thread_runtime(|runtime| add_for_pod(provider, ctx, sandbox, &pod_args, runtime))?
+}
+
+/// [`add`] in Kubernetes mode, on the thread's runtime.
+fn add_for_pod<P: SourceProvider>(
+    provider: &P,
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod_args: &PodArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Value, PlexusError> {
     let lookup = info_span!("lookup").entered();
     let (source, pod, plan) = runtime.block_on(async {
         let source = provider.source(&ctx.config).await?;

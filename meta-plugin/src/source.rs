@@ -202,17 +202,34 @@ impl KubeSource {
 
 /// kube's client over a connection that offers HTTP/2 by ALPN (and falls back to HTTP/1.1): kube's default stack
 /// speaks HTTP/1.1 only, where concurrent requests each need a TLS connection of their own. The layers are kube's
-/// own (base URI, authentication, extra headers such as the user agent, retry of 429/503/504); `multiplexed` is set
-/// when a response arrives over HTTP/2. The connect timeout is `timeout`; every call is bounded by the caller.
+/// own ([`layered_client`]); `multiplexed` is set when a response arrives over HTTP/2. The connect timeout is
+/// `timeout`; every call is bounded by the caller.
 pub fn http2_client(
     config: &kube::Config,
     timeout: Duration,
     multiplexed: Arc<AtomicBool>,
 ) -> Result<kube::Client, kube::Error> {
+    let hyper: HyperClient<_, kube::client::Body> =
+        HyperClient::builder(TokioExecutor::new()).build(api_connector(config, timeout, true)?);
+    let service = tower::ServiceBuilder::new()
+        .map_response(move |response: http::Response<hyper::body::Incoming>| {
+            if response.version() == http::Version::HTTP_2 {
+                multiplexed.store(true, Ordering::Relaxed);
+            }
+            response
+        })
+        .service(hyper);
+    layered_client(config, service)
+}
+
+/// The TLS (or plain TCP) connector to `config`'s API server, with its CA, client certificate and `tls-server-name`;
+/// it offers HTTP/2 by ALPN when `http2`, HTTP/1.1 only otherwise. `timeout` bounds the TCP connect.
+pub fn api_connector(
+    config: &kube::Config,
+    timeout: Duration,
+    http2: bool,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, kube::Error> {
     use kube::client::ConfigExt;
-    use kube::client::retry::RetryPolicy;
-    use tower::ServiceBuilder;
-    use tower::retry::RetryLayer;
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -230,9 +247,32 @@ pub fn http2_client(
         }
         None => builder,
     };
-    let https = builder.enable_http1().enable_http2().wrap_connector(http);
-    let hyper: HyperClient<_, kube::client::Body> =
-        HyperClient::builder(TokioExecutor::new()).build(https);
+    Ok(if http2 {
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    })
+}
+
+/// kube's client over `inner`, a service that sends a request to the API server: kube's own layers (base URI,
+/// authentication with its token refresh, extra headers such as the user agent, retry of 429/503/504).
+pub fn layered_client<S>(config: &kube::Config, inner: S) -> Result<kube::Client, kube::Error>
+where
+    S: tower::Service<
+            http::Request<kube::client::Body>,
+            Response = http::Response<hyper::body::Incoming>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+{
+    use kube::client::ConfigExt;
+    use kube::client::retry::RetryPolicy;
+    use tower::ServiceBuilder;
+    use tower::retry::RetryLayer;
+
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(
@@ -242,14 +282,8 @@ pub fn http2_client(
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
-        .map_response(move |response: http::Response<hyper::body::Incoming>| {
-            if response.version() == http::Version::HTTP_2 {
-                multiplexed.store(true, Ordering::Relaxed);
-            }
-            response
-        })
-        .map_err(tower::BoxError::from)
-        .service(hyper);
+        .map_err(Into::<tower::BoxError>::into)
+        .service(inner);
     Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
 

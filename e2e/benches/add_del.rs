@@ -1317,6 +1317,21 @@ plexus-thick, where a request's time goes (means over the measured rounds; milli
          daemon's time outside the phases (config, plan, result), understated for ADD, whose second record write runs \
          beside the status write)"
     );
+    let writes = |connection: &str| {
+        delta(
+            "plexus_daemon_status_writes_total",
+            &[&format!("connection=\"{connection}\"")],
+        )
+    };
+    let (thread, shared) = (writes("thread"), writes("shared"));
+    println!(
+        "network-status PATCHes in the measured rounds: {thread} on the request thread's own connection, {shared} on \
+         the shared client"
+    );
+    rows.insert(
+        "status_writes".into(),
+        json!({"thread": thread, "shared": shared}),
+    );
     Value::Object(rows)
 }
 

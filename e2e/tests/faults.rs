@@ -494,9 +494,10 @@ fn api_server_slow_during_del_with_the_record_gone(mode: &Mode) {
 
 /// Thick mode: a request thread writes network-status over its own connection from its second ADD on (its first ADD
 /// writes over the shared client, and the thread connects after the reply). When the connections are cut, the next
-/// ADD's PATCH goes over the shared client, the ADD stands, and the thread connects again after its reply.
+/// ADD's PATCH goes over the shared client, the ADD stands, and the thread connects again after its reply. When the
+/// API server stops answering, the PATCH on the thread's connection runs out of time and is not sent again.
 #[test]
-fn thick_status_patch_when_the_threads_connection_is_cut() {
+fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     let mode = Mode::thick();
     let proxy = Proxy::start();
     let dir = tempfile::tempdir().unwrap();
@@ -576,6 +577,28 @@ fn thick_status_patch_when_the_threads_connection_is_cut() {
         daemon.metric("plexus_daemon_requests_total", &["outcome=\"error\""]),
         0.0
     );
+
+    // The API server stops answering: the PATCH on the thread's connection runs out of time, is not sent again, and
+    // the ADD is undone.
+    proxy.stall();
+    let slow = pod.config(
+        &proxy.kubeconfig(dir.path()),
+        json!({"apiTimeoutSeconds": 2}),
+    );
+    let e = pod.call("ADD").err(slow.to_string().as_bytes());
+    assert!(e["msg"].as_str().unwrap().contains("network-status"), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("no answer within 2s"),
+        "{e}"
+    );
+    assert_eq!(pod.link_names(), Vec::<String>::new(), "the ADD was undone");
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (2.0, 2.0),
+        "no PATCH went through, none was sent again"
+    );
+    pod.call("DEL").ok(&slow);
+    proxy.cut();
     pod.assert_no_leftovers();
 }
 

@@ -6,12 +6,16 @@
 //! connection that lives on its own runtime (`plexus_cni::thread_runtime`): the only wake-up left is the
 //! response's. The watches and the cache-miss GETs stay on the shared client.
 //!
-//! What keeps a TLS handshake off the ADD's path:
+//! What keeps a TLS handshake off the ADD's path, and TLS handshakes few:
 //! - A thread makes its connection after the reply of an ADD that found none (the runtime has its answer by then),
-//!   and that ADD's PATCH goes over the shared client. A thread serves DELs without one.
-//! - The API server closes an HTTP/1.1 connection after 90 s without a request (`IdleTimeout` in k8s.io/apiserver),
-//!   so a connection unused for [`IDLE_LIMIT`] is not used again: it is dropped, the PATCH goes over the shared
-//!   client (kept open by the watches), and the thread connects again after the reply.
+//!   and that ADD's PATCH goes over the shared client; only while ADDs come often, i.e. when the daemon's previous
+//!   ADD was less than [`FIRST_REQUEST_LIMIT`] before (a node starting pods). ADDs further apart all go over the
+//!   shared client, which the watches keep open: a connection made after one of them would be closed before the
+//!   next. A thread serves DELs without one.
+//! - k8s.io/apiserver closes an HTTP/1.1 connection that sends no request for 32 s after it is opened
+//!   (`ReadHeaderTimeout`), and one idle for 90 s after a request (`IdleTimeout`). So a connection is not used once
+//!   [`FIRST_REQUEST_LIMIT`] passed without a request on it, nor [`IDLE_LIMIT`] after its last one: it is dropped,
+//!   and the PATCH goes over the shared client.
 //! - A PATCH that fails on the thread's connection without an answer from the API server (the connection was closed
 //!   under it: a proxy's shorter idle timeout, an API server restart) is sent again over the shared client. The
 //!   merge patch sets a value, so a second one that lands changes nothing. A PATCH the API server answered with an
@@ -26,8 +30,11 @@ use plexus_cni::source::SourceError;
 use tower::{BoxError, ServiceExt};
 use tracing::{debug, warn};
 
-/// A thread's connection unused for this long is not used again (the API server closes it at 90 s).
+/// A thread's connection unused for this long after a request is not used again (the API server closes it at 90 s).
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// A thread's connection without a request this long after it was made is not used (the API server closes it at
+/// 32 s); and only an ADD that comes within this long of the daemon's previous one makes a connection.
+pub const FIRST_REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
 type Sender = hyper::client::conn::http1::SendRequest<kube::client::Body>;
 
@@ -36,28 +43,37 @@ pub struct Dialer {
     config: kube::Config,
     connector: hyper_rustls::HttpsConnector<HttpConnector>,
     timeout: Duration,
+    /// When the daemon's last ADD wrote network-status (any thread).
+    last_add: Mutex<Option<Instant>>,
 }
 
 /// One thread's connection and kube's client over it.
 struct ThreadConnection {
     client: kube::Client,
     sender: Arc<Mutex<Option<Sender>>>,
-    used: Instant,
+    made: Instant,
+    /// When its last request ended.
+    used: Option<Instant>,
 }
 
 impl ThreadConnection {
-    fn open(&self) -> bool {
-        self.sender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|s| !s.is_closed())
+    /// Open, and within the API server's limits: [`FIRST_REQUEST_LIMIT`] after it was made until its first request,
+    /// [`IDLE_LIMIT`] after its last one.
+    fn usable(&self) -> bool {
+        fresh(self.made, self.used, Instant::now())
+            && self
+                .sender
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| !s.is_closed())
     }
 }
 
 thread_local! {
     static CONNECTION: RefCell<Option<ThreadConnection>> = const { RefCell::new(None) };
-    /// This thread's last ADD had no connection to use: one is made after its reply.
+    /// This thread's last ADD had no connection to use, and ADDs come often (or its connection broke under it): one
+    /// is made after its reply.
     static WANTED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -75,23 +91,28 @@ impl Dialer {
             config: config.clone(),
             connector: plexus_cni::source::api_connector(config, timeout, false)?,
             timeout,
+            last_add: Mutex::new(None),
         })
     }
 
-    /// kube's client over this thread's connection, when it has one that is open and was used within
-    /// [`IDLE_LIMIT`]; otherwise `None`, and the thread makes one after its reply ([`Self::connect_if_wanted`]).
+    /// For an ADD's network-status: kube's client over this thread's connection, when it has a usable one;
+    /// otherwise `None`, and when ADDs come often the thread makes one after its reply
+    /// ([`Self::connect_if_wanted`]).
     pub fn client(&self) -> Option<kube::Client> {
+        let now = Instant::now();
+        let previous = self
+            .last_add
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(now);
         let client = CONNECTION.with_borrow_mut(|slot| {
-            let usable = slot
-                .as_ref()
-                .is_some_and(|c| c.used.elapsed() < IDLE_LIMIT && c.open());
-            if !usable && slot.take().is_some() {
+            if !slot.as_ref().is_some_and(ThreadConnection::usable) && slot.take().is_some() {
                 debug!("this thread's API connection is idle or closed: dropped");
             }
             slot.as_ref().map(|c| c.client.clone())
         });
         if client.is_none() {
-            WANTED.set(true);
+            WANTED.set(often(previous, now));
         }
         client
     }
@@ -103,7 +124,7 @@ impl Dialer {
             Ok(()) => {
                 CONNECTION.with_borrow_mut(|slot| {
                     if let Some(c) = slot.as_mut() {
-                        c.used = Instant::now();
+                        c.used = Some(Instant::now());
                     }
                 });
                 Ok(())
@@ -118,7 +139,7 @@ impl Dialer {
         }
     }
 
-    /// After a reply: makes this thread's connection if its last ADD had none (a TLS handshake, within the
+    /// After a reply: makes this thread's connection if its last ADD wanted one (a TLS handshake, within the
     /// daemon's `apiTimeoutSeconds`). Runs on the thread's runtime; `Ok(false)` when none was wanted.
     pub async fn connect_if_wanted(&self) -> Result<bool, BoxError> {
         if !WANTED.replace(false) {
@@ -153,9 +174,25 @@ impl Dialer {
         Ok(ThreadConnection {
             client,
             sender,
-            used: Instant::now(),
+            made: Instant::now(),
+            used: None,
         })
     }
+}
+
+/// Whether a connection made at `made`, whose last request ended at `used`, is still within the API server's limits
+/// at `now`.
+fn fresh(made: Instant, used: Option<Instant>, now: Instant) -> bool {
+    match used {
+        Some(used) => now.duration_since(used) < IDLE_LIMIT,
+        None => now.duration_since(made) < FIRST_REQUEST_LIMIT,
+    }
+}
+
+/// Whether ADDs come often enough, at `now`, for a connection made after this one's reply to be used: the daemon's
+/// previous ADD came within [`FIRST_REQUEST_LIMIT`].
+fn often(previous: Option<Instant>, now: Instant) -> bool {
+    previous.is_some_and(|p| now.duration_since(p) < FIRST_REQUEST_LIMIT)
 }
 
 /// Whether the API server answered (an error status) or the call ran out of time: either way the PATCH is not
@@ -200,6 +237,27 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_used_within_the_api_servers_limits() {
+        let made = Instant::now();
+        let s = Duration::from_secs;
+        assert!(fresh(made, None, made + s(29)));
+        assert!(
+            !fresh(made, None, made + s(30)),
+            "no first request within 30 s"
+        );
+        assert!(fresh(made, Some(made + s(20)), made + s(79)));
+        assert!(!fresh(made, Some(made + s(20)), made + s(80)), "idle 60 s");
+    }
+
+    #[test]
+    fn only_adds_that_come_often_make_a_connection() {
+        let now = Instant::now() + Duration::from_secs(100);
+        assert!(!often(None, now), "the daemon's first ADD");
+        assert!(often(Some(now - Duration::from_secs(29)), now));
+        assert!(!often(Some(now - Duration::from_secs(30)), now));
+    }
 
     #[test]
     fn only_an_error_without_an_answer_is_sent_again() {

@@ -492,10 +492,11 @@ fn api_server_slow_during_del_with_the_record_gone(mode: &Mode) {
     api_server_fails_during_del_with_the_record_gone("no-record-slow", mode, Proxy::stall);
 }
 
-/// Thick mode: a request thread writes network-status over its own connection from its second ADD on (its first ADD
-/// writes over the shared client, and the thread connects after the reply). When the connections are cut, the next
-/// ADD's PATCH goes over the shared client, the ADD stands, and the thread connects again after its reply. When the
-/// API server stops answering, the PATCH on the thread's connection runs out of time and is not sent again.
+/// Thick mode: while ADDs come often, a request thread writes network-status over its own connection (the daemon's
+/// first ADD writes over the shared client and makes none; the second, coming soon after, writes over the shared
+/// client and its thread connects after the reply; the third uses that connection). When the connections are cut,
+/// the next ADD's PATCH goes over the shared client, the ADD stands, and the thread connects again after its reply.
+/// When the API server stops answering, the PATCH on the thread's connection runs out of time and is not sent again.
 #[test]
 fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     let mode = Mode::thick();
@@ -508,15 +509,16 @@ fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     let daemon = mode.daemon().unwrap();
     let pod = Pod::new("cut-conn", &mode);
     let config = pod.config(&proxy.kubeconfig(dir.path()), json!({}));
-    let writes = |connection: &str| {
-        let label = format!("connection=\"{connection}\"");
-        daemon.metric("plexus_daemon_status_writes_total", &[&label])
+    let writes = || {
+        let on = |connection: &str| {
+            let label = format!("connection=\"{connection}\"");
+            daemon.metric("plexus_daemon_status_writes_total", &[&label])
+        };
+        (on("shared"), on("thread"))
     };
-    let made = || {
-        daemon.metric(
-            "plexus_daemon_thread_connections_total",
-            &["result=\"made\""],
-        )
+    let connections = |result: &str| {
+        let label = format!("result=\"{result}\"");
+        daemon.metric("plexus_daemon_thread_connections_total", &[&label])
     };
     let add_then_del = |round: usize| {
         let result = pod.call("ADD").ok(&config);
@@ -531,18 +533,20 @@ fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     };
 
     add_then_del(1);
-    assert_eq!(
-        (writes("shared"), writes("thread")),
-        (1.0, 0.0),
-        "the first ADD: no connection of its own yet"
-    );
-    daemon.wait_for("the thread's connection", |_| made() == 1.0);
-    let accepted = proxy.accepted.load(Ordering::SeqCst);
+    assert_eq!(writes(), (1.0, 0.0), "the daemon's first ADD");
     add_then_del(2);
     assert_eq!(
-        (writes("shared"), writes("thread")),
-        (1.0, 1.0),
-        "the second ADD: its thread's connection"
+        writes(),
+        (2.0, 0.0),
+        "the second ADD: no connection of its own yet"
+    );
+    daemon.wait_for("the thread's connection", |_| connections("made") == 1.0);
+    let accepted = proxy.accepted.load(Ordering::SeqCst);
+    add_then_del(3);
+    assert_eq!(
+        writes(),
+        (2.0, 1.0),
+        "the third ADD: its thread's connection"
     );
     assert_eq!(
         proxy.accepted.load(Ordering::SeqCst),
@@ -551,28 +555,20 @@ fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     );
 
     proxy.cut();
-    add_then_del(3);
+    add_then_del(4);
     assert_eq!(
-        (writes("shared"), writes("thread")),
-        (2.0, 1.0),
+        writes(),
+        (3.0, 1.0),
         "after the cut: over the shared client"
     );
     // The thread's runtime did not run between the cut and the PATCH: the connection looked open, the PATCH got
     // no answer on it, and went again over the shared client.
-    assert_eq!(
-        daemon.metric(
-            "plexus_daemon_thread_connections_total",
-            &["result=\"broken\""]
-        ),
-        1.0
-    );
-    daemon.wait_for("the thread's new connection", |_| made() == 2.0);
-    add_then_del(4);
-    assert_eq!(
-        (writes("shared"), writes("thread")),
-        (2.0, 2.0),
-        "its new connection"
-    );
+    assert_eq!(connections("broken"), 1.0);
+    daemon.wait_for("the thread's new connection", |_| {
+        connections("made") == 2.0
+    });
+    add_then_del(5);
+    assert_eq!(writes(), (3.0, 2.0), "its new connection");
     assert_eq!(
         daemon.metric("plexus_daemon_requests_total", &["outcome=\"error\""]),
         0.0
@@ -593,8 +589,8 @@ fn thick_status_patch_on_the_threads_connection_cut_or_stalled() {
     );
     assert_eq!(pod.link_names(), Vec::<String>::new(), "the ADD was undone");
     assert_eq!(
-        (writes("shared"), writes("thread")),
-        (2.0, 2.0),
+        writes(),
+        (3.0, 2.0),
         "no PATCH went through, none was sent again"
     );
     pod.call("DEL").ok(&slow);

@@ -618,8 +618,9 @@ fn an_in_cluster_daemon_picks_up_a_rotated_service_account_token() {
     let pki = kubeconfig().parent().unwrap().join("pki");
     std::fs::copy(pki.join("ca.crt"), creds.path().join("ca.crt")).unwrap();
     std::fs::write(creds.path().join("namespace"), &ns.name).unwrap();
-    let started = Instant::now();
-    let daemon = Daemon::start_in_cluster(creds.path(), json!({}));
+    // One request thread: the ADD after the rotation writes network-status over that thread's own connection, last
+    // used 55 s before (within its 60 s: plexus_daemon::direct::IDLE_LIMIT).
+    let daemon = Daemon::start_in_cluster(creds.path(), json!({"maxConcurrentDelegates": 1}));
 
     let sb = PodSandbox::new();
     ptp_nad(&ns.name, "side", "ptp", &sb);
@@ -637,7 +638,20 @@ fn an_in_cluster_daemon_picks_up_a_rotated_service_account_token() {
         sb.call("DEL", &args).ok(&config);
         sb.assert_clean();
     };
-    attach("before");
+    // The daemon's first ADD, and one soon after it: the thread makes its own connection after this one's reply
+    // (plexus_daemon::direct).
+    attach("one");
+    attach("two");
+    // Every client of the daemon has read the token by now: the shared one at the start, the thread's own when it
+    // was made.
+    daemon.wait_for("the request thread's own connection", |d| {
+        d.metric(
+            "plexus_daemon_thread_connections_total",
+            &["result=\"made\""],
+        ) == 1.0
+    });
+    let read = Instant::now();
+    attach("three");
 
     // Rotate: a new token in the file, the old one revoked.
     write_token(&token_for("second"));
@@ -672,10 +686,20 @@ fn an_in_cluster_daemon_picks_up_a_rotated_service_account_token() {
         assert!(Instant::now() < until, "the first token still works");
         std::thread::sleep(Duration::from_millis(200));
     }
-    if let Some(left) = TOKEN_REREAD.checked_sub(started.elapsed()) {
+    if let Some(left) = TOKEN_REREAD.checked_sub(read.elapsed()) {
         std::thread::sleep(left);
     }
     attach("after");
+    let writes = |connection: &str| {
+        let label = format!("connection=\"{connection}\"");
+        daemon.metric("plexus_daemon_status_writes_total", &[&label])
+    };
+    assert_eq!(
+        (writes("shared"), writes("thread")),
+        (2.0, 2.0),
+        "the first two ADDs over the shared client, the next ones (before and after the rotation) over the thread's \
+         own connection"
+    );
 }
 
 #[test]

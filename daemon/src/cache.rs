@@ -46,8 +46,8 @@ fn defer_events(in_flight: i64, waited: Duration) -> bool {
 /// share one connection, which the watches keep open, so that an ADD after a quiet hour pays no TLS handshake. Its
 /// connection's task, kube's buffer and the requests' calls all run on this thread's single-threaded runtime: a
 /// request's thread hands it the call and gets the answer, two thread wake-ups, rather than hops between the
-/// worker threads that decode the watches. Never a request's own short-lived runtime, whose end would close the
-/// connection (hyper spawns a connection's task where it is made).
+/// worker threads that decode the watches. Never a request thread's runtime, which runs only while a request does:
+/// the watches' connection needs one that always runs (hyper spawns a connection's task where it is made).
 pub struct ApiThread {
     runtime: tokio::runtime::Handle,
     client: kube::Client,

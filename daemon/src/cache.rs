@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -114,7 +114,18 @@ impl CacheProvider {
     /// ([`crate::direct`]).
     pub fn after_reply(&self) {
         let caches = &self.0;
-        match plexus_cni::thread_runtime(|rt| rt.block_on(caches.dialer.connect_if_wanted())) {
+        // Outside any request's guard: a panic here must not end the request thread.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plexus_cni::thread_runtime(|rt| rt.block_on(caches.dialer.connect_if_wanted()))
+        }));
+        let Ok(made) = made else {
+            warn!(
+                "making this thread's API connection panicked; its ADDs write over the shared one"
+            );
+            caches.metrics.thread_connection("failed");
+            return;
+        };
+        match made {
             Ok(Ok(true)) => caches.metrics.thread_connection("made"),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
@@ -341,6 +352,7 @@ impl NetworkSource for CacheSource {
     /// connection broke without an answer) on the shared client.
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
         let metrics = &self.caches.metrics;
+        let deadline = Instant::now() + self.timeout;
         if let Some(client) = self.caches.dialer.client() {
             let result = KubeSource::from_client(client, self.timeout)
                 .publish_status(pod, status)
@@ -354,12 +366,21 @@ impl NetworkSource for CacheSource {
                 Err(Failed::Retry(_)) => metrics.thread_connection("broken"),
             }
         }
-        let (api, pod, status) = (self.api.clone(), pod.clone(), status.to_owned());
-        self.on_daemon_runtime(
-            format!("PATCH pod {} network-status", pod.label()),
-            async move { api.publish_status(&pod, &status).await },
-        )
-        .await?;
+        // What is left of apiTimeoutSeconds (all of it unless the thread's connection failed first).
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (api, pod, status) = (
+            KubeSource::from_client(self.caches.client.clone(), left),
+            pod.clone(),
+            status.to_owned(),
+        );
+        let written = self
+            .on_daemon_runtime(
+                format!("PATCH pod {} network-status", pod.label()),
+                async move { api.publish_status(&pod, &status).await },
+            )
+            .await;
+        self.caches.dialer.shared_written(written.is_ok());
+        written?;
         metrics.status_write("shared");
         Ok(())
     }

@@ -8,18 +8,19 @@
 //!
 //! What keeps a TLS handshake off the ADD's path, and TLS handshakes few:
 //! - A thread makes its connection after the reply of an ADD that found none (the runtime has its answer by then),
-//!   and that ADD's PATCH goes over the shared client; only while ADDs come often, i.e. when the daemon's previous
-//!   ADD was less than [`FIRST_REQUEST_LIMIT`] before (a node starting pods). ADDs further apart all go over the
-//!   shared client, which the watches keep open: a connection made after one of them would be closed before the
-//!   next. A thread serves DELs without one.
+//!   whose PATCH went through over the shared client; only while ADDs come often to the thread, i.e. when its
+//!   previous ADD was less than [`FIRST_REQUEST_LIMIT`] before (a node starting pods). ADDs further apart all go
+//!   over the shared client, which the watches keep open: a connection made after one of them would be closed
+//!   before the next. A thread serves DELs without one.
 //! - k8s.io/apiserver closes an HTTP/1.1 connection that sends no request for 32 s after it is opened
 //!   (`ReadHeaderTimeout`), and one idle for 90 s after a request (`IdleTimeout`). So a connection is not used once
 //!   [`FIRST_REQUEST_LIMIT`] passed without a request on it, nor [`IDLE_LIMIT`] after its last one: it is dropped,
 //!   and the PATCH goes over the shared client.
 //! - A PATCH that fails on the thread's connection without an answer from the API server (the connection was closed
-//!   under it: a proxy's shorter idle timeout, an API server restart) is sent again over the shared client. The
-//!   merge patch sets a value, so a second one that lands changes nothing. A PATCH the API server answered with an
-//!   error, or that did not finish within `apiTimeoutSeconds`, is not sent again.
+//!   under it: a proxy's shorter idle timeout, an API server restart) is sent again over the shared client, within
+//!   what is left of `apiTimeoutSeconds`. The merge patch sets a value, so a second one that lands changes nothing.
+//!   A PATCH the API server answered with an error, or that did not finish within `apiTimeoutSeconds`, is not sent
+//!   again.
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ use tracing::{debug, warn};
 /// A thread's connection unused for this long after a request is not used again (the API server closes it at 90 s).
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// A thread's connection without a request this long after it was made is not used (the API server closes it at
-/// 32 s); and only an ADD that comes within this long of the daemon's previous one makes a connection.
+/// 32 s); and only an ADD that comes within this long of the thread's previous one makes a connection.
 pub const FIRST_REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
 type Sender = hyper::client::conn::http1::SendRequest<kube::client::Body>;
@@ -43,8 +44,9 @@ pub struct Dialer {
     config: kube::Config,
     connector: hyper_rustls::HttpsConnector<HttpConnector>,
     timeout: Duration,
-    /// When the daemon's last ADD wrote network-status (any thread).
-    last_add: Mutex<Option<Instant>>,
+    /// kube's authentication layer, made once: every thread's client shares its token and its refresh (an exec
+    /// plugin runs at the daemon's start and when its token expires, not for each connection).
+    auth: Option<kube::client::middleware::AuthLayer>,
 }
 
 /// One thread's connection and kube's client over it.
@@ -72,9 +74,11 @@ impl ThreadConnection {
 
 thread_local! {
     static CONNECTION: RefCell<Option<ThreadConnection>> = const { RefCell::new(None) };
-    /// This thread's last ADD had no connection to use, and ADDs come often (or its connection broke under it): one
-    /// is made after its reply.
+    /// This thread's last ADD had no connection to use, and ADDs come often to this thread (or its connection broke
+    /// under it), and its PATCH went through the shared client: one is made after its reply.
     static WANTED: Cell<bool> = const { Cell::new(false) };
+    /// When this thread's previous ADD wrote network-status.
+    static LAST_ADD: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// How a PATCH on the thread's connection ended, when it did not succeed.
@@ -91,20 +95,18 @@ impl Dialer {
             config: config.clone(),
             connector: plexus_cni::source::api_connector(config, timeout, false)?,
             timeout,
-            last_add: Mutex::new(None),
+            auth: kube::client::ConfigExt::auth_layer(config)?,
         })
     }
 
     /// For an ADD's network-status: kube's client over this thread's connection, when it has a usable one;
-    /// otherwise `None`, and when ADDs come often the thread makes one after its reply
-    /// ([`Self::connect_if_wanted`]).
+    /// otherwise `None`, and when ADDs come often to this thread, the thread makes one after its reply
+    /// ([`Self::connect_if_wanted`]) if the PATCH goes through over the shared client ([`Self::shared_written`]).
+    /// Requests go to the thread that has waited longest, so with several idle threads each sees ADDs less often
+    /// than the daemon does: they then all write over the shared client, and none makes a connection it won't use.
     pub fn client(&self) -> Option<kube::Client> {
         let now = Instant::now();
-        let previous = self
-            .last_add
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(now);
+        let previous = LAST_ADD.replace(Some(now));
         let client = CONNECTION.with_borrow_mut(|slot| {
             if !slot.as_ref().is_some_and(ThreadConnection::usable) && slot.take().is_some() {
                 debug!("this thread's API connection is idle or closed: dropped");
@@ -129,13 +131,21 @@ impl Dialer {
                 });
                 Ok(())
             }
-            Err(e) if answered_or_timed_out(&e) => Err(Failed::Final(e)),
+            Err(e) if !unanswered(&e) => Err(Failed::Final(e)),
             Err(e) => {
                 warn!(error = %e, "the PATCH failed on this thread's API connection: dropped; sending it on the shared one");
                 CONNECTION.set(None);
                 WANTED.set(true);
                 Err(Failed::Retry(e))
             }
+        }
+    }
+
+    /// How the PATCH went over the shared client: only after one that went through does the thread connect (an API
+    /// server that can't be reached would hold the thread in the attempt).
+    pub fn shared_written(&self, written: bool) {
+        if !written {
+            WANTED.set(false);
         }
     }
 
@@ -170,7 +180,7 @@ impl Dialer {
             let sender = sender.clone();
             tower::service_fn(move |request| send(sender.clone(), request))
         };
-        let client = plexus_cni::source::layered_client(&self.config, inner)?;
+        let client = plexus_cni::source::layered_client(&self.config, self.auth.as_ref(), inner)?;
         Ok(ThreadConnection {
             client,
             sender,
@@ -189,22 +199,22 @@ fn fresh(made: Instant, used: Option<Instant>, now: Instant) -> bool {
     }
 }
 
-/// Whether ADDs come often enough, at `now`, for a connection made after this one's reply to be used: the daemon's
-/// previous ADD came within [`FIRST_REQUEST_LIMIT`].
+/// Whether ADDs come often enough to this thread, at `now`, for a connection made after this one's reply to be used:
+/// the thread's previous ADD came within [`FIRST_REQUEST_LIMIT`].
 fn often(previous: Option<Instant>, now: Instant) -> bool {
     previous.is_some_and(|p| now.duration_since(p) < FIRST_REQUEST_LIMIT)
 }
 
-/// Whether the API server answered (an error status) or the call ran out of time: either way the PATCH is not
-/// sent again.
-fn answered_or_timed_out(e: &SourceError) -> bool {
+/// Whether the PATCH failed in the connection (the request could not be sent, or its answer read): it is then sent
+/// again over the shared client. Not when the API server answered with an error status, nor when the time ran out,
+/// nor for what a second connection would not change (authentication, the request itself).
+fn unanswered(e: &SourceError) -> bool {
     matches!(
         e,
-        SourceError::Timeout { .. }
-            | SourceError::Api {
-                source: kube::Error::Api(_),
-                ..
-            }
+        SourceError::Api {
+            source: kube::Error::Service(_) | kube::Error::HyperError(_),
+            ..
+        }
     )
 }
 
@@ -254,7 +264,7 @@ mod tests {
     #[test]
     fn only_adds_that_come_often_make_a_connection() {
         let now = Instant::now() + Duration::from_secs(100);
-        assert!(!often(None, now), "the daemon's first ADD");
+        assert!(!often(None, now), "the thread's first ADD");
         assert!(often(Some(now - Duration::from_secs(29)), now));
         assert!(!often(Some(now - Duration::from_secs(30)), now));
     }
@@ -265,17 +275,22 @@ mod tests {
             what: "PATCH".into(),
             seconds: 1.0,
         };
-        assert!(answered_or_timed_out(&timeout));
+        assert!(!unanswered(&timeout));
         let status = kube::core::Status::failure("conflict", "Conflict").with_code(409);
         let answered = SourceError::Api {
             what: "PATCH".into(),
             source: kube::Error::Api(Box::new(status)),
         };
-        assert!(answered_or_timed_out(&answered));
+        assert!(!unanswered(&answered));
         let closed = SourceError::Api {
             what: "PATCH".into(),
             source: kube::Error::Service("connection closed before message completed".into()),
         };
-        assert!(!answered_or_timed_out(&closed));
+        assert!(unanswered(&closed));
+        let auth = SourceError::Api {
+            what: "PATCH".into(),
+            source: kube::Error::Auth(kube::client::AuthError::ExecMissingClusterInfo),
+        };
+        assert!(!unanswered(&auth));
     }
 }

@@ -246,6 +246,10 @@ fn dispatch<P: SourceProvider>(
     }
 }
 
+/// How many turns of the thread's runtime an ADD gives its network-status PATCH before starting the record's
+/// completion beside it: the request, kube's buffer task, the connection's task writing it.
+const PATCH_START_TURNS: usize = 4;
+
 thread_local! {
     static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
 }
@@ -462,14 +466,22 @@ fn add_for_pod<P: SourceProvider>(
         warn!(warning = %w, "capability key without the capability");
     }
     let status = print_statuses(&network_statuses(attached.record()));
-    // The network-status PATCH goes first: one poll puts it on its way (the daemon's source hands it to its API
-    // thread, which sends it at once; thin mode's queues it for its connection). Then the record's completion (one
-    // write) runs on a thread of its own, in the request's span, while the PATCH is on the wire: neither waits for
-    // the other.
+    // The network-status PATCH goes first: a few turns of this thread's runtime put it on the wire (the request
+    // passes kube's buffer task, then the connection's task writes it; the daemon's shared client takes it on its
+    // own thread at the first turn). Then the record's completion (one write) runs on a thread of its own, in the
+    // request's span, while the PATCH is on the wire: neither waits for the other.
     let request_span = tracing::Span::current();
     let status_write = info_span!("status_write").entered();
     let mut publishing = std::pin::pin!(source.publish_status(&pod, &status));
-    let early = runtime.block_on(futures::future::poll_immediate(publishing.as_mut()));
+    let early = runtime.block_on(async {
+        for _ in 0..PATCH_START_TURNS {
+            if let Some(done) = futures::future::poll_immediate(publishing.as_mut()).await {
+                return Some(done);
+            }
+            tokio::task::yield_now().await;
+        }
+        None
+    });
     let events: Vec<PodEvent> = if ctx.config.pod_events {
         let mut events = warning_events(&plan.warnings);
         events.extend(attach_events(attached.record()));

@@ -219,7 +219,8 @@ pub fn http2_client(
             response
         })
         .service(hyper);
-    layered_client(config, service)
+    let auth = kube::client::ConfigExt::auth_layer(config)?;
+    layered_client(config, auth.as_ref(), service)
 }
 
 /// The TLS (or plain TCP) connector to `config`'s API server, with its CA, client certificate and `tls-server-name`;
@@ -255,8 +256,14 @@ pub fn api_connector(
 }
 
 /// kube's client over `inner`, a service that sends a request to the API server: kube's own layers (base URI,
-/// authentication with its token refresh, extra headers such as the user agent, retry of 429/503/504).
-pub fn layered_client<S>(config: &kube::Config, inner: S) -> Result<kube::Client, kube::Error>
+/// authentication, extra headers such as the user agent, retry of 429/503/504). `auth` is `config.auth_layer()`,
+/// made once by the caller: clients layered with the same one share its token and its refresh (a token file read
+/// again at least once a minute, an exec plugin run again when its token expires).
+pub fn layered_client<S>(
+    config: &kube::Config,
+    auth: Option<&kube::client::middleware::AuthLayer>,
+    inner: S,
+) -> Result<kube::Client, kube::Error>
 where
     S: tower::Service<
             http::Request<kube::client::Body>,
@@ -270,9 +277,17 @@ where
 {
     use kube::client::ConfigExt;
     use kube::client::retry::RetryPolicy;
-    use tower::ServiceBuilder;
     use tower::retry::RetryLayer;
+    use tower::util::Either;
+    use tower::{Layer, ServiceBuilder, ServiceExt};
 
+    let headed = config
+        .extra_headers_layer()?
+        .layer(inner.map_err(Into::<tower::BoxError>::into));
+    let authed = match auth {
+        Some(auth) => Either::Left(auth.layer(headed)),
+        None => Either::Right(headed),
+    };
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(
@@ -280,10 +295,7 @@ where
                 .default_retry
                 .then(|| RetryLayer::new(RetryPolicy::server_retry())),
         )
-        .option_layer(config.auth_layer()?)
-        .layer(config.extra_headers_layer()?)
-        .map_err(Into::<tower::BoxError>::into)
-        .service(inner);
+        .service(authed);
     Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
 

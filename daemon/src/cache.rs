@@ -117,22 +117,16 @@ impl CacheProvider {
         // Outside any request's guard: a panic here must not end the request thread.
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             plexus_cni::thread_runtime(|rt| rt.block_on(caches.dialer.connect_if_wanted()))
-        }));
-        let Ok(made) = made else {
-            warn!(
-                "making this thread's API connection panicked; its ADDs write over the shared one"
-            );
-            caches.metrics.thread_connection("failed");
-            return;
-        };
+        }))
+        .unwrap_or_else(|_| Ok(Err("the attempt panicked".into())))
+        .unwrap_or_else(|e| Err(e.to_string().into()));
         match made {
-            Ok(Ok(true)) => caches.metrics.thread_connection("made"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
+            Ok(true) => caches.metrics.thread_connection("made"),
+            Ok(false) => {}
+            Err(e) => {
                 warn!(error = %e, "this thread's API connection can't be made; its ADDs write over the shared one");
                 caches.metrics.thread_connection("failed");
             }
-            Err(e) => warn!(error = %e, "this thread's API connection can't be made"),
         }
     }
 }
@@ -264,7 +258,6 @@ fn watched<K>(
 pub struct CacheSource {
     caches: Arc<Caches>,
     api: KubeSource,
-    timeout: Duration,
 }
 
 impl SourceProvider for CacheProvider {
@@ -278,7 +271,6 @@ impl SourceProvider for CacheProvider {
         Ok(CacheSource {
             caches: self.0.clone(),
             api: KubeSource::from_client(self.0.client.clone(), config.api_timeout),
-            timeout: config.api_timeout,
         })
     }
 }
@@ -352,9 +344,10 @@ impl NetworkSource for CacheSource {
     /// connection broke without an answer) on the shared client.
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
         let metrics = &self.caches.metrics;
-        let deadline = Instant::now() + self.timeout;
+        let timeout = self.api.timeout();
+        let deadline = Instant::now() + timeout;
         if let Some(client) = self.caches.dialer.client() {
-            let result = KubeSource::from_client(client, self.timeout)
+            let result = KubeSource::from_client(client, timeout)
                 .publish_status(pod, status)
                 .await;
             match self.caches.dialer.outcome(result) {
@@ -363,7 +356,7 @@ impl NetworkSource for CacheSource {
                     return Ok(());
                 }
                 Err(Failed::Final(e)) => return Err(e),
-                Err(Failed::Retry(_)) => metrics.thread_connection("broken"),
+                Err(Failed::Retry) => metrics.thread_connection("broken"),
             }
         }
         // What is left of apiTimeoutSeconds (all of it unless the thread's connection failed first).

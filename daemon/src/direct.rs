@@ -85,8 +85,8 @@ thread_local! {
 pub enum Failed {
     /// The API server answered, or the time ran out: this is the PATCH's outcome.
     Final(SourceError),
-    /// No answer from the API server: the connection is dropped; send it over the shared client.
-    Retry(SourceError),
+    /// No answer from the API server (logged): the connection is dropped; send it over the shared client.
+    Retry,
 }
 
 impl Dialer {
@@ -136,7 +136,7 @@ impl Dialer {
                 warn!(error = %e, "the PATCH failed on this thread's API connection: dropped; sending it on the shared one");
                 CONNECTION.set(None);
                 WANTED.set(true);
-                Err(Failed::Retry(e))
+                Err(Failed::Retry)
             }
         }
     }

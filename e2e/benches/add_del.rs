@@ -1196,15 +1196,7 @@ fn pin_split(cluster: &PrivateCluster, daemons: &BTreeMap<&'static str, Daemon>,
         (all.clone(), all)
     };
     let taskset = |cpus: &str, pid: &str| {
-        let out = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, pid.trim()])
-            .output()
-            .expect("taskset");
-        assert!(
-            out.status.success(),
-            "taskset {cpus} {pid}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sh(&["taskset", "-a", "-p", "-c", cpus, pid.trim()]);
     };
     for pid in control_plane_pids(cluster).into_iter().flatten() {
         taskset(&control, &pid);
@@ -1236,16 +1228,7 @@ fn control_plane_pids(cluster: &PrivateCluster) -> [Option<String>; 3] {
 
 /// The body of a GET (the daemon's `/metrics`).
 fn curl_text(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-fsS", "-m", "5", url])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "GET {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    sh(&["curl", "-fsS", "-m", "5", url])
 }
 
 /// Where plexus-thick's ADD and DEL go: the means per request of each phase the daemon times
@@ -1647,17 +1630,14 @@ fn gcc_static(work: &Path, name: &str, source: &str) -> PathBuf {
     let c = work.join(format!("{name}.c"));
     std::fs::write(&c, source).unwrap();
     let binary = work.join(name);
-    let out = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&binary)
-        .arg(&c)
-        .output()
-        .expect("gcc");
-    assert!(
-        out.status.success(),
-        "gcc -static {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sh(&[
+        "gcc",
+        "-O2",
+        "-static",
+        "-o",
+        &binary.display().to_string(),
+        &c.display().to_string(),
+    ]);
     binary
 }
 

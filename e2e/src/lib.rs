@@ -440,15 +440,7 @@ pub fn user_kubeconfig(user: &str, dir: &Path) -> PathBuf {
         dir.join(format!("{user}.crt")),
     );
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sh(&[&["openssl"], args].concat());
     };
     let path = |p: &Path| p.display().to_string();
     openssl(&[

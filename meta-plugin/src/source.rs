@@ -166,6 +166,11 @@ impl KubeSource {
         })
     }
 
+    /// How long each call may take (`apiTimeoutSeconds`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether the connection to the API server speaks HTTP/2 (known after the first response).
     pub fn multiplexed(&self) -> bool {
         self.multiplexed.load(Ordering::Relaxed)

@@ -1781,7 +1781,7 @@ fn paired_targets(samples: &BTreeMap<&str, ModeSamples>, floor: &[(Duration, Dur
     let (m, lo, hi) = bootstrap(&excess, 1, median);
     println!(
         "  plexus-thick ADD overhead over bare, minus the floor: {m:+.2} ms [{lo:+.2}, {hi:+.2}]; target <= +1 ms: {}",
-        verdict(lo, hi, 1.0)
+        verdict(lo, hi, 1.0, excess.len())
     );
     doc.insert(
         "thick_excess_over_floor_ms".into(),
@@ -1801,7 +1801,7 @@ fn paired_targets(samples: &BTreeMap<&str, ModeSamples>, floor: &[(Duration, Dur
         });
         println!(
             "  plexus-thick / multus-thick ADD overhead over bare: {r:.2} [{lo:.2}, {hi:.2}]; target <= 0.33: {}",
-            verdict(lo, hi, 1.0 / 3.0)
+            verdict(lo, hi, 1.0 / 3.0, thick_over.len())
         );
         doc.insert(
             "thick_over_multus_thick_overhead".into(),
@@ -1811,9 +1811,16 @@ fn paired_targets(samples: &BTreeMap<&str, ModeSamples>, floor: &[(Duration, Dur
     Value::Object(doc)
 }
 
+/// Fewer rounds than this give no verdict: a bootstrap over a handful of values draws from a few distinct
+/// resamples, and its interval is far narrower than the spread it should show (a run of 3 rounds gave [-1.40,
+/// +0.71] ms, where run Q's 30 rounds had given [+2.71, +7.09]).
+const VERDICT_ROUNDS: usize = 20;
+
 /// Met (the whole interval at or under the target), missed (all of it over), or can't tell.
-fn verdict(lo: f64, hi: f64, target: f64) -> &'static str {
-    if hi <= target {
+fn verdict(lo: f64, hi: f64, target: f64, rounds: usize) -> &'static str {
+    if rounds < VERDICT_ROUNDS {
+        "no verdict from fewer than 20 rounds"
+    } else if hi <= target {
         "met"
     } else if lo > target {
         "missed"

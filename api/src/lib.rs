@@ -8,11 +8,13 @@
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource and how it turns into a delegate config.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
+//! * [`plugin_rules`] — a cluster admin's rules for which plugin types NADs in which namespaces may use (webhook).
 //! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
 //! * [`validate`] — validation rules shared by the plugin and the controller.
 
 pub mod cni;
 pub mod nad;
+pub mod plugin_rules;
 pub mod policy;
 pub mod readiness;
 pub mod selection;

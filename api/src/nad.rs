@@ -118,6 +118,11 @@ pub struct NadCondition {
     pub last_transition_time: Option<String>,
 }
 
+/// Largest `spec.config` Plexus uses, in bytes: the webhook refuses a larger one and the plugin and the daemon refuse
+/// to read it ([`nad_config`]). A CNI config is a few hundred bytes to a few KiB; the limit keeps a NAD far below
+/// etcd's object limit and bounds the work every ADD does to parse it.
+pub const MAX_NAD_CONFIG_BYTES: usize = 64 * 1024;
+
 /// Why a NAD's `spec.config` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NadError {
@@ -125,14 +130,30 @@ pub enum NadError {
     InvalidJson { nad: String, reason: String },
     #[error("NetworkAttachmentDefinition {nad:?}: spec.config must be a JSON object, not {found}")]
     NotAnObject { nad: String, found: &'static str },
+    #[error(
+        "NetworkAttachmentDefinition {nad:?}: spec.config is {size} bytes, more than the limit of {limit}",
+        limit = MAX_NAD_CONFIG_BYTES
+    )]
+    TooLarge { nad: String, size: usize },
 }
 
 /// The delegate config a NAD's `spec.config` holds (R7 step 1), with `name` set to the NAD's name when it is
 /// missing, `null` or `""` (R9). Returns `Ok(None)` when the config is absent, empty or only whitespace: the caller
 /// then looks on disk (R4, R7 steps 2–3; see [`pick_on_disk_config`]).
 ///
-/// Only the JSON is checked here; [`NetworkConfigList::from_value`] checks that it is a CNI config.
+/// Only the size ([`MAX_NAD_CONFIG_BYTES`], before anything is parsed)
+/// and the JSON are checked here; [`NetworkConfigList::from_value`] checks that it is a CNI config. The webhook and
+/// the plugin both read NADs through this function, so the size cap holds on the node whatever the webhook did.
 pub fn nad_config(nad_name: &str, config: Option<&str>) -> Result<Option<Value>, NadError> {
+    if let Some(size) = config
+        .map(str::len)
+        .filter(|&size| size > MAX_NAD_CONFIG_BYTES)
+    {
+        return Err(NadError::TooLarge {
+            nad: nad_name.to_owned(),
+            size,
+        });
+    }
     let Some(text) = config.filter(|c| !c.trim().is_empty()) else {
         return Ok(None);
     };

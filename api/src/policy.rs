@@ -59,7 +59,20 @@ pub struct Policy {
     /// `strictCapabilities`: a capability key on a network that does not declare the capability fails the ADD (R18,
     /// R20) instead of Multus's behaviour (Decision 7).
     pub strict_capabilities: bool,
+    /// `maxNetworksPerPod`: the most attachments one pod may have, its default network and `defaultNetworks`
+    /// included. A pod asking for more is refused before anything runs.
+    pub max_networks_per_pod: usize,
+    /// `allowedPluginTypes`: when set, the only plugin types (plugin `type`, conflist member `type`, `ipam.type`) a
+    /// NAD's `spec.config` may name. Unset: any bare name found in binDir, meta-plugins excepted.
+    pub allowed_plugin_types: Option<Vec<String>>,
+    /// Why a selection's `portMappings` are refused here, when they are: the node's `allowPortMappings: false`, or
+    /// (in the webhook) a namespace whose Pod Security level forbids host ports. `None`: they are passed on.
+    pub port_mappings_refused: Option<String>,
 }
+
+/// How many attachments a pod may have unless `maxNetworksPerPod` says otherwise: every one is a delegate call of up
+/// to `delegateTimeoutSeconds`, made while the node's runtime waits.
+pub const DEFAULT_MAX_NETWORKS_PER_POD: usize = 32;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -72,6 +85,9 @@ impl Default for Policy {
             default_networks: Vec::new(),
             static_delegates: 0,
             strict_capabilities: false,
+            max_networks_per_pod: DEFAULT_MAX_NETWORKS_PER_POD,
+            allowed_plugin_types: None,
+            port_mappings_refused: None,
         }
     }
 }
@@ -239,6 +255,31 @@ pub enum PolicyError {
         found: String,
         requested: String,
     },
+    #[error(
+        "pod {pod}: it asks for {count} networks (its default network included), more than the {max} this node \
+         allows (maxNetworksPerPod); nothing was attached"
+    )]
+    TooManyNetworks {
+        pod: String,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "pod {pod}: network {network} asks for portMappings (host ports), which are refused here: {why}"
+    )]
+    PortMappingsRefused {
+        pod: String,
+        network: String,
+        why: String,
+    },
+    #[error(
+        "network {network}: plugin type {plugin:?} is not in this node's allowedPluginTypes ({allowed})"
+    )]
+    PluginTypeNotAllowed {
+        network: String,
+        plugin: String,
+        allowed: String,
+    },
     #[error("pod {pod}: {requests} networks requested but {resolved} resolved")]
     ResolvedCount {
         pod: String,
@@ -346,22 +387,54 @@ pub fn pod_requests(policy: &Policy, pod: &PodView) -> Result<Vec<NetworkRequest
     }
 
     // Decision 1: a present annotation is parsed, so an empty or whitespace-only one is an error.
-    if let Some(text) = pod.annotations.get(NETWORKS_ANNOTATION) {
-        let selections = parse_selections(text, &pod.namespace)
-            .map_err(|e| annotation_error(NETWORKS_ANNOTATION, e))?;
-        check_gateways(pod, &selections)?;
-        for sel in selections {
-            check_namespace(policy, pod, &sel.namespace, &sel.name)?;
-            requests.push(NetworkRequest {
-                reference: NetworkRef::Nad {
-                    namespace: sel.namespace.clone(),
-                    name: sel.name.clone(),
-                },
-                selection: Some(sel),
+    let selections = match pod.annotations.get(NETWORKS_ANNOTATION) {
+        Some(text) => parse_selections(text, &pod.namespace)
+            .map_err(|e| annotation_error(NETWORKS_ANNOTATION, e))?,
+        None => Vec::new(),
+    };
+    let count = requests.len() + selections.len();
+    if count > policy.max_networks_per_pod {
+        return Err(PolicyError::TooManyNetworks {
+            pod: pod.label(),
+            count,
+            max: policy.max_networks_per_pod,
+        });
+    }
+    check_gateways(pod, &selections)?;
+    for sel in selections {
+        check_namespace(policy, pod, &sel.namespace, &sel.name)?;
+        if let (Some(why), Some(_)) = (&policy.port_mappings_refused, &sel.port_mappings) {
+            return Err(PolicyError::PortMappingsRefused {
+                pod: pod.label(),
+                network: format!("{}/{}", sel.namespace, sel.name),
+                why: why.clone(),
             });
         }
+        requests.push(NetworkRequest {
+            reference: NetworkRef::Nad {
+                namespace: sel.namespace.clone(),
+                name: sel.name.clone(),
+            },
+            selection: Some(sel),
+        });
     }
     Ok(requests)
+}
+
+/// The namespace label that sets the Pod Security level the API server enforces there.
+pub const POD_SECURITY_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
+
+/// Why a namespace's pods may not open host ports, from its labels: Pod Security `baseline` and `restricted` forbid
+/// `hostPort` in the pod spec, so the networks annotation must not open one either (through `portMappings`).
+/// `None` for `privileged` or no level.
+pub fn host_ports_refused_in(namespace: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+    let level = labels.get(POD_SECURITY_ENFORCE_LABEL)?;
+    matches!(level.as_str(), "baseline" | "restricted").then(|| {
+        format!(
+            "namespace {namespace} enforces Pod Security level {level:?} ({POD_SECURITY_ENFORCE_LABEL}), which \
+             forbids host ports"
+        )
+    })
 }
 
 /// The network every pod gets unless it overrides it: `clusterNetwork` (a path, or a NAD/conf name in
@@ -440,8 +513,12 @@ pub fn check_gateways(pod: &PodView, selections: &[NetworkSelection]) -> Result<
 }
 
 /// Rule 4 (R7 step 1, R9): the delegate config a NAD's `spec.config` holds. `Ok(None)` means the NAD has no config
-/// and the network is the on-disk config named after it ([`delegate_from_disk`]).
+/// and the network is the on-disk config named after it ([`delegate_from_disk`]). The config's author is whoever
+/// may write NADs in that namespace: it is refused above [`MAX_NAD_CONFIG_BYTES`](crate::nad::MAX_NAD_CONFIG_BYTES),
+/// when a plugin is a meta-plugin or not a bare name ([`NetworkConfigList::from_value`]), and when a plugin type is
+/// not in `allowedPluginTypes` ([`check_plugin_types`]).
 pub fn delegate_from_nad(
+    policy: &Policy,
     pod: &PodView,
     namespace: &str,
     name: &str,
@@ -453,19 +530,43 @@ pub fn delegate_from_nad(
         network: display.clone(),
         source,
     })?;
-    value
-        .map(|v| {
-            NetworkConfigList::from_value(v)
-                .map(|config| ResolvedNetwork {
-                    display: display.clone(),
-                    config,
-                })
-                .map_err(|source| PolicyError::InvalidDelegate {
-                    network: display.clone(),
-                    source,
-                })
-        })
-        .transpose()
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let config =
+        NetworkConfigList::from_value(value).map_err(|source| PolicyError::InvalidDelegate {
+            network: display.clone(),
+            source,
+        })?;
+    check_plugin_types(policy, &display, &config)?;
+    Ok(Some(ResolvedNetwork { display, config }))
+}
+
+/// Every plugin type a config runs: each plugin's `type`, and its `ipam.type` when it has one.
+pub fn plugin_types(config: &NetworkConfigList) -> impl Iterator<Item = &str> {
+    config
+        .plugins
+        .iter()
+        .flat_map(|p| std::iter::once(p.plugin_type()).chain(p.ipam_type()))
+}
+
+/// `allowedPluginTypes`: with a list set, every plugin type of a NAD's config must be in it.
+pub fn check_plugin_types(
+    policy: &Policy,
+    network: &str,
+    config: &NetworkConfigList,
+) -> Result<(), PolicyError> {
+    let Some(allowed) = &policy.allowed_plugin_types else {
+        return Ok(());
+    };
+    match plugin_types(config).find(|t| !allowed.iter().any(|a| a == t)) {
+        None => Ok(()),
+        Some(plugin) => Err(PolicyError::PluginTypeNotAllowed {
+            network: network.to_owned(),
+            plugin: plugin.to_owned(),
+            allowed: allowed.join(", "),
+        }),
+    }
 }
 
 /// Rule 4 (R7 steps 2–3, R8): the on-disk config found for a network that has no NAD config. `nad_exists` tells
@@ -873,6 +974,56 @@ mod tests {
     }
 
     #[test]
+    fn at_most_max_networks_per_pod_attachments_default_network_included() {
+        let p = Policy {
+            max_networks_per_pod: 3,
+            default_networks: vec!["extra".into()],
+            ..policy()
+        };
+        assert_eq!(
+            pod_requests(&p, &pod("a", &[(NETWORKS_ANNOTATION, "x")]))
+                .unwrap()
+                .len(),
+            3
+        );
+        let e = pod_requests(&p, &pod("a", &[(NETWORKS_ANNOTATION, "x,y")])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PolicyError::TooManyNetworks {
+                    count: 4,
+                    max: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            Policy::default().max_networks_per_pod,
+            DEFAULT_MAX_NETWORKS_PER_POD
+        );
+    }
+
+    #[test]
+    fn port_mappings_are_refused_where_host_ports_are() {
+        let ports = r#"[{"name":"x","portMappings":[{"hostPort":22,"containerPort":22,"protocol":"tcp"}]}]"#;
+        assert!(pod_requests(&policy(), &pod("a", &[(NETWORKS_ANNOTATION, ports)])).is_ok());
+        let refused = Policy {
+            port_mappings_refused: Some("allowPortMappings is false on this node".into()),
+            ..policy()
+        };
+        let e = pod_requests(&refused, &pod("a", &[(NETWORKS_ANNOTATION, ports)])).unwrap_err();
+        assert!(e.to_string().contains("a/x asks for portMappings"), "{e}");
+        assert!(pod_requests(&refused, &pod("a", &[(NETWORKS_ANNOTATION, "x")])).is_ok());
+        let level =
+            |v: &str| BTreeMap::from([(POD_SECURITY_ENFORCE_LABEL.to_owned(), v.to_owned())]);
+        assert!(host_ports_refused_in("n", &level("baseline")).is_some());
+        assert!(host_ports_refused_in("n", &level("restricted")).is_some());
+        assert!(host_ports_refused_in("n", &level("privileged")).is_none());
+        assert!(host_ports_refused_in("n", &BTreeMap::new()).is_none());
+    }
+
+    #[test]
     fn decision_1_a_present_empty_or_blank_annotation_is_an_error() {
         for text in ["", "   ", "\t\n"] {
             for annotation in [NETWORKS_ANNOTATION, DEFAULT_NETWORK_ANNOTATION] {
@@ -1151,6 +1302,7 @@ mod tests {
     fn nad_to_delegate() {
         let pod = pod("a", &[]);
         let r = delegate_from_nad(
+            &Policy::default(),
             &pod,
             "a",
             "n",
@@ -1160,13 +1312,17 @@ mod tests {
         .unwrap();
         assert_eq!(r.display, "a/n");
         assert_eq!(r.config.name, "n", "R9: the NAD's name is injected");
-        assert_eq!(delegate_from_nad(&pod, "a", "n", Some("  ")).unwrap(), None);
+        assert_eq!(
+            delegate_from_nad(&Policy::default(), &pod, "a", "n", Some("  ")).unwrap(),
+            None
+        );
         assert!(matches!(
-            delegate_from_nad(&pod, "a", "n", Some("{x")).unwrap_err(),
+            delegate_from_nad(&Policy::default(), &pod, "a", "n", Some("{x")).unwrap_err(),
             PolicyError::NadConfig { .. }
         ));
         assert!(matches!(
             delegate_from_nad(
+                &Policy::default(),
                 &pod,
                 "a",
                 "n",
@@ -1175,6 +1331,44 @@ mod tests {
             .unwrap_err(),
             PolicyError::InvalidDelegate { .. }
         ));
+        // The node refuses what the webhook refuses: a config over 64 KiB (before parsing it), a meta-plugin.
+        let big = format!(
+            r#"{{"cniVersion":"1.0.0","type":"bridge","pad":"{}"}}"#,
+            "x".repeat(crate::nad::MAX_NAD_CONFIG_BYTES)
+        );
+        let e = delegate_from_nad(&Policy::default(), &pod, "a", "n", Some(&big)).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                PolicyError::NadConfig {
+                    source: NadError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = delegate_from_nad(
+            &Policy::default(),
+            &pod,
+            "a",
+            "n",
+            Some(r#"{"cniVersion":"1.0.0","type":"plexus","binDir":"/tmp/evil"}"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is a meta-plugin"), "{e}");
+        // allowedPluginTypes: every plugin and IPAM type of the NAD's config.
+        let allowlist = Policy {
+            allowed_plugin_types: Some(vec!["bridge".into(), "host-local".into()]),
+            ..Policy::default()
+        };
+        let ok = r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"host-local"}}"#;
+        assert!(delegate_from_nad(&allowlist, &pod, "a", "n", Some(ok)).is_ok());
+        let dhcp = r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge","ipam":{"type":"dhcp"}}]}"#;
+        let e = delegate_from_nad(&allowlist, &pod, "a", "n", Some(dhcp)).unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::PluginTypeNotAllowed { plugin, .. } if plugin == "dhcp"),
+            "{e}"
+        );
         let e = delegate_from_disk(
             &pod,
             "a",

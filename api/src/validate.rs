@@ -63,9 +63,7 @@ pub fn valid_nad_name(s: &str) -> bool {
     s.len() <= MAX_DNS1123_SUBDOMAIN && dns1123_label_chars(s)
 }
 
-/// Largest `spec.config` the webhook admits, in bytes. A CNI config is a few hundred bytes to a few KiB; the limit
-/// keeps a NAD far below etcd's object limit and bounds the work every ADD does to parse it.
-pub const MAX_NAD_CONFIG_BYTES: usize = 64 * 1024;
+pub use crate::nad::MAX_NAD_CONFIG_BYTES;
 
 /// Keys the container runtime fills in (SPEC C5): an admin's config must not set them, at the top of the config or
 /// in any plugin. (`args` is reserved too, but a NAD's own `args` are merged with the selection's `cni-args`
@@ -90,13 +88,6 @@ pub fn validate_nad(nad: &NetworkAttachmentDefinition) -> Result<(), Vec<String>
             "metadata.name {name:?} cannot be selected from a pod: it must be lower-case letters, digits and '-', \
              starting and ending with a letter or digit (DNS-1123 label), at most {MAX_DNS1123_SUBDOMAIN} characters"
         ));
-    }
-    let size = nad.spec.config.as_deref().map_or(0, str::len);
-    if size > MAX_NAD_CONFIG_BYTES {
-        problems.push(format!(
-            "spec.config is {size} bytes, more than the limit of {MAX_NAD_CONFIG_BYTES}"
-        ));
-        return Err(problems);
     }
     match nad_config(name, nad.spec.config.as_deref()) {
         Ok(None) => {}
@@ -166,6 +157,9 @@ fn nad_problem(e: &NadError) -> String {
         }
         NadError::NotAnObject { found, .. } => {
             format!("spec.config must be a JSON object, not {found}")
+        }
+        NadError::TooLarge { size, .. } => {
+            format!("spec.config is {size} bytes, more than the limit of {MAX_NAD_CONFIG_BYTES}")
         }
     }
 }

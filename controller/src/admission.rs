@@ -2,12 +2,15 @@
 //! the networks annotation (CREATE). The rules are `plexus_api`'s, the ones the plugin applies at ADD, so the
 //! webhook refuses at `kubectl apply` what the plugin would refuse on the node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_api::cni::NetworkConfigList;
+use plexus_api::nad::{NetworkAttachmentDefinition, nad_config};
+use plexus_api::plugin_rules::PluginTypeRules;
 use plexus_api::policy::{
-    NetworkRef, PodView, Policy, PolicyError, delegate_from_nad, pod_requests, validate_pod,
+    NetworkRef, PodView, Policy, PolicyError, check_plugin_types, delegate_from_nad,
+    host_ports_refused_in, pod_requests, validate_pod,
 };
 use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_api::validate::{nad_warnings, validate_nad};
@@ -45,29 +48,77 @@ impl Verdict {
 #[error("{0}")]
 pub struct LookupError(pub String);
 
-/// Where the webhook finds NADs: a watch cache, falling back to a GET for one not seen yet.
+/// Where the webhook finds NADs and namespaces' labels: watch caches, falling back to a GET for an object not seen
+/// yet.
 pub trait NadLookup {
     fn get(
         &self,
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Arc<NetworkAttachmentDefinition>>, LookupError>> + Send;
+
+    /// The labels of a namespace (none when it does not exist).
+    fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, LookupError>> + Send;
 }
 
-/// A NAD: denied when [`validate_nad`] finds problems (all are listed, each naming its field); warnings from
-/// [`nad_warnings`].
-pub fn review_nad(nad: &NetworkAttachmentDefinition) -> Verdict {
-    match validate_nad(nad) {
-        Ok(()) => Verdict::allow(nad_warnings(nad)),
-        Err(problems) => Verdict::deny(problems.join("; ")),
+/// The admin's rules the webhook applies beyond the plugin's config keys.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// The plugin's config keys the pod and NAD rules read (shared with the plugin).
+    pub policy: Policy,
+    /// Which plugin types NADs in which namespaces may use.
+    pub plugin_types: PluginTypeRules,
+}
+
+/// A NAD: denied when [`validate_nad`] finds problems (all are listed, each naming its field), when a plugin type is
+/// not in `allowedPluginTypes`, or when the cluster's plugin type rules do not allow one of its plugins in its
+/// namespace; warnings from [`nad_warnings`].
+pub async fn review_nad(
+    nad: &NetworkAttachmentDefinition,
+    lookup: &impl NadLookup,
+    rules: &Rules,
+) -> Verdict {
+    if let Err(problems) = validate_nad(nad) {
+        return Verdict::deny(problems.join("; "));
     }
+    let name = nad.metadata.name.as_deref().unwrap_or_default();
+    let namespace = nad.metadata.namespace.as_deref().unwrap_or("default");
+    // validate_nad has read it: a config that is there parses.
+    let config = nad_config(name, nad.spec.config.as_deref())
+        .ok()
+        .flatten()
+        .and_then(|v| NetworkConfigList::from_value(v).ok());
+    if let Some(config) = config {
+        let mut problems = Vec::new();
+        if let Err(e) = check_plugin_types(&rules.policy, &format!("{namespace}/{name}"), &config) {
+            problems.push(e.to_string());
+        }
+        if rules.plugin_types.governs(&config) {
+            match lookup.namespace_labels(namespace).await {
+                Ok(labels) => problems.extend(rules.plugin_types.problems(namespace, &labels, &config)),
+                Err(e) => problems.push(format!(
+                    "the plugin type rules need namespace {namespace}'s labels, which could not be read: {e}"
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Verdict::deny(problems.join("; "));
+        }
+    }
+    Verdict::allow(nad_warnings(nad))
 }
 
 /// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
 /// ([`validate_pod`]) with the NADs it names fetched first. A network the webhook cannot judge (an on-disk config
 /// named by `clusterNetwork` or `defaultNetworks`) is left to the plugin. The denial starts with the annotation and
 /// names the network or element; the plugin's warnings (Decision 7) come back as admission warnings.
-pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, policy: &Policy) -> Verdict {
+///
+/// `portMappings` are refused as the node refuses them (`allowPortMappings`), and in a namespace whose Pod Security
+/// level forbids host ports ([`host_ports_refused_in`]).
+pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, rules: &Rules) -> Verdict {
     let field = if pod.annotations.contains_key(NETWORKS_ANNOTATION) {
         NETWORKS_ANNOTATION
     } else if pod.annotations.contains_key(DEFAULT_NETWORK_ANNOTATION) {
@@ -76,6 +127,25 @@ pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, policy: &Policy) -
         return Verdict::default();
     };
     let field = format!("metadata.annotations[{field}]");
+    let namespace_policy;
+    let policy = if rules.policy.port_mappings_refused.is_none() {
+        let labels = match nads.namespace_labels(&pod.namespace).await {
+            Ok(labels) => labels,
+            Err(e) => {
+                return Verdict::deny(format!(
+                    "{field}: namespace {} could not be read to apply its Pod Security level: {e}",
+                    pod.namespace
+                ));
+            }
+        };
+        namespace_policy = Policy {
+            port_mappings_refused: host_ports_refused_in(&pod.namespace, &labels),
+            ..rules.policy.clone()
+        };
+        &namespace_policy
+    } else {
+        &rules.policy
+    };
     let requests = match pod_requests(policy, pod) {
         Ok(r) => r,
         Err(e) => return Verdict::deny(format!("{field}: {e}")),
@@ -102,7 +172,7 @@ pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, policy: &Policy) -
         NetworkRef::Nad { namespace, name } => {
             match found.get(&(namespace.as_str(), name.as_str())) {
                 Some(Some(nad)) => {
-                    delegate_from_nad(pod, namespace, name, nad.spec.config.as_deref())
+                    delegate_from_nad(policy, pod, namespace, name, nad.spec.config.as_deref())
                 }
                 _ => Err(PolicyError::NoSuchNad {
                     pod: pod.label(),
@@ -140,6 +210,23 @@ mod tests {
                 .0
                 .get(&(namespace.to_owned(), name.to_owned()))
                 .cloned())
+        }
+
+        /// Namespace `baseline` enforces Pod Security level baseline; `devices` is labelled for host-device.
+        async fn namespace_labels(
+            &self,
+            namespace: &str,
+        ) -> Result<BTreeMap<String, String>, LookupError> {
+            Ok(match namespace {
+                "baseline" => [(
+                    plexus_api::policy::POD_SECURITY_ENFORCE_LABEL.to_owned(),
+                    "baseline".to_owned(),
+                )]
+                .into(),
+                "devices" => [("plexus.test/host-device".to_owned(), "yes".to_owned())].into(),
+                "unreadable" => return Err(LookupError("connection refused".into())),
+                _ => BTreeMap::new(),
+            })
         }
     }
 
@@ -194,8 +281,26 @@ mod tests {
         }
     }
 
+    fn rules(policy: &Policy) -> Rules {
+        Rules {
+            policy: policy.clone(),
+            ..Rules::default()
+        }
+    }
+
     fn pod(annotation: &str, policy: &Policy) -> Verdict {
-        futures::executor::block_on(review_pod(&view(annotation), &nads(), policy))
+        futures::executor::block_on(review_pod(&view(annotation), &nads(), &rules(policy)))
+    }
+
+    fn nad_verdict(namespace: &str, config: &str, rules: &Rules) -> Verdict {
+        let mut nad = NetworkAttachmentDefinition::new(
+            "n",
+            NetworkAttachmentDefinitionSpec {
+                config: Some(config.to_owned()),
+            },
+        );
+        nad.metadata.namespace = Some(namespace.into());
+        futures::executor::block_on(review_nad(&nad, &nads(), rules))
     }
 
     fn denial(annotation: &str, policy: &Policy) -> String {
@@ -219,7 +324,7 @@ mod tests {
         let mut none = view("");
         none.annotations.clear();
         assert_eq!(
-            futures::executor::block_on(review_pod(&none, &nads(), &policy)),
+            futures::executor::block_on(review_pod(&none, &nads(), &rules(&policy))),
             Verdict::default()
         );
     }
@@ -319,14 +424,105 @@ mod tests {
                 config: Some(r#"{"cniVersion":"1.0.0","type":"/bin/sh"}"#.into()),
             },
         );
-        let v = review_nad(&bad);
+        let review = |nad: &NetworkAttachmentDefinition| {
+            futures::executor::block_on(review_nad(nad, &nads(), &Rules::default()))
+        };
+        let v = review(&bad);
         assert!(
             v.denial.as_deref().unwrap().starts_with("spec.config"),
             "{v:?}"
         );
         bad.spec.config = Some(r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#.into());
-        let v = review_nad(&bad);
+        let v = review(&bad);
         assert_eq!(v.denial, None);
         assert_eq!(v.warnings.len(), 1);
+    }
+
+    #[test]
+    fn nads_nesting_a_meta_plugin_are_denied_wherever_it_is() {
+        for config in [
+            r#"{"cniVersion":"1.0.0","type":"plexus","binDir":"/tmp/x","delegates":[{"type":"x"}]}"#,
+            r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"},{"type":"multus"}]}"#,
+            r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"multus-shim"}}"#,
+        ] {
+            let v = nad_verdict("ns", config, &Rules::default());
+            let denial = v.denial.unwrap_or_else(|| panic!("{config} was allowed"));
+            assert!(denial.contains("is a meta-plugin"), "{denial}");
+        }
+    }
+
+    #[test]
+    fn allowed_plugin_types_and_namespace_rules_decide_a_nads_plugins() {
+        let allowlist = Rules {
+            policy: Policy {
+                allowed_plugin_types: Some(vec!["bridge".into(), "host-local".into()]),
+                ..default_policy()
+            },
+            ..Rules::default()
+        };
+        let bridge = r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"host-local"}}"#;
+        assert_eq!(nad_verdict("ns", bridge, &allowlist).denial, None);
+        let dhcp = r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"dhcp"}}"#;
+        let denial = nad_verdict("ns", dhcp, &allowlist).denial.unwrap();
+        assert!(
+            denial.contains("\"dhcp\" is not in this node's allowedPluginTypes"),
+            "{denial}"
+        );
+
+        let by_namespace = Rules {
+            plugin_types: PluginTypeRules::parse(
+                r#"[{"types":["host-device"],"namespaceSelector":{"matchLabels":{"plexus.test/host-device":"yes"}}}]"#,
+            )
+            .unwrap(),
+            ..Rules::default()
+        };
+        let host_device = r#"{"cniVersion":"1.0.0","type":"host-device","device":"eth9"}"#;
+        assert_eq!(
+            nad_verdict("devices", host_device, &by_namespace).denial,
+            None
+        );
+        let denial = nad_verdict("tenant", host_device, &by_namespace)
+            .denial
+            .unwrap();
+        assert!(
+            denial.contains("not allowed in namespace tenant"),
+            "{denial}"
+        );
+        let denial = nad_verdict("unreadable", host_device, &by_namespace)
+            .denial
+            .unwrap();
+        assert!(denial.contains("could not be read"), "{denial}");
+        // Types no rule names need no namespace lookup.
+        assert_eq!(
+            nad_verdict("unreadable", bridge, &by_namespace).denial,
+            None
+        );
+    }
+
+    #[test]
+    fn too_many_networks_and_host_ports_are_refused_like_on_the_node() {
+        let policy = Policy {
+            max_networks_per_pod: 3,
+            ..default_policy()
+        };
+        assert_eq!(pod("plain, plain", &policy), Verdict::default());
+        assert!(denial("plain, plain, plain", &policy).contains("asks for 4 networks"));
+
+        let ports = r#"[{"name":"plain","portMappings":[{"hostPort":22,"containerPort":22,"protocol":"tcp"}]}]"#;
+        assert_eq!(pod(ports, &default_policy()).denial, None);
+        let mut in_baseline = view(ports);
+        in_baseline.namespace = "baseline".into();
+        let v = futures::executor::block_on(review_pod(
+            &in_baseline,
+            &nads(),
+            &rules(&default_policy()),
+        ));
+        let refused = v.denial.unwrap();
+        assert!(refused.contains("forbids host ports"), "{refused}");
+        let refused = Policy {
+            port_mappings_refused: Some("allowPortMappings is false on this node".into()),
+            ..default_policy()
+        };
+        assert!(denial(ports, &refused).contains("allowPortMappings is false"));
     }
 }

@@ -13,7 +13,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -22,7 +26,7 @@ use tokio::sync::watch;
 
 use plexus_api::policy::Policy;
 
-use crate::admission::{LookupError, NadLookup};
+use crate::admission::{LookupError, NadLookup, Rules};
 use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
@@ -136,6 +140,24 @@ pub struct RunArgs {
     #[arg(long, env = "PLEXUS_STRICT_CAPABILITIES")]
     pub strict_capabilities: bool,
 
+    /// The plugin's maxNetworksPerPod: the most attachments a pod may have, its default network included.
+    #[arg(long, env = "PLEXUS_MAX_NETWORKS_PER_POD", default_value_t = plexus_api::policy::DEFAULT_MAX_NETWORKS_PER_POD)]
+    pub max_networks_per_pod: usize,
+
+    /// The plugin's allowedPluginTypes (comma-separated): the only plugin types a NAD may use. Unset: any.
+    #[arg(long, env = "PLEXUS_ALLOWED_PLUGIN_TYPES", value_delimiter = ',')]
+    pub allowed_plugin_types: Option<Vec<String>>,
+
+    /// The plugin's allowPortMappings: `false` refuses every selection's portMappings (host ports). Either way,
+    /// they are refused in namespaces whose Pod Security level is baseline or restricted.
+    #[arg(long, env = "PLEXUS_ALLOW_PORT_MAPPINGS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_port_mappings: bool,
+
+    /// Which plugin types NADs in which namespaces may use: a JSON list of rules
+    /// `{"types": [...], "namespaceSelector": {...}, "fields": {"master": [...]}}` (docs/security.md).
+    #[arg(long, env = "PLEXUS_PLUGIN_TYPE_RULES", default_value = "")]
+    pub plugin_type_rules: String,
+
     /// Log format on stderr.
     #[arg(long, env = "PLEXUS_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -158,13 +180,27 @@ impl RunArgs {
             // Without clusterNetwork the plugin's first static delegate is the default network.
             static_delegates: usize::from(self.cluster_network.is_none()),
             strict_capabilities: self.strict_capabilities,
+            max_networks_per_pod: self.max_networks_per_pod,
+            allowed_plugin_types: self.allowed_plugin_types.clone(),
+            port_mappings_refused: (!self.allow_port_mappings)
+                .then(|| "allowPortMappings is false on this cluster's nodes".to_owned()),
         }
+    }
+
+    /// Every rule the webhook applies: the plugin's keys and the plugin type rules.
+    pub fn rules(&self) -> anyhow::Result<Rules> {
+        Ok(Rules {
+            policy: self.policy(),
+            plugin_types: plexus_api::plugin_rules::PluginTypeRules::parse(&self.plugin_type_rules)
+                .context("--plugin-type-rules")?,
+        })
     }
 }
 
 /// The webhook's NAD lookup: the watch cache, then a GET for a NAD created a moment ago that the cache has not seen.
 pub struct CachedNads {
     store: Store<NetworkAttachmentDefinition>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     client: Client,
 }
 
@@ -182,6 +218,22 @@ impl NadLookup for CachedNads {
             .await
             .map(|n| n.map(Arc::new))
             .map_err(|e| LookupError(e.to_string()))
+    }
+
+    async fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, String>, LookupError> {
+        let cached = self.namespaces.get(&ObjectRef::new(namespace));
+        let meta = match cached {
+            Some(ns) => Some(ns.metadata.clone()),
+            None => Api::<PartialObjectMeta<Namespace>>::all(self.client.clone())
+                .get_opt(namespace)
+                .await
+                .map_err(|e| LookupError(e.to_string()))?
+                .map(|ns| ns.metadata),
+        };
+        Ok(meta.and_then(|m| m.labels).unwrap_or_default())
     }
 }
 
@@ -266,12 +318,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         nad_watch.for_each(|_| futures::future::ready(())).await;
     });
 
+    // Namespaces' labels (metadata only): the plugin type rules and the Pod Security level read them.
+    let (namespace_store, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_watch = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|ns: &mut PartialObjectMeta<Namespace>| {
+        kube::ResourceExt::managed_fields_mut(ns).clear()
+    })
+    .reflect(namespace_writer);
+    let namespace_watch = tokio::spawn(async move {
+        use futures::StreamExt;
+        namespace_watch
+            .for_each(|_| futures::future::ready(()))
+            .await;
+    });
+
     let state = Arc::new(WebhookState {
         nads: CachedNads {
             store: nad_store.clone(),
+            namespaces: namespace_store,
             client: client.clone(),
         },
-        policy: args.policy(),
+        rules: args.rules()?,
         metrics: metrics.clone(),
     });
 
@@ -392,6 +463,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = webhook.await;
     let _ = probe_server.await;
     nad_watch.abort();
+    namespace_watch.abort();
     tracing::info!("stopped");
     Ok(())
 }

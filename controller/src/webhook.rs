@@ -14,15 +14,15 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 
-use plexus_api::policy::{PodView, Policy};
+use plexus_api::policy::PodView;
 
-use crate::admission::{NadLookup, Verdict, review_nad, review_pod};
+use crate::admission::{NadLookup, Rules, Verdict, review_nad, review_pod};
 use crate::metrics::{Metrics, ReviewLabels};
 
 /// What a request handler needs.
 pub struct WebhookState<L> {
     pub nads: L,
-    pub policy: Policy,
+    pub rules: Rules,
     pub metrics: Arc<Metrics>,
 }
 
@@ -101,11 +101,17 @@ async fn decide<L: NadLookup>(
                 Some(spec) => serde_json::from_value(spec.clone()),
             };
             let verdict = match spec {
-                Ok(spec) => review_nad(&NetworkAttachmentDefinition {
-                    metadata: object.metadata.clone(),
-                    spec,
-                    status: None,
-                }),
+                Ok(spec) => {
+                    let mut nad = NetworkAttachmentDefinition {
+                        metadata: object.metadata.clone(),
+                        spec,
+                        status: None,
+                    };
+                    if nad.metadata.namespace.is_none() {
+                        nad.metadata.namespace = request.namespace.clone();
+                    }
+                    review_nad(&nad, &state.nads, &state.rules).await
+                }
                 Err(e) => Verdict::deny(format!(
                     "spec is not a NetworkAttachmentDefinition spec: {e}"
                 )),
@@ -136,7 +142,7 @@ async fn decide<L: NadLookup>(
                 uid: String::new(),
                 annotations: object.metadata.annotations.clone().unwrap_or_default(),
             };
-            ("pod", review_pod(&pod, &state.nads, &state.policy).await)
+            ("pod", review_pod(&pod, &state.nads, &state.rules).await)
         }
         _ => ("other", Verdict::default()),
     }

@@ -124,6 +124,10 @@ YAML
   grep -q 'denied the request' <<<"$out"
 }
 
+# The plugin type rules the e2e controller enforces (e2e/tests/trust.rs): host-device NADs only in namespaces
+# labelled plexus.test/host-device=allowed.
+E2E_PLUGIN_TYPE_RULES='[{"types":["host-device"],"namespaceSelector":{"matchLabels":{"plexus.test/host-device":"allowed"}}}]'
+
 controller_up() {
   local k8s_bin=$1 bin port probe_port
   local kubectl=$k8s_bin/kubectl
@@ -144,7 +148,8 @@ controller_up() {
     --webhook-addr "127.0.0.1:$port" \
     --tls-cert "$PKI/webhook.crt" --tls-key "$PKI/webhook.key" \
     --probe-addr "127.0.0.1:$probe_port" \
-    --identity "e2e-controller"
+    --identity "e2e-controller" \
+    --plugin-type-rules "$E2E_PLUGIN_TYPE_RULES"
   wait_for "plexus-controller /readyz" "$CONTROLLER_TIMEOUT" plexus-controller "$CONTROLLER_LOG" \
     curl -fsS --max-time 2 "http://127.0.0.1:$probe_port/readyz"
   webhook_config "$port" | "$kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f - >&2

@@ -80,6 +80,15 @@ pub struct RawConfig {
     /// R20) instead of being passed on as Multus does (Decision 7). Default false.
     #[serde(default)]
     pub strict_capabilities: bool,
+    /// Plexus's own key: the most attachments one pod may have, its default network included (default 32).
+    #[serde(default)]
+    pub max_networks_per_pod: Option<u64>,
+    /// Plexus's own key: the only plugin types a NAD's config may run (unset: any bare name in binDir).
+    #[serde(default)]
+    pub allowed_plugin_types: Option<Vec<String>>,
+    /// Plexus's own key: `false` refuses every selection's `portMappings` (host ports) on this node (default true).
+    #[serde(default)]
+    pub allow_port_mappings: Option<bool>,
     /// Everything else (other Multus keys, `prevResult`, `args`, ...).
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -120,6 +129,9 @@ pub struct Config {
     pub api_timeout: Duration,
     pub pod_events: bool,
     pub strict_capabilities: bool,
+    pub max_networks_per_pod: usize,
+    pub allowed_plugin_types: Option<Vec<String>>,
+    pub allow_port_mappings: bool,
     /// Keys Plexus ignored.
     pub ignored_keys: Vec<String>,
 }
@@ -173,12 +185,11 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let seconds = |key: &str, value: Option<f64>, default: f64| {
             let v = value.unwrap_or(default);
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(PlexusError::InvalidConfig(format!(
-                    "{key} must be a positive number, not {v}"
-                )))
+            match Duration::try_from_secs_f64(v) {
+                Ok(d) if v > 0.0 && v <= MAX_SECONDS => Ok(d),
+                _ => Err(PlexusError::InvalidConfig(format!(
+                    "{key} must be a positive number of seconds, at most {MAX_SECONDS}, not {v}"
+                ))),
             }
         };
         let delegate_timeout = seconds(
@@ -196,6 +207,33 @@ impl Config {
             raw.api_timeout_seconds,
             DEFAULT_API_TIMEOUT_SECONDS,
         )?;
+        for (key, value) in [
+            ("cniDir", &raw.cni_dir),
+            ("confDir", &raw.conf_dir),
+            ("kubeconfig", &raw.kubeconfig),
+            ("logFile", &raw.log_file),
+            ("readinessindicatorfile", &raw.readiness_indicator_file),
+        ] {
+            absolute(key, value.as_deref().unwrap_or_default())?;
+        }
+        for dir in raw.bin_dir.as_deref().unwrap_or_default().split(':') {
+            absolute("binDir", dir)?;
+        }
+        let max_networks_per_pod = match raw.max_networks_per_pod {
+            None => plexus_api::policy::DEFAULT_MAX_NETWORKS_PER_POD,
+            Some(n @ 1..=MAX_NETWORKS_PER_POD) => n as usize,
+            Some(n) => {
+                return Err(PlexusError::InvalidConfig(format!(
+                    "maxNetworksPerPod must be a whole number from 1 to {MAX_NETWORKS_PER_POD}, not {n}"
+                )));
+            }
+        };
+        if let Some(types) = &raw.allowed_plugin_types {
+            for t in types {
+                plexus_api::cni::config::check_binary_name(t)
+                    .map_err(|e| PlexusError::InvalidConfig(format!("allowedPluginTypes: {e}")))?;
+            }
+        }
         let log = LogSettings {
             file: raw.log_file.filter(|f| !f.is_empty()).map(PathBuf::from),
             to_stderr: raw.log_to_stderr.unwrap_or(true),
@@ -256,6 +294,9 @@ impl Config {
             api_timeout,
             pod_events: raw.pod_events.unwrap_or(true),
             strict_capabilities: raw.strict_capabilities,
+            max_networks_per_pod,
+            allowed_plugin_types: raw.allowed_plugin_types,
+            allow_port_mappings: raw.allow_port_mappings.unwrap_or(true),
             ignored_keys,
         })
     }
@@ -271,6 +312,10 @@ impl Config {
             default_networks: self.default_networks.clone(),
             static_delegates: self.delegates.len(),
             strict_capabilities: self.strict_capabilities,
+            max_networks_per_pod: self.max_networks_per_pod,
+            allowed_plugin_types: self.allowed_plugin_types.clone(),
+            port_mappings_refused: (!self.allow_port_mappings)
+                .then(|| "allowPortMappings is false on this node".to_owned()),
         }
     }
 
@@ -281,6 +326,25 @@ impl Config {
         } else {
             &self.cni_version
         }
+    }
+}
+
+/// The longest timeout a config may set, in seconds (a day): far beyond any sensible value, and far inside what a
+/// duration and a deadline computed from it can hold.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// The largest `maxNetworksPerPod` accepted.
+pub const MAX_NETWORKS_PER_POD: u64 = 1024;
+
+/// A path key of Plexus's own config must be absolute (or unset): a relative one would be resolved against whatever
+/// directory the runtime runs the plugin in.
+fn absolute(key: &str, value: &str) -> Result<(), PlexusError> {
+    if value.is_empty() || value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(PlexusError::InvalidConfig(format!(
+            "{key} {value:?} must be an absolute path"
+        )))
     }
 }
 
@@ -362,6 +426,32 @@ mod tests {
             7
         );
         assert_eq!(code(br#"{"delegateTimeoutSeconds":0}"#), 7);
+        // Out of range: duration conversion would panic (it came back as code 999 before).
+        assert_eq!(code(br#"{"delegateTimeoutSeconds":1e308}"#), 7);
+        assert_eq!(code(br#"{"apiTimeoutSeconds":18446744073709551616}"#), 7);
+        assert_eq!(code(br#"{"readinessTimeoutSeconds":86401}"#), 7);
+        let e = Config::load(br#"{"apiTimeoutSeconds":1e308}"#).unwrap_err();
+        assert!(e.to_string().contains("apiTimeoutSeconds"), "{e}");
+        for key in [
+            "cniDir",
+            "confDir",
+            "kubeconfig",
+            "logFile",
+            "readinessindicatorfile",
+            "binDir",
+        ] {
+            let e = Config::load(format!(r#"{{"{key}":"relative/dir"}}"#).as_bytes()).unwrap_err();
+            assert_eq!(e.to_cni().code, 7, "{key}");
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        assert_eq!(code(br#"{"binDir":"/opt/cni/bin:rel"}"#), 7);
+        assert_eq!(code(br#"{"maxNetworksPerPod":0}"#), 7);
+        assert_eq!(code(br#"{"allowedPluginTypes":["plexus"]}"#), 7);
+        assert_eq!(code(br#"{"allowedPluginTypes":["../x"]}"#), 7);
+        assert_eq!(
+            code(br#"{"delegates":[{"name":"x","cniVersion":"1.0.0","type":"multus-shim"}]}"#),
+            7
+        );
         assert_eq!(code(br#"{"logLevel":"loud"}"#), 7);
     }
 }

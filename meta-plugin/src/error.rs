@@ -157,9 +157,9 @@ impl PlexusError {
             PlexusError::Policy(e) => (
                 match e {
                     PolicyError::InvalidDelegate { source, .. } => config_error_code(source),
-                    PolicyError::NoDefaultNetwork | PolicyError::NoStaticDelegates => {
-                        ErrorCode::InvalidConfig
-                    }
+                    PolicyError::NoDefaultNetwork
+                    | PolicyError::NoStaticDelegates
+                    | PolicyError::PluginTypeNotAllowed { .. } => ErrorCode::InvalidConfig,
                     PolicyError::PodReplaced { .. } => ErrorCode::PodReplaced,
                     _ => ErrorCode::Selection,
                 }

@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::files;
 
 /// The conf file the installer writes into the CNI conf dir (sorted first, so the runtime loads it).
 pub const CONF_NAME: &str = "00-plexus.conflist";
@@ -43,9 +44,6 @@ const OWNER_NAME: &str = "owner";
 pub const BINARY_NAME: &str = "plexus";
 /// The network name of the written conflist.
 pub const NETWORK_NAME: &str = "plexus-cni-network";
-/// Plugin types never taken as the cluster network: Plexus itself and the meta-plugin it replaces (a delegate that
-/// delegates back would loop, or attach the secondary networks twice).
-const META_PLUGINS: [&str; 2] = ["plexus", "multus"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -198,29 +196,26 @@ impl Layout {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory (named so that libcni ignores it) and a
-/// rename, so readers see the old or the new content, never a mix; `mode` is set before the rename. A directory
-/// watcher (containerd's) sees a rename event, which it reloads on.
+/// rename, so readers see the old or the new content, never a mix; `mode` is set before the rename, and the
+/// directory is synced after it. The temporary file is new and unique to this call ([`files::create_temp`]): two
+/// installers (a rolling update's old and new pod) never write the same one. A directory watcher (containerd's)
+/// sees a rename event, which it reloads on.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let (mut f, tmp) =
+        files::create_temp(dir, &name, mode).map_err(io("create a temporary file for", path))?;
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
         f.write_all(bytes).map_err(io("write", &tmp))?;
         // The mode given to open is masked by the umask.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io("chmod", &tmp))?;
         f.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("rename into place", path))
+        fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+        files::sync_dir(dir).map_err(io("sync", dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -319,16 +314,13 @@ pub struct Primary {
     pub config: Value,
 }
 
-/// Why a conf file in the conf dir is not the cluster network.
+/// Why a conf file in the conf dir is not the cluster network: the plugin's parser refuses it, which it does for every
+/// conf naming a meta-plugin (Plexus itself, `multus`, or Multus thick's `multus-shim`): a delegate that delegates back
+/// would loop, or attach the secondary networks twice.
 fn disqualified(value: &Value) -> Option<String> {
-    let list = match NetworkConfigList::from_value(value.clone()) {
-        Ok(list) => list,
-        Err(e) => return Some(e.to_string()),
-    };
-    list.plugins
-        .iter()
-        .find(|p| META_PLUGINS.contains(&p.plugin_type()))
-        .map(|p| format!("its plugin {:?} is a meta-plugin", p.plugin_type()))
+    NetworkConfigList::from_value(value.clone())
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// The cluster network: the first file (by name, as libcni orders them) ending in .conf, .conflist or .json that is
@@ -853,6 +845,43 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_installers_never_share_a_temporary_file() {
+        // Two installers (a rolling update's old and new pod) writing the same conf at once: every read sees one
+        // whole version, and no temporary file is left.
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("00-plexus.conflist");
+        let versions = [vec![b'a'; 64 * 1024], vec![b'b'; 32 * 1024]];
+        std::thread::scope(|scope| {
+            for version in &versions {
+                let conf = &conf;
+                scope.spawn(move || {
+                    for _ in 0..200 {
+                        write_atomically(conf, version, 0o644).unwrap();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..400 {
+                    if let Ok(seen) = fs::read(&conf) {
+                        assert!(
+                            versions.contains(&seen),
+                            "a mixed or partial conf: {} bytes",
+                            seen.len()
+                        );
+                    }
+                }
+            });
+        });
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("00-plexus.conflist")]);
+        let mode = fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
     fn the_conf_delegates_to_the_cluster_network_inline_with_its_capabilities_and_version() {
         let primary = Primary {
             path: "/etc/cni/net.d/10-bridge.conflist".into(),
@@ -939,6 +968,9 @@ mod tests {
         for bad in [
             json!({"cniVersion": "1.0.0", "name": "plexus-cni-network", "plugins": [{"type": "plexus"}]}),
             json!({"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus"}),
+            // Multus thick's leftover 00-multus.conf.
+            json!({"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus-shim", "socketDir": "/run/multus/"}),
+            json!({"cniVersion": "1.0.0", "name": "nested", "plugins": [{"type": "bridge", "ipam": {"type": "plexus"}}]}),
             json!({"cniVersion": "1.0.0", "name": "empty", "plugins": []}),
             json!({"cniVersion": "1.0.0", "name": "untyped", "plugins": [{"bridge": "x"}]}),
             json!({}),

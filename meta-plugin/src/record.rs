@@ -11,7 +11,7 @@
 //! Records written before the network name was part of the key (`<container id>-<ifname>.json`) are moved to the
 //! new name by the first DEL or CHECK of their sandbox; GC leaves them alone (it can't know their network).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -160,8 +160,9 @@ impl RecordStore {
         &self.network
     }
 
-    /// Creates `cniDir` with mode 0700. An existing one that grants anything to group or others is set to 0700 when
-    /// it is ours, and refused (with what to do) when it belongs to someone else.
+    /// Creates `cniDir` with mode 0700. An existing one must be a directory (not a symbolic link) owned by the user
+    /// Plexus runs as: one that grants anything to group or others is then set to 0700; one that belongs to someone
+    /// else is refused (with what to do), since its owner could swap the records Plexus trusts at DEL.
     fn ensure_dir(&self) -> Result<(), PlexusError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -173,10 +174,19 @@ impl RecordStore {
                     format!("cannot create the record directory: {e}"),
                 )
             })?;
-        let meta = fs::metadata(&self.dir)
+        let meta = fs::symlink_metadata(&self.dir)
             .map_err(|e| record_err(&self.dir, format!("cannot read the record directory: {e}")))?;
+        if !meta.is_dir() {
+            return Err(record_err(
+                &self.dir,
+                "the record directory is a symbolic link or not a directory: it is not used; point cniDir at a \
+                 directory"
+                    .into(),
+            ));
+        }
         let mode = meta.mode() & 0o777;
-        if mode & 0o077 != 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
+        let ours = meta.uid() == nix::unistd::geteuid().as_raw();
+        if mode & 0o077 != 0 && ours {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
                 record_err(
                     &self.dir,
@@ -184,13 +194,13 @@ impl RecordStore {
                 )
             })?;
             tracing::info!(dir = %self.dir.display(), was = format!("{mode:04o}"), "record directory set to mode 0700");
-        } else if mode & 0o077 != 0 {
+        } else if !ours {
             return Err(record_err(
                 &self.dir,
                 format!(
                     "the record directory has mode {mode:04o} and belongs to uid {}, not to Plexus's uid {}: records \
-                     hold delegate configs and must not be readable by others, so it is not used; make it 0700 and \
-                     Plexus's (chown {} {}; chmod 700 {}) or point cniDir at another directory",
+                     hold delegate configs that DEL runs, so only Plexus's user may write or read them, and it is not \
+                     used; make it 0700 and Plexus's (chown {} {}; chmod 700 {}) or point cniDir at another directory",
                     meta.uid(),
                     nix::unistd::geteuid(),
                     nix::unistd::geteuid(),
@@ -270,7 +280,7 @@ impl RecordStore {
         self.ensure_dir()?;
         let path = self.lock_path(container_id, ifname);
         loop {
-            let file = OpenOptions::new()
+            let file = crate::files::no_follow()
                 .create(true)
                 .truncate(false)
                 .write(true)
@@ -293,7 +303,7 @@ impl RecordStore {
 
     pub fn load(&self, container_id: &str, ifname: &str) -> Loaded {
         let path = self.path(container_id, ifname);
-        let text = match fs::read(&path) {
+        let text = match crate::files::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
             Err(e) => return Loaded::Corrupt(format!("cannot read {}: {e}", path.display())),
@@ -331,26 +341,19 @@ impl RecordStore {
         let _phase = tracing::debug_span!("record_write", state = ?record.state).entered();
         self.ensure_dir()?;
         let path = self.path(&record.container_id, &record.ifname);
-        let tmp = self.dir.join(format!(
-            ".{}.{}.tmp",
-            self.key(&record.container_id, &record.ifname),
-            std::process::id()
-        ));
         let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            record_err(&path, format!("cannot write: {e}"))
-        })
+        let (mut f, tmp) = crate::files::create_temp(
+            &self.dir,
+            &self.key(&record.container_id, &record.ifname),
+            0o600,
+        )
+        .map_err(|e| record_err(&path, format!("cannot create its temporary file: {e}")))?;
+        f.write_all(&body)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                record_err(&path, format!("cannot write: {e}"))
+            })
     }
 
     /// Removes the record (and, while still holding it, the lock file). Not fsynced either: every delegate's DEL has
@@ -392,7 +395,7 @@ impl RecordStore {
             if !ours || name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
-            match fs::read(entry.path()).map(|t| serde_json::from_slice::<Record>(&t)) {
+            match crate::files::read(&entry.path()).map(|t| serde_json::from_slice::<Record>(&t)) {
                 Ok(Ok(r)) => records.push(r),
                 Ok(Err(e)) => bad.push(format!("{name}: {e}")),
                 Err(e) => bad.push(format!("{name}: {e}")),
@@ -542,6 +545,47 @@ mod tests {
         );
         assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0, "nothing written");
         assert_eq!(mode(&theirs), 0o755, "left as it was");
+
+        // Another user's directory is refused even at 0700: its owner could swap the records DEL runs.
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+        let Err(e) = store.lock("c1", "eth0") else {
+            panic!("another user's 0700 record directory was used")
+        };
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0, "nothing written");
+    }
+
+    #[test]
+    fn symbolic_links_in_the_record_directory_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        let store = RecordStore::new(&records, "net");
+        drop(store.lock("c0", "eth0").unwrap());
+        // A record that is a link to a file elsewhere is not read; a lock that is a link is not opened.
+        let elsewhere = dir.path().join("elsewhere.json");
+        fs::write(&elsewhere, serde_json::to_vec(&record("c1")).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.path("c1", "eth0")).unwrap();
+        assert!(matches!(store.load("c1", "eth0"), Loaded::Corrupt(_)));
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, store.lock_path("c2", "eth0")).unwrap();
+        assert!(store.lock("c2", "eth0").is_err());
+        // The record itself is replaced by a rename, which never writes through a link at its path.
+        std::os::unix::fs::symlink(&victim, store.path("c3", "eth0")).unwrap();
+        store.save(&record("c3")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(
+            fs::symlink_metadata(store.path("c3", "eth0"))
+                .unwrap()
+                .is_file()
+        );
+        // A record directory that is a link is refused.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&records, &linked).unwrap();
+        let Err(e) = RecordStore::new(&linked, "net").lock("c4", "eth0") else {
+            panic!("a linked record directory was used")
+        };
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 
     #[test]

@@ -552,9 +552,13 @@ pub async fn resolve_one<S: NetworkSource>(
                 }
                 .into());
             }
-            if let Some(found) =
-                policy::delegate_from_nad(pod, namespace, name, spec.clone().flatten().as_deref())?
-            {
+            if let Some(found) = policy::delegate_from_nad(
+                &config.policy(),
+                pod,
+                namespace,
+                name,
+                spec.clone().flatten().as_deref(),
+            )? {
                 return Ok(found);
             }
             // R7 steps 2–3: the on-disk network named after the NAD.

@@ -32,6 +32,12 @@ pub enum ConfigError {
         "plugin type {0:?} is not a bare binary name: it must not contain a path separator or \"..\""
     )]
     UnsafeType(String),
+    #[error(
+        "plugin type {0:?} is a meta-plugin ({list}): a network's plugins are the plugins that attach it, never \
+         another multi-network plugin, whose config would come from the network's author",
+        list = META_PLUGINS.join(", ")
+    )]
+    MetaPlugin(String),
     #[error("network {0:?} has no plugins")]
     NoPlugins(String),
     #[error("network {0:?} sets loadOnlyInlinedPlugins without a \"plugins\" list")]
@@ -343,12 +349,19 @@ pub fn valid_network_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// C3 plus Plexus's security rule: a plugin `type` is a bare file name, never a path.
+/// Meta-plugins: Plexus itself (the binary the installer puts in binDir), and the Multus binaries it replaces. No
+/// network's plugin (`type`, a conflist member's `type`, `ipam.type`) may be one: a meta-plugin reads its own
+/// config (binary dirs, credentials, record and log paths) from its stdin, which would then be the network author's.
+pub const META_PLUGINS: &[&str] = &["plexus", "multus", "multus-shim"];
+
+/// C3 plus Plexus's security rules: a plugin `type` is a bare file name, never a path, and never a meta-plugin.
 pub fn check_binary_name(name: &str) -> Result<(), ConfigError> {
     let unsafe_name =
         name.is_empty() || name.contains(['/', '\\', '\0']) || name.contains("..") || name == ".";
     if unsafe_name {
         Err(ConfigError::UnsafeType(name.to_owned()))
+    } else if META_PLUGINS.contains(&name) {
+        Err(ConfigError::MetaPlugin(name.to_owned()))
     } else {
         Ok(())
     }
@@ -418,6 +431,18 @@ mod tests {
             list(json!({"name":"n","cniVersion":"1.0.0","type":"bridge","ipam":{"type":"../x"}})),
             Err(ConfigError::UnsafeType(_))
         ));
+        // A meta-plugin as the type, a conflist member, or IPAM: its config would come from the network's author.
+        for nested in [
+            json!({"name":"n","cniVersion":"1.0.0","type":"plexus","binDir":"/tmp","delegates":[]}),
+            json!({"name":"n","cniVersion":"1.0.0","plugins":[{"type":"bridge"},{"type":"multus"}]}),
+            json!({"name":"n","cniVersion":"1.0.0","type":"bridge","ipam":{"type":"multus-shim"}}),
+        ] {
+            assert!(
+                matches!(list(nested.clone()), Err(ConfigError::MetaPlugin(_))),
+                "{nested}"
+            );
+        }
+        assert!(check_binary_name("plexus-like").is_ok());
         assert!(matches!(
             list(json!({"name":"n","cniVersion":"1.0.0","plugins":[{"ipam":{}}]})),
             Err(ConfigError::MissingType { .. })

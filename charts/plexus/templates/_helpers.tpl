@@ -66,5 +66,8 @@ the pods do not depend on the ServiceAccount admission plugin's automount. Argum
 {{- $c := dict "namespaceIsolation" .Values.plugin.namespaceIsolation "globalNamespaces" (join "," .Values.plugin.globalNamespaces) "systemNamespaces" .Values.plugin.systemNamespaces "multusNamespace" .Values.plugin.multusNamespace "strictCapabilities" .Values.plugin.strictCapabilities "logLevel" .Values.plugin.logLevel -}}
 {{- if .Values.plugin.defaultNetworks }}{{ $_ := set $c "defaultNetworks" .Values.plugin.defaultNetworks }}{{ end -}}
 {{- if .Values.plugin.logFile }}{{ $_ := set $c "logFile" .Values.plugin.logFile }}{{ end -}}
+{{- $_ := set $c "maxNetworksPerPod" .Values.plugin.maxNetworksPerPod -}}
+{{- $_ := set $c "allowPortMappings" .Values.plugin.allowPortMappings -}}
+{{- if .Values.plugin.allowedPluginTypes }}{{ $_ := set $c "allowedPluginTypes" .Values.plugin.allowedPluginTypes }}{{ end -}}
 {{- toPrettyJson (merge (deepCopy .Values.plugin.extraConfig) $c) -}}
 {{- end -}}

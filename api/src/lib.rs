@@ -6,11 +6,12 @@
 //!   conversions between them, version negotiation and the error object.
 //! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
-//! * [`nad`] — the NetworkAttachmentDefinition custom resource and how it turns into a delegate config.
+//! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
+//!   NAD must pass at admission.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
 //! * [`plugin_rules`] — a cluster admin's rules for which plugin types NADs in which namespaces may use (webhook).
 //! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
-//! * [`validate`] — validation rules shared by the plugin and the controller.
+//! * [`validate`] — name rules (interfaces, DNS-1123, NAD names) shared by the plugin and the controller.
 
 pub mod cni;
 pub mod nad;

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use plexus_api::cni::NetworkConfigList;
-use plexus_api::nad::{NetworkAttachmentDefinition, nad_config};
+use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, nad_warnings, validate_nad};
 use plexus_api::plugin_rules::PluginTypeRules;
 use plexus_api::policy::{
     NetworkRef, PodView, Policy, PolicyError, check_plugin_types, delegate_from_nad,
     host_ports_refused_in, pod_requests, validate_pod,
 };
 use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
-use plexus_api::validate::{nad_warnings, validate_nad};
 
 /// The interface name kubelet gives the default network (CNI_IFNAME).
 pub const RUNTIME_IFNAME: &str = "eth0";

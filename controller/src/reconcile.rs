@@ -16,13 +16,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use plexus_api::nad::validate_nad;
 use plexus_api::nad::{
     NadCondition, NetworkAttachmentDefinition, NetworkAttachmentDefinitionStatus, VALID_CONDITION,
 };
 use plexus_api::readiness::{NETWORKS_READY_CONDITION, compare};
 use plexus_api::selection::{NETWORKS_ANNOTATION, parse_selections};
 use plexus_api::status::{NETWORK_STATUS_ANNOTATION, parse_statuses};
-use plexus_api::validate::validate_nad;
 use serde_json::json;
 
 use crate::index::{Key, PodIndex, PodNetworks};

@@ -590,7 +590,7 @@ fn nad_spec_config(input: &[u8]) {
         },
     );
     nad.metadata.namespace = Some("ns".into());
-    let _ = plexus_api::validate::validate_nad(&nad);
+    let _ = plexus_api::nad::validate_nad(&nad);
 }
 
 /// A CNI config or conflist (a delegate, a static `delegates` entry).

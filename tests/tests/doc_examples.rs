@@ -70,13 +70,22 @@ fn sources() -> Vec<(String, String)> {
             if path.is_dir() {
                 walk(&path, out);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                // A module folder's `mod.rs` is named after its folder.
+                let stem = match path.file_stem().unwrap().to_string_lossy().into_owned() {
+                    m if m == "mod" => path
+                        .parent()
+                        .and_then(|d| d.file_name())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    stem => stem,
+                };
                 out.push((stem, std::fs::read_to_string(&path).unwrap()));
             }
         }
     }
     let mut out = Vec::new();
-    for krate in ["api", "meta-plugin", "tests", "e2e"] {
+    for krate in ["api", "meta-plugin", "daemon", "controller", "tests", "e2e"] {
         walk(&repo().join(krate), &mut out);
     }
     out
@@ -89,15 +98,16 @@ fn every_test_the_docs_name_exists() {
     let sources = sources();
     let mut missing = Vec::new();
     let mut named = 0;
-    for doc in [
-        "README.md",
-        "docs/configuration.md",
-        "docs/compatibility.md",
-        "docs/testing.md",
-        "docs/benchmarks.md",
-        "docs/install.md",
-    ] {
-        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+    let mut docs = vec![repo().join("README.md"), repo().join("e2e/README.md")];
+    docs.extend(
+        std::fs::read_dir(repo().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md")),
+    );
+    for path in docs {
+        let doc = path.strip_prefix(repo()).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
         for span in text.split('`').skip(1).step_by(2) {
             let span = span.trim_end_matches('…');
             let parts: Vec<&str> = span.split("::").collect();

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cni::config::NetworkConfigList;
+use crate::validate::json_kind;
+
+mod review;
+pub use review::{RESERVED_CONFIG_KEYS, RESERVED_KEY_PREFIX, nad_warnings, validate_nad};
 
 /// NAD annotation tying the network to a device-plugin resource (Multus convention, SPEC A.12).
 pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
@@ -164,7 +168,7 @@ pub fn nad_config(nad_name: &str, config: Option<&str>) -> Result<Option<Value>,
     let Value::Object(mut map) = value else {
         return Err(NadError::NotAnObject {
             nad: nad_name.to_owned(),
-            found: crate::validate::json_kind(&value),
+            found: json_kind(&value),
         });
     };
     let unnamed = match map.get("name") {
@@ -233,7 +237,7 @@ pub fn pick_on_disk_config(nad_name: &str, candidates: &[(String, String)]) -> O
         let value: Value = match serde_json::from_str(content) {
             Ok(Value::Object(map)) => Value::Object(map),
             Ok(other) => {
-                let found = crate::validate::json_kind(&other);
+                let found = json_kind(&other);
                 search
                     .skipped
                     .push(skip(format!("not a JSON object but {found}")));

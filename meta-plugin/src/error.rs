@@ -4,7 +4,20 @@ use plexus_api::cni::{CniError, ErrorCode, config::ConfigError};
 use plexus_api::policy::PolicyError;
 
 use crate::netns::NetnsError;
-use crate::source::SourceError;
+
+/// A source failure: the API server said no, or could not be reached in time.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+    #[error("{what}: no answer within {seconds}s")]
+    Timeout { what: String, seconds: f64 },
+    #[error("kubeconfig {path}: {msg}")]
+    Kubeconfig { path: String, msg: String },
+    /// The node daemon's client task ended before answering (the daemon is stopping).
+    #[error("{what}: the client stopped: {msg}")]
+    ClientStopped { what: String, msg: String },
+}
 
 /// Code 11 (try again later) when the API server did not answer in time, could not be reached or said it is
 /// overloaded or unavailable; 103 for every other API failure (forbidden, bad kubeconfig, ...).

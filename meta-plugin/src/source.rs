@@ -26,19 +26,7 @@ use crate::config::Config;
 use crate::error::PlexusError;
 use crate::plan::{NetworkRef, NetworkRequest, PodView, ResolvedNetwork};
 
-/// A source failure: the API server said no, or could not be reached in time.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("{what}: {source}")]
-    Api { what: String, source: kube::Error },
-    #[error("{what}: no answer within {seconds}s")]
-    Timeout { what: String, seconds: f64 },
-    #[error("kubeconfig {path}: {msg}")]
-    Kubeconfig { path: String, msg: String },
-    /// The node daemon's client task ended before answering (the daemon is stopping).
-    #[error("{what}: the client stopped: {msg}")]
-    ClientStopped { what: String, msg: String },
-}
+pub use crate::error::SourceError;
 
 /// An event about the pod, for `kubectl describe pod`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -247,10 +247,6 @@ fn dispatch<P: SourceProvider>(
     }
 }
 
-/// How many turns of the thread's runtime an ADD gives its network-status PATCH before starting the record's
-/// completion beside it: the request, kube's buffer task, the connection's task writing it.
-const PATCH_START_TURNS: usize = 4;
-
 thread_local! {
     static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
 }
@@ -461,60 +457,30 @@ fn add_for_pod<P: SourceProvider>(
         name: pod.name.clone(),
         uid: pod.uid.clone(),
     };
-    let attached = ops::attach(ctx, sandbox, &plan, Some(pod_ref))?;
-
+    // The record is completed before anything is published: an ADD rolled back because its record can't be written
+    // leaves no network-status and no event behind (the record's completion is one write, about 0.1 ms).
+    let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
     for w in &plan.warnings {
         warn!(warning = %w, "capability key without the capability");
     }
-    let status = print_statuses(&network_statuses(attached.record()));
-    // The network-status PATCH goes first: a few turns of this thread's runtime put it on the wire (the request
-    // passes kube's buffer task, then the connection's task writes it; the daemon's shared client takes it on its
-    // own thread at the first turn). Then the record's completion (one write) runs on a thread of its own, in the
-    // request's span, while the PATCH is on the wire: neither waits for the other.
-    let request_span = tracing::Span::current();
-    let status_write = info_span!("status_write").entered();
-    let mut publishing = std::pin::pin!(source.publish_status(&pod, &status));
-    let early = runtime.block_on(async {
-        for _ in 0..PATCH_START_TURNS {
-            if let Some(done) = futures::future::poll_immediate(publishing.as_mut()).await {
-                return Some(done);
-            }
-            tokio::task::yield_now().await;
-        }
-        None
-    });
+    let status = print_statuses(&network_statuses(&added.record));
     let events: Vec<PodEvent> = if ctx.config.pod_events {
         let mut events = warning_events(&plan.warnings);
-        events.extend(attach_events(attached.record()));
+        events.extend(attach_events(&added.record));
         events
     } else {
         Vec::new()
     };
-    let (completed, published) = std::thread::scope(|scope| {
-        let completing = scope.spawn(|| {
-            let _entered = request_span.enter();
-            ops::complete(ctx, attached)
-        });
-        let published = runtime.block_on(async {
-            match early {
-                Some(done) => done?,
-                None => publishing.await?,
-            }
-            // Events only for an ADD that stands.
-            if let Err(e) = source.record_events(&pod, &events).await {
-                warn!(error = %e, "could not record the pod's events");
-            }
-            Ok::<_, source::SourceError>(())
-        });
-        drop(status_write);
-        let completed = completing
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (completed, published)
+    let status_write = info_span!("status_write").entered();
+    let published = runtime.block_on(async {
+        source.publish_status(&pod, &status).await?;
+        // Events only for an ADD that stands.
+        if let Err(e) = source.record_events(&pod, &events).await {
+            warn!(error = %e, "could not record the pod's events");
+        }
+        Ok::<_, source::SourceError>(())
     });
-    // The record could not be completed: the ADD was rolled back and the runtime gets the error. The network-status
-    // just written (if it was) stays until the runtime's next ADD of the pod writes it again.
-    let added = completed?;
+    drop(status_write);
     if let Err(e) = published {
         // Consumers rely on network-status (as with Multus, a pod without it does not start): undo the ADD.
         if let Err(undo) = ops::undo(ctx, &added.record) {

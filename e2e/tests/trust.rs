@@ -146,21 +146,21 @@ fn a_nads_bin_dir_never_moves_where_plexus_finds_plugins(mode: &Mode) {
     let sb = mode.sandbox();
     let config = sb.config(json!({}));
     let bait = Bait::new();
-    let (s1, _) = subnet();
+    let (s1, p1) = subnet();
     // The NAD's binDir (and its IPAM's) hold plugins named like the real ones: the real ones run.
     create_nad(
         &ns.name,
         "shadow",
         Some(
             &json!({"cniVersion": "1.0.0", "type": "ptp", "binDir": bait.path(),
-                     "ipam": {"type": "host-local", "subnet": format!("{s1}.0/24"), "dataDir": sb.data.path(),
+                     "ipam": {"type": "host-local", "subnet": s1, "dataDir": sb.data.path(),
                               "binDir": bait.path()}}),
         ),
     );
     let uid = mode.create_pod(&ns.name, "shadow", &[(NETWORKS, "shadow")]);
     let args = pod_args(&ns.name, "shadow", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
-    assert!(sb.netns.ipv4("net1")[0].starts_with(&s1));
+    assert!(sb.netns.ipv4("net1")[0].starts_with(&p1));
     bait.assert_untouched(&[]);
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
@@ -185,10 +185,12 @@ fn node_limits_hold_whatever_the_webhook_did(mode: &Mode) {
         mode,
         json!({"maxNetworksPerPod": 3, "allowedPluginTypes": ["ptp", "host-local"], "allowPortMappings": false}),
     );
-    let (s1, _) = subnet();
-    let ptp = json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&format!("{s1}.0/24")),
-                     "capabilities": {"portMappings": true}});
-    create_nad(&ns.name, "ptp", Some(&ptp));
+    for name in ["ptp", "ptp2"] {
+        let (subnet, _) = subnet();
+        let ptp = json!({"cniVersion": "1.0.0", "type": "ptp", "ipam": sb.host_local(&subnet),
+                         "capabilities": {"portMappings": true}});
+        create_nad(&ns.name, name, Some(&ptp));
+    }
     let big = json!({"cniVersion": "1.0.0", "type": "ptp", "pad": "x".repeat(70 * 1024)});
     create_nad(&ns.name, "big", Some(&big));
     create_nad(
@@ -199,7 +201,7 @@ fn node_limits_hold_whatever_the_webhook_did(mode: &Mode) {
     let ports =
         r#"[{"name":"ptp","portMappings":[{"hostPort":22,"containerPort":22,"protocol":"tcp"}]}]"#;
     for (pod, annotation, code, expect) in [
-        ("three", "ptp, ptp, ptp", 102, "asks for 4 networks"),
+        ("three", "ptp, ptp2, ptp", 102, "asks for 4 networks"),
         ("big", "big", 102, "more than the limit of 65536"),
         (
             "bridge",
@@ -217,7 +219,7 @@ fn node_limits_hold_whatever_the_webhook_did(mode: &Mode) {
         sb.assert_clean();
     }
     // Within the limits, the same NAD attaches.
-    let uid = mode.create_pod(&ns.name, "two", &[(NETWORKS, "ptp, ptp")]);
+    let uid = mode.create_pod(&ns.name, "two", &[(NETWORKS, "ptp, ptp2")]);
     let args = pod_args(&ns.name, "two", &uid, &sb.container_id);
     sb.call("ADD", &args).ok(&config);
     let names = sb.netns.link_names();

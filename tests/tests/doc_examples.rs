@@ -76,7 +76,7 @@ fn sources() -> Vec<(String, String)> {
         }
     }
     let mut out = Vec::new();
-    for krate in ["api", "meta-plugin", "tests", "e2e"] {
+    for krate in ["api", "meta-plugin", "daemon", "tests", "e2e"] {
         walk(&repo().join(krate), &mut out);
     }
     out

@@ -399,6 +399,29 @@ fn allowed(caller: &Caller, group: Option<u32>) -> bool {
     caller.uid == 0 || group.is_some_and(|g| caller.gid == g || caller.groups.contains(&g))
 }
 
+/// Code 4 when `netns` (a request's `CNI_NETNS`) is the network namespace of the daemon or of PID 1, the node's
+/// own: a caller of the socket never makes the daemon's delegates add or delete interfaces, addresses or routes of
+/// the node itself. Another path (a pod's namespace, or one that does not exist) is left to the request.
+fn node_netns(netns: &str) -> Option<CniError> {
+    use std::os::unix::fs::MetadataExt;
+    if netns.is_empty() {
+        return None;
+    }
+    let id = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let requested = id(netns)?;
+    ["/proc/self/ns/net", "/proc/1/ns/net"]
+        .iter()
+        .any(|own| id(own) == Some(requested))
+        .then(|| {
+            CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!(
+                    "CNI_NETNS={netns:?} is the node's own network namespace (the daemon's or PID 1's): refused"
+                ),
+            )
+        })
+}
+
 /// The `command` label of a request: one of the CNI commands, or `other` for whatever else a caller sends.
 fn command_label(command: &str) -> &'static str {
     CniCommand::parse(command).map_or("other", CniCommand::as_str)
@@ -471,6 +494,10 @@ fn handle(
     let var = |k: &str| request.env.get(k).map(String::as_str).unwrap_or_default();
     let sandbox = format!("{}/{}", var("CNI_CONTAINERID"), var("CNI_IFNAME"));
     let outcome = sandboxes.run(sandbox, || {
+        if let Some(refused) = node_netns(var("CNI_NETNS")) {
+            warn!(command = %command, netns = var("CNI_NETNS"), "refused: the node's own network namespace");
+            return Err(refused);
+        }
         if request.abandoned() {
             warn!(command = %command, container = var("CNI_CONTAINERID"), "the shim stopped waiting before this request started: not run");
             return Err(CniError::new(
@@ -588,6 +615,23 @@ mod tests {
         std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
         let e = socket_dir(&config(&theirs)).unwrap_err().to_string();
         assert!(e.contains("owned by uid 65534"), "{e}");
+    }
+
+    #[test]
+    fn the_nodes_own_network_namespace_is_refused() {
+        // PID 1's only where this sandbox lets it be read.
+        for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+            if std::fs::metadata(own).is_err() {
+                continue;
+            }
+            let e = node_netns(own).unwrap();
+            assert_eq!(e.code, 4);
+            assert!(e.msg.contains("node's own network namespace"), "{e:?}");
+        }
+        assert!(node_netns("").is_none());
+        assert!(node_netns("/nonexistent/netns").is_none());
+        let other = tempfile::NamedTempFile::new().unwrap();
+        assert!(node_netns(&other.path().display().to_string()).is_none());
     }
 
     #[test]

@@ -192,6 +192,20 @@ fn a_socket_group_member_chooses_no_directory_binary_or_delegate() {
     );
     assert!(!marker.exists(), "the caller's programs ran");
 
+    // The node's own network namespace (here the test's, which is the daemon's) is refused before anything runs.
+    let host = format!("/proc/{}/ns/net", std::process::id());
+    let other = unique("ctr");
+    let mut call = Call::new("ADD", &other, &host);
+    call.args = &args;
+    let e = call.err(config.to_string().as_bytes());
+    assert_eq!(code(&e), 4, "{e}");
+    assert!(msg(&e).contains("node's own network namespace"), "{e}");
+    assert_eq!(
+        record_files(sb.cni_dir.path()).len(),
+        1,
+        "only web's record"
+    );
+
     // In the socket group as its primary group: served too.
     let (ok, e) = as_user("DEL", &args, GROUP, None);
     assert!(ok, "{e}");

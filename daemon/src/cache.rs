@@ -166,6 +166,7 @@ impl Caches {
                 watch_config().fields(&format!("spec.nodeName={node_name}")),
             )
             .default_backoff()
+            .modify(keep_what_a_pod_lookup_needs)
             .reflect(pod_writer)
             .for_each(move |event| {
                 watched("pod", &event, store.len(), &metrics);
@@ -179,6 +180,7 @@ impl Caches {
             let (store, metrics) = (nad_reader.clone(), metrics.clone());
             watcher(nads, watch_config())
                 .default_backoff()
+                .modify(keep_what_a_nad_lookup_needs)
                 .reflect(nad_writer)
                 .for_each(move |event| {
                     watched("nad", &event, store.len(), &metrics);
@@ -225,6 +227,44 @@ impl Caches {
         });
         (caches, EventSender { task, queue })
     }
+}
+
+/// What the pod cache keeps of a pod: name, namespace, UID, resource version and annotations (the networks, the
+/// default network, a static pod's mirror annotation) but not its managed fields, labels, owners or kubectl's copy
+/// of the last applied manifest.
+fn keep_what_a_pod_lookup_needs(pod: &mut PartialObjectMeta<Pod>) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// What the NAD cache keeps of a NAD: name, namespace, UID, resource version, the resourceName annotation and
+/// `spec.config`; nothing a NAD author could grow the daemon's memory with besides the config itself (managed
+/// fields, labels, other annotations, status).
+fn keep_what_a_nad_lookup_needs(nad: &mut NetworkAttachmentDefinition) {
+    let meta = &mut nad.metadata;
+    let resource_name = meta
+        .annotations
+        .as_mut()
+        .and_then(|a| a.remove(plexus_api::nad::RESOURCE_NAME_ANNOTATION));
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        annotations: resource_name.map(|r| {
+            [(plexus_api::nad::RESOURCE_NAME_ANNOTATION.to_owned(), r)]
+                .into_iter()
+                .collect()
+        }),
+        ..Default::default()
+    };
+    nad.status = None;
 }
 
 /// The watches' settings: lists served from the API server's watch cache (`resourceVersion=0`), as client-go's
@@ -404,6 +444,30 @@ impl NetworkSource for CacheSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nad_cache_keeps_only_what_a_lookup_needs() {
+        let mut nad: NetworkAttachmentDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "n", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                "labels": {"a": "b"},
+                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov", "big": "x".repeat(1000)},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"config": "{\"type\":\"ptp\"}"},
+            "status": {"attachedPods": 3}
+        }))
+        .unwrap();
+        keep_what_a_nad_lookup_needs(&mut nad);
+        let kept = serde_json::to_value(&nad).unwrap();
+        assert_eq!(
+            kept,
+            serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "n", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                    "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"}},
+                "spec": {"config": "{\"type\":\"ptp\"}"}})
+        );
+    }
 
     #[test]
     fn events_wait_for_an_idle_moment_but_not_for_long() {

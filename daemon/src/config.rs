@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use plexus_cni::config::Config;
 use serde_json::{Map, Value};
@@ -22,11 +23,11 @@ const DAEMON_KEYS: [&str; 5] = [
     "maxConcurrentDelegates",
     "socketGroup",
 ];
-/// The shim's keys: they only matter to `plexus` on the runtime side.
-const SHIM_KEYS: [&str; 2] = ["daemonSocketDir", "daemonTimeoutSeconds"];
 /// Keys of a request's stdin config that belong to that request (the runtime's conf file and what the runtime adds
-/// per call): the daemon's file never overrides them.
-const REQUEST_KEYS: [&str; 9] = [
+/// per call), besides every `cni.dev/` key (GC's attachments): the only keys a request's config takes from its
+/// caller. Every other key comes from the daemon's file, or is the default: whoever may call the socket chooses no
+/// directory, binary, delegate or network of the node.
+pub const REQUEST_KEYS: [&str; 7] = [
     "cniVersion",
     "name",
     "type",
@@ -34,9 +35,12 @@ const REQUEST_KEYS: [&str; 9] = [
     "capabilities",
     "prevResult",
     "args",
-    "cni.dev/valid-attachments",
-    "cni.dev/attachments",
 ];
+
+/// Whether a stdin key belongs to the request ([`REQUEST_KEYS`], `cni.dev/…`).
+pub fn is_request_key(key: &str) -> bool {
+    REQUEST_KEYS.contains(&key) || key.starts_with("cni.dev/")
+}
 
 /// Why the config file can't be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +58,12 @@ pub struct DaemonConfig {
     pub max_concurrent: usize,
     /// With a group, the socket is mode 0660 and that group's members may call; otherwise 0600, root only.
     pub socket_group: Option<u32>,
-    /// The plugin keys of the file, laid over each request's stdin config (see [`DaemonConfig::request_config`]).
+    /// The plugin keys of the file: each request's config (see [`DaemonConfig::request_config`]).
     pub plugin_keys: Map<String, Value>,
     /// The same keys, validated with the plugin's rules.
     pub plugin: Config,
+    /// The file it was read from ([`ConfigFile`] reads it again when it changes), and `NODE_NAME` then.
+    source: Option<(PathBuf, Option<String>)>,
 }
 
 impl DaemonConfig {
@@ -68,7 +74,9 @@ impl DaemonConfig {
             msg,
         };
         let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        Self::parse(&text, node_name_env).map_err(err)
+        let mut config = Self::parse(&text, node_name_env.clone()).map_err(err)?;
+        config.source = Some((path.to_owned(), node_name_env));
+        Ok(config)
     }
 
     pub fn parse(text: &[u8], node_name_env: Option<String>) -> Result<Self, String> {
@@ -129,6 +137,7 @@ impl DaemonConfig {
             socket_group,
             plugin_keys: keys,
             plugin,
+            source: None,
         })
     }
 
@@ -137,22 +146,127 @@ impl DaemonConfig {
         self.socket_dir.join(plexus_cni::shim::SOCKET_NAME)
     }
 
-    /// The config one request runs with: its stdin config with the daemon file's plugin keys laid over it (the
-    /// node's settings win, as with Multus's daemon), except the keys that belong to the request, and without the
-    /// shim's keys. A stdin that is not a JSON object is passed on as it is, so the request fails as in thin mode.
+    /// The config one request runs with: the daemon file's plugin keys (a key the file does not set takes its
+    /// default, never the caller's), and from the stdin config only the keys that belong to the request
+    /// ([`is_request_key`]). An empty stdin is an empty object; a stdin that is not a JSON object is passed on as it
+    /// is, so the request fails as in thin mode, before anything runs.
     pub fn request_config(&self, stdin: &[u8]) -> Vec<u8> {
-        let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(stdin) else {
-            return stdin.to_vec();
+        let request = if stdin.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            match serde_json::from_slice::<Value>(stdin) {
+                Ok(Value::Object(request)) => request,
+                _ => return stdin.to_vec(),
+            }
         };
-        for key in SHIM_KEYS {
-            request.remove(key);
-        }
-        for (key, value) in &self.plugin_keys {
-            if !REQUEST_KEYS.contains(&key.as_str()) {
-                request.insert(key.clone(), value.clone());
+        let mut config: Map<String, Value> = self
+            .plugin_keys
+            .iter()
+            .filter(|(key, _)| !is_request_key(key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, value) in request {
+            if is_request_key(&key) {
+                config.insert(key, value);
             }
         }
-        serde_json::to_vec(&Value::Object(request)).expect("JSON serialises")
+        serde_json::to_vec(&Value::Object(config)).expect("JSON serialises")
+    }
+
+    /// The daemon's own keys differ (they take effect at a start only).
+    fn own_keys_differ(&self, other: &Self) -> bool {
+        (
+            &self.socket_dir,
+            &self.node_name,
+            self.metrics_address,
+            self.max_concurrent,
+            self.socket_group,
+        ) != (
+            &other.socket_dir,
+            &other.node_name,
+            other.metrics_address,
+            other.max_concurrent,
+            other.socket_group,
+        )
+    }
+}
+
+/// What identifies one version of the file: device, inode, size, modification and change times.
+type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
+
+/// What [`ConfigFile::current`] did with a changed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The new plugin keys apply from this request on.
+    Applied,
+    /// The file can't be used (the message says why): the previous config stays.
+    Failed(String),
+}
+
+/// The config the requests run with: the file as read at the start, read again when it changes (another inode,
+/// size or time: an atomic replacement, as a ConfigMap update makes, or an edit). The new plugin keys apply to the
+/// requests after the change; the daemon's own keys (`daemonSocketDir`, `nodeName`, `metricsAddress`,
+/// `maxConcurrentDelegates`, `socketGroup`) and the logging and client settings keep their values until the next
+/// start. A file that can't be read or is not valid leaves the previous config in force.
+pub struct ConfigFile {
+    current: Mutex<(Option<Stamp>, Arc<DaemonConfig>)>,
+}
+
+impl ConfigFile {
+    pub fn new(config: Arc<DaemonConfig>) -> Self {
+        let stamp = config.source.as_ref().and_then(|(path, _)| stamp(path));
+        Self {
+            current: Mutex::new((stamp, config)),
+        }
+    }
+
+    /// The config for a request starting now, and what was done if the file changed since the last request.
+    pub fn current(&self) -> (Arc<DaemonConfig>, Option<Reload>) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((path, node_name_env)) = current.1.source.clone() else {
+            return (current.1.clone(), None);
+        };
+        let now = stamp(&path);
+        if now.is_none() || now == current.0 {
+            return (current.1.clone(), None);
+        }
+        current.0 = now;
+        let reload = match DaemonConfig::load(&path, node_name_env) {
+            Ok(mut new) => {
+                let old = &current.1;
+                if new.own_keys_differ(old) {
+                    tracing::warn!(file = %path.display(), "the daemon's own keys changed: they take effect at the next start");
+                }
+                new.socket_dir = old.socket_dir.clone();
+                new.node_name = old.node_name.clone();
+                new.metrics_address = old.metrics_address;
+                new.max_concurrent = old.max_concurrent;
+                new.socket_group = old.socket_group;
+                tracing::info!(file = %path.display(), "config file changed: its plugin keys apply from now on");
+                current.1 = Arc::new(new);
+                Reload::Applied
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the changed config file can't be used: the previous config stays");
+                Reload::Failed(e.to_string())
+            }
+        };
+        (current.1.clone(), Some(reload))
     }
 }
 
@@ -201,21 +315,62 @@ mod tests {
     }
 
     #[test]
-    fn the_node_settings_win_except_the_requests_own_keys() {
+    fn a_request_takes_only_its_own_keys_from_the_caller() {
         let c = DaemonConfig::parse(
             br#"{"nodeName":"n","cniVersion":"0.4.0","name":"node","binDir":"/node/bin","multusNamespace":"infra"}"#,
             None,
         )
         .unwrap();
+        // Every key a caller could use to pick a directory, a binary, a delegate or a network of the node.
         let stdin = json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": "/x",
-            "daemonSocketDir": "/run/plexus", "daemonTimeoutSeconds": 3, "runtimeConfig": {"mac": "x"}});
+            "cniDir": "/tmp/evil", "confDir": "/tmp/evil", "delegates": [{"type": "evil"}],
+            "clusterNetwork": "/tmp/evil.conf", "defaultNetworks": ["evil"], "kubeconfig": "/tmp/k",
+            "readinessindicatorfile": "/tmp/ready", "namespaceIsolation": false, "logFile": "/etc/shadow",
+            "delegateTimeoutSeconds": 1000, "daemonSocketDir": "/run/plexus", "daemonTimeoutSeconds": 3,
+            "runtimeConfig": {"mac": "x"}, "capabilities": {"mac": true}, "prevResult": {"ips": []},
+            "args": {"cni": {}}, "cni.dev/valid-attachments": []});
         let merged: Value =
             serde_json::from_slice(&c.request_config(stdin.to_string().as_bytes())).unwrap();
         assert_eq!(
             merged,
-            json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "binDir": "/node/bin",
-                "multusNamespace": "infra", "runtimeConfig": {"mac": "x"}})
+            json!({"binDir": "/node/bin", "multusNamespace": "infra", "cniVersion": "1.0.0", "name": "plexus",
+                "type": "plexus", "runtimeConfig": {"mac": "x"}, "capabilities": {"mac": true},
+                "prevResult": {"ips": []}, "args": {"cni": {}}, "cni.dev/valid-attachments": []})
+        );
+        // An empty stdin (a DEL may come with one) still runs with the node's keys.
+        let empty: Value = serde_json::from_slice(&c.request_config(b" ")).unwrap();
+        assert_eq!(
+            empty,
+            json!({"binDir": "/node/bin", "multusNamespace": "infra"})
         );
         assert_eq!(c.request_config(b"not json"), b"not json");
+    }
+
+    #[test]
+    fn a_changed_file_applies_its_plugin_keys_and_keeps_the_daemons_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        let write = |text: &str| {
+            let tmp = dir.path().join("new");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        write(r#"{"nodeName":"a","binDir":"/one","maxConcurrentDelegates":2}"#);
+        let file = ConfigFile::new(Arc::new(DaemonConfig::load(&path, None).unwrap()));
+        let (c, reload) = file.current();
+        assert_eq!(
+            (c.plugin_keys["binDir"].as_str(), reload),
+            (Some("/one"), None)
+        );
+        write(r#"{"nodeName":"b","binDir":"/two","maxConcurrentDelegates":9}"#);
+        let (c, reload) = file.current();
+        assert_eq!(reload, Some(Reload::Applied));
+        assert_eq!(c.plugin_keys["binDir"], "/two");
+        assert_eq!((c.node_name.as_str(), c.max_concurrent), ("a", 2));
+        assert_eq!(file.current().1, None, "read once per change");
+        write(r#"{"nodeName":"b","logLevel":"loud"}"#);
+        let (c, reload) = file.current();
+        assert!(matches!(reload, Some(Reload::Failed(e)) if e.contains("logLevel")));
+        assert_eq!(c.plugin_keys["binDir"], "/two", "the previous config stays");
     }
 }

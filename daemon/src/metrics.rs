@@ -41,10 +41,25 @@ pub struct PhaseLabels {
     /// One of `plexus_cni::PHASE_SPANS`: `lookup`, `delegate`, `status_write`, `record_lock`, `record_write`,
     /// `record_remove`.
     pub phase: &'static str,
-    /// The delegate's plugin type (empty for the other phases).
+    /// The delegate's plugin type (empty for the other phases): the name of a binary found in `binDir` (the
+    /// library opens the phase only then), at most [`MAX_PLUGIN_LABEL`] bytes.
     pub plugin: String,
     /// The delegate's command; for the other phases the command of the request they belong to.
     pub command: String,
+}
+
+/// The longest `plugin` label; a longer plugin name is cut to this (at a character boundary).
+pub const MAX_PLUGIN_LABEL: usize = 64;
+
+fn plugin_label(mut plugin: String) -> String {
+    if plugin.len() > MAX_PLUGIN_LABEL {
+        let mut end = MAX_PLUGIN_LABEL;
+        while !plugin.is_char_boundary(end) {
+            end -= 1;
+        }
+        plugin.truncate(end);
+    }
+    plugin
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +86,7 @@ pub struct ConnectionLabels {
 pub struct ResultLabels {
     /// Events: `sent` or `failed` (not accepted by the API server, or dropped because the queue was full).
     /// Thread connections: `made` (after a reply), `failed` (could not be made), `broken` (a PATCH on it got no
-    /// answer: dropped).
+    /// answer: dropped). Config reloads: `applied` or `failed`.
     pub result: &'static str,
 }
 
@@ -90,6 +105,7 @@ pub struct Metrics {
     pub events: Family<ResultLabels, Counter>,
     pub status_writes: Family<ConnectionLabels, Counter>,
     pub thread_connections: Family<ResultLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
     pub cached: Family<KindLabels, Gauge>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
@@ -112,6 +128,12 @@ impl Metrics {
         let cached = Family::<KindLabels, Gauge>::default();
         let status_writes = Family::<ConnectionLabels, Counter>::default();
         let thread_connections = Family::<ResultLabels, Counter>::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of the config file seen: applied, or failed (the previous config stays)",
+            config_reloads.clone(),
+        );
         registry.register(
             "status_writes",
             "network-status PATCHes written, by connection: the request thread's own (thread) or the shared \
@@ -169,6 +191,7 @@ impl Metrics {
             events,
             status_writes,
             thread_connections,
+            config_reloads,
             cached,
             in_flight,
             ready: AtomicBool::new(false),
@@ -192,6 +215,12 @@ impl Metrics {
 
     pub fn thread_connection(&self, result: &'static str) {
         self.thread_connections
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }
@@ -293,7 +322,7 @@ where
                 started: Instant::now(),
                 labels: PhaseLabels {
                     phase,
-                    plugin: fields.plugin,
+                    plugin: plugin_label(fields.plugin),
                     command: fields.command,
                 },
             });
@@ -349,5 +378,18 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_label_is_cut_at_a_character_boundary() {
+        assert_eq!(plugin_label("ptp".into()), "ptp");
+        assert_eq!(plugin_label("x".repeat(500)).len(), MAX_PLUGIN_LABEL);
+        let cut = plugin_label(format!("{}é", "x".repeat(MAX_PLUGIN_LABEL - 1)));
+        assert_eq!(cut.len(), MAX_PLUGIN_LABEL - 1);
     }
 }

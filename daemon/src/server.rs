@@ -1,11 +1,11 @@
-//! The unix socket: who may call (file mode and `SO_PEERCRED`), how many requests run at once (a pool of worker
-//! threads, see [`serve`]), and each request run by `plexus_cni::run_with` on the worker that accepted it (namespace
-//! work calls `setns`, which is per thread: never on a tokio worker), answered with exactly what thin mode would
-//! print.
+//! The unix socket: who may call (file mode, `SO_PEERCRED` and `SO_PEERGROUPS`), how many requests run at once (a
+//! pool of worker threads, see [`serve`]), and each request run by `plexus_cni::run_until` on the worker that
+//! accepted it (namespace work calls `setns`, which is per thread: never on a tokio worker), answered with exactly
+//! what thin mode would print.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,16 +13,22 @@ use std::time::{Duration, Instant};
 
 use plexus_api::cni::{CniError, ErrorCode};
 use plexus_cni::Logging;
-use plexus_cni::shim::{SOCKET_NAME, encode_reply, read_request};
+use plexus_cni::invoke::CniCommand;
+use plexus_cni::shim::{SOCKET_NAME, UntilDeadline, encode_reply, read_request};
 use tokio::net::UnixListener;
 use tracing::{error, info, warn};
 
 use crate::cache::CacheProvider;
-use crate::config::DaemonConfig;
+use crate::config::{ConfigFile, DaemonConfig, Reload};
 use crate::metrics::{CommandLabels, Metrics, OutcomeLabels};
 
-/// How long a caller may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller may take to send its whole request (the shim sends it at once); then the connection is
+/// answered with an error and closed, and the worker is free. Besides this, a request is at most
+/// `plexus_cni::shim::MAX_HEADER_BYTES` of header and `MAX_STDIN_BYTES` of stdin.
+pub const REQUEST_READ_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a refused caller's request is read (and dropped) before its answer, so that the answer is not lost to
+/// a reset.
+const REFUSED_READ_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Why the socket can't be served.
 #[derive(Debug, thiserror::Error)]
@@ -35,15 +41,63 @@ pub enum SocketError {
     },
 }
 
-/// Binds `<daemonSocketDir>/plexus.sock`, replacing a socket a killed daemon left behind: mode 0600 (root only), or
-/// 0660 owned by `socketGroup`.
+/// Makes sure of the socket's directory: created mode 0750, owned by this process's user (root) and group
+/// `socketGroup` (else its own group) when missing; refused when it is a symbolic link, is not a directory, is owned
+/// by another user, or is writable by its group or others. So nobody else can put a file or a symbolic link where the
+/// socket goes, and what the daemon does there (remove, bind, change owner and mode) touches its own socket only.
+fn socket_dir(config: &DaemonConfig) -> Result<(), SocketError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &config.socket_dir;
+    let err = |what: &'static str, source: std::io::Error| SocketError::Io {
+        path: dir.display().to_string(),
+        what,
+        source,
+    };
+    let refuse = |why: String| err("refused", std::io::Error::other(why));
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| err("creating its parent", e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+        Ok(()) => {
+            std::os::unix::fs::lchown(dir, None, config.socket_group)
+                .map_err(|e| err("setting its group", e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(|e| err("setting its mode", e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err("creating it", e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| err("reading it", e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_dir() {
+        return Err(refuse(
+            "it is not a directory (a symbolic link is refused too)".into(),
+        ));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by the daemon's uid {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "its mode {:o} lets its group or others write in it (0750 or tighter)",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Binds `<daemonSocketDir>/plexus.sock` in a directory [`socket_dir`] accepts, replacing a socket a killed daemon
+/// left behind: mode 0600 (root only), or 0660 owned by `socketGroup`.
 pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
     let path = config.socket_path();
     let io = |what: &'static str| {
         let path = path.display().to_string();
         move |source| SocketError::Io { path, what, source }
     };
-    std::fs::create_dir_all(&config.socket_dir).map_err(io("creating its directory"))?;
+    socket_dir(config)?;
     match std::fs::remove_file(&path) {
         Ok(()) => info!(socket = %path.display(), "replaced a socket left behind"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -55,7 +109,8 @@ pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
     nix::sys::stat::umask(old);
     let listener = bound.map_err(io("binding"))?;
     if let Some(gid) = config.socket_group {
-        std::os::unix::fs::chown(&path, None, Some(gid)).map_err(io("setting its group"))?;
+        // Nobody else writes in the directory, so this is the socket just bound; lchown follows no link anyway.
+        std::os::unix::fs::lchown(&path, None, Some(gid)).map_err(io("setting its group"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
             .map_err(io("setting its mode"))?;
     }
@@ -90,6 +145,7 @@ pub async fn serve(
     };
     let pool = Arc::new(Pool {
         listener,
+        file: ConfigFile::new(config.clone()),
         config,
         provider,
         metrics,
@@ -153,7 +209,10 @@ fn wake_one(socket: &std::path::Path) {
 /// The worker threads and what they share.
 struct Pool {
     listener: std::os::unix::net::UnixListener,
+    /// The config as started: the daemon's own keys.
     config: Arc<DaemonConfig>,
+    /// The config the requests run with (read again when the file changes).
+    file: ConfigFile,
     provider: CacheProvider,
     metrics: Arc<Metrics>,
     sandboxes: SandboxOrder,
@@ -219,8 +278,12 @@ impl Pool {
             if self.stopping.load(Ordering::SeqCst) {
                 // A caller that came in as the daemon stops: code 11, nothing ran (the daemon's own wake-up
                 // connections send nothing and get nothing).
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                if read_request(&mut stream).is_ok() {
+                if read_request(&mut UntilDeadline {
+                    stream: &stream,
+                    deadline: Instant::now() + REFUSED_READ_DEADLINE,
+                })
+                .is_ok()
+                {
                     let e = CniError::new(
                         ErrorCode::TryAgainLater,
                         "the plexus daemon is stopping; it did not run this request",
@@ -233,15 +296,13 @@ impl Pool {
             if idle == 0 {
                 Self::grow(self);
             }
-            let refused = match nix::sys::socket::getsockopt(
-                &stream,
-                nix::sys::socket::sockopt::PeerCredentials,
-            ) {
-                Ok(cred) if allowed(cred.uid(), cred.gid(), self.config.socket_group) => None,
-                Ok(cred) => Some(format!(
-                    "uid {} gid {} may not use the plexus daemon socket (root{} only)",
-                    cred.uid(),
-                    cred.gid(),
+            let refused = match caller(&stream) {
+                Ok(c) if allowed(&c, self.config.socket_group) => None,
+                Ok(c) => Some(format!(
+                    "uid {} gid {} (groups {:?}) may not use the plexus daemon socket (root{} only)",
+                    c.uid,
+                    c.gid,
+                    c.groups,
                     self.config
                         .socket_group
                         .map(|g| format!(" and group {g}"))
@@ -253,15 +314,23 @@ impl Pool {
                 warn!(reason = %why, "caller refused");
                 // Read the request first: closing with it unread would reset the connection before the caller
                 // reads why. Briefly: a refused caller must not hold a worker.
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let _ = read_request(&mut stream);
+                let _ = read_request(&mut UntilDeadline {
+                    stream: &stream,
+                    deadline: Instant::now() + REFUSED_READ_DEADLINE,
+                });
                 let e = CniError::new(ErrorCode::InvalidEnvironment, why);
                 let _ = stream.write_all(&encode_reply(false, &e.to_json()));
                 continue;
             }
+            let (config, reload) = self.file.current();
+            match reload {
+                Some(Reload::Applied) => self.metrics.config_reload("applied"),
+                Some(Reload::Failed(_)) => self.metrics.config_reload("failed"),
+                None => {}
+            }
             handle(
                 stream,
-                &self.config,
+                &config,
                 &self.provider,
                 &self.metrics,
                 &self.sandboxes,
@@ -270,9 +339,101 @@ impl Pool {
     }
 }
 
-/// Root, or a member (primary group) of `socketGroup`.
-fn allowed(uid: u32, gid: u32, group: Option<u32>) -> bool {
-    uid == 0 || group == Some(gid)
+/// Who is at the other end of a connection, as the kernel recorded it when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Caller {
+    uid: u32,
+    gid: u32,
+    /// Its supplementary groups.
+    groups: Vec<u32>,
+}
+
+fn caller(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Caller> {
+    use std::os::fd::AsFd;
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups: peer_groups(stream.as_fd())?,
+    })
+}
+
+/// The supplementary groups of the process at the other end of a unix socket, as they were when it connected
+/// (`getsockopt(SO_PEERGROUPS)`, Linux 4.13 and later; nix 0.30 has no socket option for it). The kernel writes
+/// at most the buffer's length and says how long the list is: a longer list (`ERANGE`) is read again with a buffer
+/// that fits, up to the kernel's limit of 65536 groups.
+fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: `groups` is a live, writable buffer of `len` bytes, which is all the kernel may write; `len` is a
+        // valid socklen_t the kernel sets to the list's length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / GID;
+        if rc == 0 {
+            groups.truncate(needed.min(groups.len()));
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() && needed <= 65536 {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// Root, or a member of `socketGroup` (its primary group or one of its supplementary groups).
+fn allowed(caller: &Caller, group: Option<u32>) -> bool {
+    caller.uid == 0 || group.is_some_and(|g| caller.gid == g || caller.groups.contains(&g))
+}
+
+/// Code 4 when `netns` (a request's `CNI_NETNS`) is the network namespace of the daemon or of PID 1, the node's
+/// own: a caller of the socket never makes the daemon's delegates add or delete interfaces, addresses or routes of
+/// the node itself. Another path (a pod's namespace, or one that does not exist) is left to the request.
+fn node_netns(netns: &str) -> Option<CniError> {
+    use std::os::unix::fs::MetadataExt;
+    if netns.is_empty() {
+        return None;
+    }
+    let id = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let requested = id(netns)?;
+    ["/proc/self/ns/net", "/proc/1/ns/net"]
+        .iter()
+        .any(|own| id(own) == Some(requested))
+        .then(|| {
+            CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!(
+                    "CNI_NETNS={netns:?} is the node's own network namespace (the daemon's or PID 1's): refused"
+                ),
+            )
+        })
+}
+
+/// The `command` label of a request: one of the CNI commands, or `other` for whatever else a caller sends.
+fn command_label(command: &str) -> &'static str {
+    CniCommand::parse(command).map_or("other", CniCommand::as_str)
+}
+
+/// The `code` label: a CNI error code (0 to 999), or `other`.
+fn code_label(code: u32) -> String {
+    if code < 1000 {
+        code.to_string()
+    } else {
+        "other".into()
+    }
 }
 
 /// One request at a time per sandbox (container id and interface) inside the daemon, for the request's whole
@@ -309,8 +470,10 @@ fn handle(
     sandboxes: &SandboxOrder,
 ) {
     let started = Instant::now();
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let request = match read_request(&mut stream) {
+    let request = match read_request(&mut UntilDeadline {
+        stream: &stream,
+        deadline: started + REQUEST_READ_DEADLINE,
+    }) {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "unreadable request");
@@ -320,11 +483,21 @@ fn handle(
         }
     };
     metrics.in_flight.inc();
-    let command = request.env.get("CNI_COMMAND").cloned().unwrap_or_default();
+    let command = command_label(
+        request
+            .env
+            .get("CNI_COMMAND")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    );
     let stdin = config.request_config(&request.stdin);
     let var = |k: &str| request.env.get(k).map(String::as_str).unwrap_or_default();
     let sandbox = format!("{}/{}", var("CNI_CONTAINERID"), var("CNI_IFNAME"));
     let outcome = sandboxes.run(sandbox, || {
+        if let Some(refused) = node_netns(var("CNI_NETNS")) {
+            warn!(command = %command, netns = var("CNI_NETNS"), "refused: the node's own network namespace");
+            return Err(refused);
+        }
         if request.abandoned() {
             warn!(command = %command, container = var("CNI_CONTAINERID"), "the shim stopped waiting before this request started: not run");
             return Err(CniError::new(
@@ -333,11 +506,13 @@ fn handle(
             ));
         }
         plexus_cni::guard(|| {
-            plexus_cni::run_with(
+            plexus_cni::run_until(
                 provider,
                 Logging::Installed,
-                |k| request.env.get(k).cloned(),
+                // The caller's CNI_PATH is not used: delegates are found in the file's binDir only.
+                |k| (k != "CNI_PATH").then(|| request.env.get(k).cloned()).flatten(),
                 &stdin,
+                Some(request.deadline()),
             )
         })
     });
@@ -345,7 +520,7 @@ fn handle(
         Ok(output) => (
             encode_reply(true, output.as_deref().unwrap_or_default()),
             OutcomeLabels {
-                command: command.clone(),
+                command: command.into(),
                 outcome: "success",
                 code: "0".into(),
             },
@@ -353,9 +528,9 @@ fn handle(
         Err(e) => (
             encode_reply(false, &e.to_json()),
             OutcomeLabels {
-                command: command.clone(),
+                command: command.into(),
                 outcome: "error",
-                code: e.code.to_string(),
+                code: code_label(e.code),
             },
         ),
     };
@@ -367,7 +542,9 @@ fn handle(
     metrics.requests.get_or_create(&labels).inc();
     metrics
         .request_duration
-        .get_or_create(&CommandLabels { command })
+        .get_or_create(&CommandLabels {
+            command: command.into(),
+        })
         .observe(started.elapsed().as_secs_f64());
     provider.after_reply();
 }
@@ -378,10 +555,90 @@ mod tests {
 
     #[test]
     fn root_or_the_socket_group() {
-        assert!(allowed(0, 0, None));
-        assert!(allowed(0, 5, Some(7)));
-        assert!(!allowed(1000, 1000, None));
-        assert!(allowed(1000, 7, Some(7)));
-        assert!(!allowed(1000, 8, Some(7)));
+        let c = |uid, gid, groups: &[u32]| Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        };
+        assert!(allowed(&c(0, 0, &[]), None));
+        assert!(allowed(&c(0, 5, &[]), Some(7)));
+        assert!(!allowed(&c(1000, 1000, &[7]), None));
+        assert!(allowed(&c(1000, 7, &[]), Some(7)));
+        assert!(allowed(&c(1000, 8, &[3, 7]), Some(7)));
+        assert!(!allowed(&c(1000, 8, &[3, 9]), Some(7)));
+    }
+
+    #[test]
+    fn the_kernel_reports_the_peers_supplementary_groups() {
+        use std::os::fd::AsFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut seen = peer_groups(a.as_fd()).unwrap();
+        mine.sort();
+        seen.sort();
+        assert_eq!(seen, mine);
+    }
+
+    #[test]
+    fn the_socket_directory_is_made_0750_and_a_link_or_a_writable_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |socket_dir: &std::path::Path| {
+            let mut c = DaemonConfig::parse(b"{}", Some("n".into())).unwrap();
+            c.socket_dir = socket_dir.to_owned();
+            c.socket_group = Some(4243);
+            c
+        };
+        let made = dir.path().join("a/run");
+        socket_dir(&config(&made)).unwrap();
+        let meta = std::fs::symlink_metadata(&made).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4243));
+        // Made again by the next start: accepted as it is.
+        socket_dir(&config(&made)).unwrap();
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        let e = socket_dir(&config(&link)).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = socket_dir(&config(&open)).unwrap_err().to_string();
+        assert!(e.contains("lets its group or others write"), "{e}");
+
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let e = socket_dir(&config(&theirs)).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+    }
+
+    #[test]
+    fn the_nodes_own_network_namespace_is_refused() {
+        // PID 1's only where this sandbox lets it be read.
+        for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+            if std::fs::metadata(own).is_err() {
+                continue;
+            }
+            let e = node_netns(own).unwrap();
+            assert_eq!(e.code, 4);
+            assert!(e.msg.contains("node's own network namespace"), "{e:?}");
+        }
+        assert!(node_netns("").is_none());
+        assert!(node_netns("/nonexistent/netns").is_none());
+        let other = tempfile::NamedTempFile::new().unwrap();
+        assert!(node_netns(&other.path().display().to_string()).is_none());
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(command_label("ADD"), "ADD");
+        assert_eq!(command_label("x".repeat(10_000).as_str()), "other");
+        assert_eq!(code_label(11), "11");
+        assert_eq!(code_label(u32::MAX), "other");
     }
 }

@@ -253,7 +253,12 @@ impl PodSandbox {
             config[k] = v;
         }
         match &self.shim_socket_dir {
-            Some(dir) => thick::shim_config(&config, dir),
+            Some(dir) => {
+                let shim = thick::shim_config(&config, dir);
+                // Also for a config that reaches plexus other than through a `Call` (cnitool reads it from a file).
+                thick::follow_caller(shim.to_string().as_bytes());
+                shim
+            }
             None => config,
         }
     }

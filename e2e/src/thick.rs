@@ -1,9 +1,17 @@
 //! Thick mode in the tests: a `plexus-daemon` of the test's own (its socket, config, log and metrics port in a
 //! temp dir, its own node name), and the shim config that makes `plexus` forward to it.
+//!
+//! The daemon takes every plugin key from its own file, none from its caller (`docs/configuration.md`, thick mode).
+//! So that each test body can still run in both modes from one config, a test daemon *follows its callers*: before
+//! a [`crate::Call`] starts `plexus` (and when [`crate::PodSandbox::config`] makes a shim config), the plugin keys of
+//! its stdin are written into the daemon's own file, which the daemon reads again when it changes. A daemon that
+//! must not follow (a test of what a caller can't do) is made with [`Daemon::start_fixed`].
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -54,6 +62,75 @@ impl Drop for KubeNode {
     }
 }
 
+/// The keys of a caller's config that never go into a daemon's file when it follows its caller: the shim's, the
+/// client's (the daemon has its own) and the logging (the daemon's log is the test's).
+const NOT_FOLLOWED: [&str; 6] = [
+    "daemonSocketDir",
+    "daemonTimeoutSeconds",
+    "kubeconfig",
+    "logFile",
+    "logLevel",
+    "logToStderr",
+];
+
+/// A test daemon's file, kept in line with its callers' plugin keys.
+struct DaemonFile {
+    path: PathBuf,
+    /// The keys it started with (its own, the client, the logging, the test's extra keys).
+    base: Value,
+    /// What the file holds now.
+    written: Mutex<Value>,
+}
+
+/// The test daemons that follow their callers, by socket directory.
+static FOLLOWING: Mutex<BTreeMap<PathBuf, Arc<DaemonFile>>> = Mutex::new(BTreeMap::new());
+
+impl DaemonFile {
+    fn write(&self, config: &Value) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if *written == *config {
+            return;
+        }
+        // The previous version keeps its inode while the new one is made (a link of its own), so the new file never
+        // gets it back: the daemon sees the change by inode, whatever the clock's granularity.
+        let previous = self.path.with_extension("json.previous");
+        let _ = std::fs::remove_file(&previous);
+        let _ = std::fs::hard_link(&self.path, &previous);
+        let next = self.path.with_extension("json.next");
+        std::fs::write(&next, config.to_string()).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+        *written = config.clone();
+    }
+}
+
+/// Writes the plugin keys of a shim config (`stdin` of a `plexus` about to start) into the file of the test daemon
+/// its `daemonSocketDir` names, when that daemon follows its callers; nothing otherwise.
+pub fn follow_caller(stdin: &[u8]) {
+    let Ok(Value::Object(caller)) = serde_json::from_slice::<Value>(stdin) else {
+        return;
+    };
+    let Some(dir) = caller.get("daemonSocketDir").and_then(Value::as_str) else {
+        return;
+    };
+    let file = FOLLOWING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(Path::new(dir))
+        .cloned();
+    let Some(file) = file else {
+        return;
+    };
+    let mut config = file.base.clone();
+    for (k, v) in caller {
+        if !NOT_FOLLOWED.contains(&k.as_str())
+            && let Some(o) = config.as_object_mut()
+        {
+            o.insert(k, v);
+        }
+    }
+    file.write(&config);
+}
+
 /// A running `plexus-daemon`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
     child: std::sync::Mutex<Option<Child>>,
@@ -63,6 +140,8 @@ pub struct Daemon {
     config: Value,
     /// In-cluster mode: the directory bind-mounted on the service account's directory.
     service_account: Option<PathBuf>,
+    /// Whether it follows its callers' plugin keys (see the module's doc).
+    following: bool,
 }
 
 /// Where a pod's service account credentials are mounted (what kube's in-cluster config reads).
@@ -79,7 +158,15 @@ impl Daemon {
 
     /// [`Daemon::start`] without waiting for the caches (e.g. with an API server that can't be reached).
     pub fn start_unready(extra: Value) -> Self {
-        Self::launch(extra, None)
+        Self::launch(extra, None, true)
+    }
+
+    /// [`Daemon::start`] for a daemon that keeps its file as started, whatever its callers send: what a node's
+    /// daemon does.
+    pub fn start_fixed(extra: Value) -> Self {
+        let d = Self::launch(extra, None, false);
+        d.wait_ready();
+        d
     }
 
     /// A daemon as in a pod: no kubeconfig, `KUBERNETES_SERVICE_HOST`/`_PORT` set to the test API server, and
@@ -87,12 +174,13 @@ impl Daemon {
     /// mount namespace of the daemon's own (a slave of the host's, so that network namespaces made later reach it).
     /// Returns once its caches synced.
     pub fn start_in_cluster(service_account: &Path, extra: Value) -> Self {
-        let d = Self::launch(extra, Some(service_account.to_owned()));
+        let d = Self::launch(extra, Some(service_account.to_owned()), true);
         d.wait_ready();
         d
     }
 
-    fn launch(extra: Value, service_account: Option<PathBuf>) -> Self {
+    fn launch(extra: Value, service_account: Option<PathBuf>, following: bool) -> Self {
+        crate::set_before_call(follow_caller);
         let dir = tempfile::tempdir().unwrap();
         let node = KubeNode::new();
         let metrics_port = free_port();
@@ -118,7 +206,18 @@ impl Daemon {
             metrics_port,
             config,
             service_account,
+            following,
         };
+        if following {
+            FOLLOWING.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                d.socket_dir(),
+                Arc::new(DaemonFile {
+                    path: d.dir.path().join("daemon.json"),
+                    base: d.config.clone(),
+                    written: Mutex::new(d.config.clone()),
+                }),
+            );
+        }
         d.spawn();
         d
     }
@@ -264,6 +363,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.following {
+            FOLLOWING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.socket_dir());
+        }
         let taken = self.child().take();
         if let Some(mut child) = taken {
             let _ = Command::new("kill")

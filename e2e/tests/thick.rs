@@ -484,59 +484,6 @@ fn a_hundred_concurrent_adds_then_dels_through_the_shim() {
     );
 }
 
-#[test]
-fn callers_other_than_root_are_refused() {
-    const GROUP: u32 = 4242;
-    let daemon = Daemon::start(json!({"socketGroup": GROUP}));
-    // Let other users reach the socket's directory; the socket itself decides.
-    for dir in [daemon.dir.path(), &daemon.socket_dir()] {
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let pod = NodePod::new(&daemon, "peer", "ptp", json!({}));
-    let (sb, args, config) = (&pod.sb, &pod.args, &pod.config);
-    let as_user = |groups: &str, primary: u32| {
-        let regid = primary.to_string();
-        let mut wrapper = vec!["setpriv", "--reuid", "65534", "--regid", &regid];
-        if groups.is_empty() {
-            wrapper.push("--clear-groups");
-        } else {
-            wrapper.extend(["--groups", groups]);
-        }
-        let out = sb
-            .call("ADD", args)
-            .spawn_via(&wrapper, config.to_string().as_bytes())
-            .wait_with_output()
-            .unwrap();
-        let reply: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-        (out.status.success(), reply)
-    };
-    // Neither root nor in the group: the socket's mode (0660, root:4242) refuses the connection.
-    let (ok, e) = as_user("", 65534);
-    assert!(!ok);
-    assert_eq!(code(&e), 11, "{e}");
-    assert!(
-        e["msg"].as_str().unwrap().contains("ermission denied"),
-        "{e}"
-    );
-    // In the group only as a supplementary group: the file lets it connect, SO_PEERCRED (uid 65534, gid 65534)
-    // does not let it in.
-    let (ok, e) = as_user(&GROUP.to_string(), 65534);
-    assert!(!ok);
-    assert_eq!(code(&e), 4, "{e}");
-    assert!(
-        e["msg"].as_str().unwrap().contains("uid 65534 gid 65534"),
-        "{e}"
-    );
-    assert_eq!(sb.netns.link_names(), Vec::<String>::new());
-    // With the group as its own: served.
-    let (ok, result) = as_user("", GROUP);
-    assert!(ok, "{result}");
-    assert_eq!(sb.netns.link_names().len(), 2);
-    sb.call("DEL", args).ok(config);
-    sb.assert_clean();
-}
-
 /// A ClusterRole with what the daemon needs (events only with `events`) bound to `subject`; deleted on drop.
 struct DaemonRole(String);
 

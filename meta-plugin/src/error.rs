@@ -134,6 +134,11 @@ pub enum PlexusError {
         command: &'static str,
         seconds: f64,
     },
+    #[error(
+        "the caller stopped waiting before network {network:?} was attached (thick mode: the shim's \
+         daemonTimeoutSeconds passed); the ADD was rolled back"
+    )]
+    CallerGone { network: String },
     #[error("record {path}: {msg}")]
     Record { path: String, msg: String },
     #[error(
@@ -199,6 +204,7 @@ impl PlexusError {
             PlexusError::DelegateTimeout { .. } => {
                 (ErrorCode::DelegateTimeout.code(), String::new())
             }
+            PlexusError::CallerGone { .. } => (ErrorCode::TryAgainLater.code(), String::new()),
             PlexusError::Record { .. } => (ErrorCode::Record.code(), String::new()),
             PlexusError::UnknownContainer { .. } => {
                 (ErrorCode::UnknownContainer.code(), String::new())

@@ -14,6 +14,13 @@ use nix::unistd::Pid;
 use plexus_api::cni::CniError;
 use plexus_api::cni::config::check_binary_name;
 
+/// The most a delegate may print on stdout (a CNI result, or its error object). A delegate that prints more is
+/// killed with its process group, and the call fails naming it: its output is never held in memory past this.
+pub const MAX_DELEGATE_STDOUT_BYTES: usize = 4 * 1024 * 1024;
+/// How much of a delegate's stderr is kept: the last this many bytes (the rest is read and dropped, so a chatty
+/// delegate neither blocks nor grows Plexus's memory).
+pub const MAX_DELEGATE_STDERR_BYTES: usize = 64 * 1024;
+
 /// The CNI commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CniCommand {
@@ -69,6 +76,11 @@ pub enum InvokeError {
     Plugin(CniError),
     #[error("waiting for the plugin failed: {0}")]
     Wait(std::io::Error),
+    #[error(
+        "it printed more than {MAX_DELEGATE_STDOUT_BYTES} bytes on stdout (the most a delegate may print) and was \
+         killed"
+    )]
+    OutputTooLarge,
 }
 
 /// One delegate execution.
@@ -116,14 +128,15 @@ pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, InvokeError>
 
 /// Runs one delegate and waits for it, at most `timeout`.
 pub fn invoke(inv: &Invocation<'_>) -> Result<Output, InvokeError> {
-    // A phase of the request (see [`crate::PHASE_SPANS`]): the node daemon times it per plugin type.
+    let path = find_plugin(inv.plugin, inv.path)?;
+    // A phase of the request (see [`crate::PHASE_SPANS`]): the node daemon times it per plugin type. Only once the
+    // binary was found, so that its label is the name of a file in the path, never any name a NAD makes up.
     let _phase = tracing::info_span!(
         "delegate",
         plugin = inv.plugin,
         command = inv.command.as_str()
     )
     .entered();
-    let path = find_plugin(inv.plugin, inv.path)?;
     let cni_path = std::env::join_paths(inv.path).unwrap_or_default();
     let mut cmd = Command::new(&path);
     cmd.env("CNI_COMMAND", inv.command.as_str())
@@ -148,31 +161,44 @@ pub fn invoke(inv: &Invocation<'_>) -> Result<Output, InvokeError> {
             let _ = pipe.write_all(&input);
         }
     });
-    let stdout_reader = read_all(child.stdout.take());
-    let stderr_reader = read_all(child.stderr.take());
-
     // A waiter thread reaps the child; this thread waits on the channel with the deadline, so a fast delegate is
-    // seen the moment it exits (no polling) and a hung one can still be killed by its process group.
-    let (status_tx, status_rx) = mpsc::channel();
+    // seen the moment it exits (no polling) and a hung one can still be killed by its process group. The stdout
+    // reader says on the same channel when the delegate printed too much.
+    let (events_tx, events) = mpsc::channel();
+    let stdout_reader = read_capped(child.stdout.take(), Some(events_tx.clone()));
+    let stderr_reader = read_capped(child.stderr.take(), None);
     thread::spawn(move || {
-        let _ = status_tx.send(child.wait());
+        let _ = events_tx.send(Event::Exited(child.wait()));
     });
-    let status = match status_rx.recv_timeout(inv.timeout) {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(InvokeError::Wait(e)),
-        Err(_) => {
+    let killed = match events.recv_timeout(inv.timeout) {
+        Ok(Event::Exited(Ok(status))) => Ok(status),
+        Ok(Event::Exited(Err(e))) => return Err(InvokeError::Wait(e)),
+        Ok(Event::TooMuchOutput) => Err(InvokeError::OutputTooLarge),
+        Err(_) => Err(InvokeError::Timeout(inv.timeout)),
+    };
+    let status = match killed {
+        Ok(status) => status,
+        Err(why) => {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let _ = status_rx.recv_timeout(Duration::from_secs(5));
+            while let Ok(event) = events.recv_timeout(Duration::from_secs(5)) {
+                if matches!(event, Event::Exited(_)) {
+                    break;
+                }
+            }
             // The readers end once every process holding the pipes is gone.
             let _ = writer.join();
             let _ = stdout_reader.recv_timeout(Duration::from_secs(2));
             let _ = stderr_reader.recv_timeout(Duration::from_secs(2));
-            return Err(InvokeError::Timeout(inv.timeout));
+            return Err(why);
         }
     };
     let _ = writer.join();
-    let stdout = stdout_reader.recv().unwrap_or_default();
-    let stderr = stderr_reader.recv().unwrap_or_default();
+    let (stdout, stdout_whole) = stdout_reader.recv().unwrap_or_default();
+    let (stderr, _) = stderr_reader.recv().unwrap_or_default();
+    if !stdout_whole {
+        // It exited before the reader's word on the channel was read.
+        return Err(InvokeError::OutputTooLarge);
+    }
     if status.success() {
         return Ok(Output { stdout, stderr });
     }
@@ -255,14 +281,57 @@ fn spawn_retrying(cmd: &mut Command, path: &Path) -> Result<Child, InvokeError> 
     }
 }
 
-fn read_all(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+/// What the waiter and the stdout reader tell the waiting thread.
+enum Event {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TooMuchOutput,
+}
+
+/// Reads a pipe to its end on a thread of its own. With `overflow` (stdout): keeps at most
+/// [`MAX_DELEGATE_STDOUT_BYTES`], says so on `overflow` when there is more and stops keeping; the result is the
+/// bytes and whether they are all of it. Without (stderr): keeps the last [`MAX_DELEGATE_STDERR_BYTES`]. Either
+/// way the pipe is read to its end, so the delegate never blocks on a full pipe.
+fn read_capped(
+    pipe: Option<impl Read + Send + 'static>,
+    overflow: Option<mpsc::Sender<Event>>,
+) -> mpsc::Receiver<(Vec<u8>, bool)> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut buf = Vec::new();
+        let mut whole = true;
         if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                let n = match p.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                match &overflow {
+                    Some(_) if !whole => {}
+                    Some(tell) => {
+                        if buf.len() + n > MAX_DELEGATE_STDOUT_BYTES {
+                            whole = false;
+                            buf = Vec::new();
+                            let _ = tell.send(Event::TooMuchOutput);
+                        } else {
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    None => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.len() > 2 * MAX_DELEGATE_STDERR_BYTES {
+                            buf.drain(..buf.len() - MAX_DELEGATE_STDERR_BYTES);
+                        }
+                    }
+                }
+            }
         }
-        let _ = tx.send(buf);
+        if overflow.is_none() && buf.len() > MAX_DELEGATE_STDERR_BYTES {
+            buf.drain(..buf.len() - MAX_DELEGATE_STDERR_BYTES);
+        }
+        let _ = tx.send((buf, whole));
     });
     rx
 }
@@ -373,6 +442,28 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         assert!(gone, "grandchild {child} survived");
+    }
+
+    #[test]
+    fn a_delegate_printing_past_the_cap_is_killed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never ends by itself: only the cap stops it (well before the 60 s timeout).
+        script(dir.path(), "flood", "yes plexus");
+        let e = run(dir.path(), "flood", Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(e, InvokeError::OutputTooLarge), "{e:?}");
+        // Just under the cap is fine, and a flood of stderr only keeps its tail.
+        script(
+            dir.path(),
+            "big",
+            &format!(
+                "head -c {} /dev/zero | tr '\\0' x; head -c 300000 /dev/zero | tr '\\0' e >&2; echo last >&2",
+                MAX_DELEGATE_STDOUT_BYTES
+            ),
+        );
+        let out = run(dir.path(), "big", Duration::from_secs(60)).unwrap();
+        assert_eq!(out.stdout.len(), MAX_DELEGATE_STDOUT_BYTES);
+        assert!(out.stderr.len() <= MAX_DELEGATE_STDERR_BYTES);
+        assert!(out.stderr.ends_with(b"last\n"));
     }
 
     #[test]

@@ -180,6 +180,18 @@ pub fn run_with<P: SourceProvider>(
     env_lookup: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
 ) -> Result<Output, CniError> {
+    run_until(provider, logging, env_lookup, stdin, None)
+}
+
+/// [`run_with`] for a caller that stops waiting at `deadline` (the node daemon: the shim's `deadlineMs`): an ADD
+/// starts no attachment after it, and rolls back what it attached ([`ops::Context::deadline`]).
+pub fn run_until<P: SourceProvider>(
+    provider: &P,
+    logging: Logging,
+    env_lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    deadline: Option<std::time::Instant>,
+) -> Result<Output, CniError> {
     let env = CniEnv::from_lookup(env_lookup).map_err(|e| e.to_cni())?;
     if env.command == CniCommand::Version {
         return version_reply(stdin).map(Some).map_err(|e| e.to_cni());
@@ -206,7 +218,7 @@ pub fn run_with<P: SourceProvider>(
     if !config.ignored_keys.is_empty() {
         debug!(keys = ?config.ignored_keys, "config keys Plexus does not use were ignored");
     }
-    dispatch(provider, &env, config, stdin).map_err(|e| {
+    dispatch(provider, &env, config, stdin, deadline).map_err(|e| {
         tracing::error!(error = %e, "request failed");
         e.to_cni().with_version(reply_version)
     })
@@ -217,8 +229,12 @@ fn dispatch<P: SourceProvider>(
     env: &CniEnv,
     config: Config,
     stdin: &[u8],
+    deadline: Option<std::time::Instant>,
 ) -> Result<Output, PlexusError> {
-    let ctx = Context::new(config, &env.path);
+    let ctx = Context {
+        deadline,
+        ..Context::new(config, &env.path)
+    };
     match env.command {
         CniCommand::Add => {
             ops::wait_until_ready(&ctx)?;

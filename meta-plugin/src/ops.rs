@@ -2,7 +2,7 @@
 //! best-effort teardown rules of the CNI and multi-network specs.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plexus_api::cni::config::RequestExtras;
 use plexus_api::cni::result::CniResult;
@@ -39,6 +39,9 @@ pub struct Context {
     /// own `CNI_PATH`.
     pub path: Vec<PathBuf>,
     pub timeout: Duration,
+    /// When the caller stops waiting (thick mode: the shim's `deadlineMs`, set by the daemon). ADD starts no
+    /// attachment after it and gives no ADD delegate longer than it leaves; what was attached is rolled back.
+    pub deadline: Option<Instant>,
 }
 
 impl Context {
@@ -54,7 +57,27 @@ impl Context {
             timeout: config.delegate_timeout,
             path,
             config,
+            deadline: None,
         }
+    }
+
+    /// How long one delegate call may take: `delegateTimeoutSeconds`, and for ADD no longer than the deadline leaves.
+    fn delegate_timeout(&self, command: CniCommand) -> Duration {
+        match self.deadline {
+            Some(deadline) if command == CniCommand::Add => self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            _ => self.timeout,
+        }
+    }
+
+    /// The error of an ADD stopped at `network` because the caller gave up, once the deadline has passed.
+    fn past_deadline(&self, network: &str) -> Option<PlexusError> {
+        self.deadline
+            .filter(|d| Instant::now() >= *d)
+            .map(|_| PlexusError::CallerGone {
+                network: network.to_owned(),
+            })
     }
 }
 
@@ -101,6 +124,7 @@ impl<'r> Runnable<'r> {
         let plugin_type = self.list.plugins[plugin].plugin_type();
         let _phase = tracing::debug_span!("delegate_exec", network = %self.rec.network, delegate = plugin_type, command = command.as_str()).entered();
         debug!(network = %self.rec.network, ifname = %self.rec.ifname, delegate = plugin_type, command = command.as_str(), "calling delegate");
+        let timeout = ctx.delegate_timeout(command);
         let out = invoke::invoke(&Invocation {
             command,
             plugin: plugin_type,
@@ -110,9 +134,14 @@ impl<'r> Runnable<'r> {
             cni_args: &self.rec.env_args,
             path: &ctx.path,
             stdin: &stdin,
-            timeout: ctx.timeout,
+            timeout,
         })
-        .map_err(|e| self.delegate_error(command, plugin_type, e, ctx.timeout))?;
+        .map_err(|e| match e {
+            InvokeError::Timeout(_) if command == CniCommand::Add => ctx
+                .past_deadline(&self.rec.network)
+                .unwrap_or_else(|| self.delegate_error(command, plugin_type, e, timeout)),
+            e => self.delegate_error(command, plugin_type, e, timeout),
+        })?;
         if !out.stderr.iter().all(u8::is_ascii_whitespace) {
             // C54: what a delegate says on stderr reaches the log at the default level, not only at debug.
             info!(network = %self.rec.network, delegate = plugin_type, command = command.as_str(), stderr = %String::from_utf8_lossy(&out.stderr).trim(), "delegate stderr");
@@ -337,6 +366,10 @@ pub fn attach(
     ctx.store.save(&record)?;
 
     for i in 0..record.attachments.len() {
+        if let Some(gone) = ctx.past_deadline(&record.attachments[i].network) {
+            roll_back(ctx, lock, &mut record, i)?;
+            return Err(gone);
+        }
         let outcome = Runnable::new(&record.attachments[i]).and_then(|r| r.add(ctx, sandbox));
         match outcome {
             Ok(result) => {

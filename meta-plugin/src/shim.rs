@@ -38,6 +38,9 @@ pub const FORWARDED_VARIABLES: [&str; 6] = [
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The largest stdin a daemon accepts.
 pub const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
+/// The largest reply the shim reads: more is an error, not a result (a result is at most what one delegate may
+/// print, `plexus_cni::invoke::MAX_DELEGATE_STDOUT_BYTES`, converted).
+pub const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The keys of a shim config (everything else in it goes to the daemon untouched).
 #[derive(Debug, Deserialize)]
@@ -116,8 +119,16 @@ impl Shim {
             deadline_ms: unix_ms(std::time::SystemTime::now() + self.timeout),
         };
         let header = serde_json::to_vec(&header).expect("the header serialises");
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|e| unavailable(format!("can't be reached: {e}")))?;
+        let mut stream = connect(&self.socket, self.timeout).map_err(|e| {
+            unavailable(if e.kind() == std::io::ErrorKind::WouldBlock {
+                format!(
+                    "did not take the connection within {}s (daemonTimeoutSeconds)",
+                    self.timeout.as_secs_f64()
+                )
+            } else {
+                format!("can't be reached: {e}")
+            })
+        })?;
         let remaining = |deadline: Instant| {
             deadline
                 .checked_duration_since(Instant::now())
@@ -146,6 +157,16 @@ impl Shim {
                 .map_err(|e| unavailable(format!("can't be read: {e}")))?;
             match stream.read(&mut chunk) {
                 Ok(0) => break,
+                Ok(n) if reply.len() + n > MAX_REPLY_BYTES + 1 => {
+                    return Err(CniError::new(
+                        ErrorCode::Io,
+                        format!(
+                            "the plexus daemon at {} sent a reply of more than {MAX_REPLY_BYTES} bytes",
+                            self.socket.display()
+                        ),
+                    )
+                    .with_version(self.cni_version.clone()));
+                }
                 Ok(n) => reply.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -167,6 +188,56 @@ impl Shim {
             success: status == 0,
             stdout: String::from_utf8_lossy(stdout).into_owned(),
         })
+    }
+}
+
+/// Connects to the daemon's socket, waiting at most `timeout` for it to take the connection: a daemon whose
+/// backlog is full (every worker busy) makes a blocking connect wait, and the kernel bounds that wait by the
+/// socket's send timeout (`SO_SNDTIMEO`), after which connect fails with `WouldBlock`.
+fn connect(socket: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, setsockopt, sockopt};
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::SendTimeout, &timeval(timeout))?;
+    let address = UnixAddr::new(socket)?;
+    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// A timeout as the kernel's `timeval` (a zero one would mean "no timeout": at least one microsecond).
+fn timeval(d: Duration) -> nix::sys::time::TimeVal {
+    let micros = d.as_micros().clamp(1, i64::MAX as u128) as i64;
+    nix::sys::time::TimeVal::new(
+        micros / 1_000_000,
+        (micros % 1_000_000) as nix::sys::time::suseconds_t,
+    )
+}
+
+/// Reads from a stream until an overall deadline: each read waits at most what is left of it, and a read after it
+/// fails with `TimedOut`. What the daemon reads a request through, so that a caller sending slowly, or never
+/// finishing, holds a worker no longer than the deadline.
+pub struct UntilDeadline<'s> {
+    pub stream: &'s UnixStream,
+    pub deadline: Instant,
+}
+
+impl Read for UntilDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the deadline passed");
+        let left = self
+            .deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(timed_out)?;
+        self.stream.set_read_timeout(Some(left))?;
+        match (&mut &*self.stream).read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(timed_out()),
+            other => other,
+        }
     }
 }
 
@@ -197,6 +268,14 @@ impl Request {
     /// got code 11 and goes on, e.g. with a DEL).
     pub fn abandoned(&self) -> bool {
         unix_ms(std::time::SystemTime::now()) >= self.deadline_ms
+    }
+
+    /// [`Request::deadline_ms`] on this process's monotonic clock (at most a day ahead, whatever the caller sent).
+    pub fn deadline(&self) -> Instant {
+        let left = self
+            .deadline_ms
+            .saturating_sub(unix_ms(std::time::SystemTime::now()));
+        Instant::now() + Duration::from_millis(left.min(24 * 3600 * 1000))
     }
 }
 
@@ -315,6 +394,85 @@ mod tests {
         let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
         assert_eq!(e.code, 11);
         assert!(e.msg.contains(&shim.socket.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_full_backlog_or_an_endless_reply_is_an_error_within_the_timeout() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, socket};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SOCKET_NAME);
+        let listener = UnixListener::bind(&path).unwrap();
+        // Fill the backlog of a daemon that accepts nothing (a connect that would wait fails at once here).
+        let mut held = Vec::new();
+        for _ in 0..100_000 {
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            let addr = UnixAddr::new(&path).unwrap();
+            match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+                Ok(()) => held.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let stdin = format!(
+            r#"{{"daemonSocketDir":"{}","daemonTimeoutSeconds":0.3}}"#,
+            dir.path().display()
+        );
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 11);
+        assert!(e.msg.contains("did not take the connection"), "{e}");
+        drop(held);
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+
+        // A daemon whose reply never ends: cut off at the cap.
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = read_request(&mut conn);
+            let chunk = vec![b'x'; 64 * 1024];
+            while conn.write_all(&chunk).is_ok() {}
+        });
+        let stdin = format!(r#"{{"daemonSocketDir":"{}"}}"#, dir.path().display());
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 5);
+        assert!(e.msg.contains("more than"), "{e}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_that_never_ends_is_cut_off_at_the_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // A length, then nothing more: a plain read would wait forever.
+        b.write_all(&100u32.to_be_bytes()).unwrap();
+        let mut reader = UntilDeadline {
+            stream: &a,
+            deadline: Instant::now() + Duration::from_millis(200),
+        };
+        let e = read_request(&mut reader).unwrap_err();
+        assert!(
+            matches!(&e, RequestError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        // Too long a header is refused before anything of it is read.
+        let (c, mut d) = UnixStream::pair().unwrap();
+        d.write_all(&(MAX_HEADER_BYTES as u32 + 1).to_be_bytes())
+            .unwrap();
+        let mut reader = UntilDeadline {
+            stream: &c,
+            deadline: Instant::now() + Duration::from_secs(5),
+        };
+        assert!(matches!(
+            read_request(&mut reader),
+            Err(RequestError::HeaderTooLarge(_))
+        ));
     }
 
     #[test]

@@ -292,6 +292,15 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// What runs with the stdin of every `plexus` a [`Call`] starts, before it starts ([`set_before_call`]).
+static BEFORE_CALL: OnceLock<fn(&[u8])> = OnceLock::new();
+
+/// Sets what runs with the stdin of every `plexus` a [`Call`] starts, before it starts (once per process; the e2e
+/// crate's thick mode gives its test daemons the caller's plugin keys in their own file: `plexus_e2e::thick`).
+pub fn set_before_call(hook: fn(&[u8])) {
+    let _ = BEFORE_CALL.set(hook);
+}
+
 /// One `plexus` invocation as a runtime makes it.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
@@ -326,6 +335,9 @@ impl<'a> Call<'a> {
 
     /// [`Call::spawn`] through a wrapper command (e.g. `setpriv --reuid …` to run plexus as another user).
     pub fn spawn_via(&self, wrapper: &[&str], stdin: &[u8]) -> std::process::Child {
+        if let Some(hook) = BEFORE_CALL.get() {
+            hook(stdin);
+        }
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);

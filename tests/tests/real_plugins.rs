@@ -197,7 +197,7 @@ fn at_debug_level_each_phase_logs_its_time() {
         "record_lock: plexus_cni::record: close time.busy=",
         "record_write{state=Adding}: plexus_cni::record: close time.busy=",
         "record_write{state=Added}: plexus_cni::record: close time.busy=",
-        "delegate_exec{network=mv-net delegate=\"tuning\" command=\"ADD\"}: plexus_cni::ops: close time.busy=",
+        "delegate_exec{network=mv-net delegate=\"tuning\" command=\"ADD\"}: plexus_cni::ops::delegate: close time.busy=",
     ] {
         assert!(log.contains(phase), "no {phase:?} in {log}");
     }

@@ -1,0 +1,94 @@
+//! What an ADD reports about a pod's attachments: the network-status entries and the pod's events, from its record.
+
+use plexus_api::cni::result::CniResult;
+use plexus_api::cni::version;
+use plexus_api::status::{NetworkStatus, statuses_from_result};
+use serde_json::Value;
+
+use crate::record;
+use crate::source::PodEvent;
+
+/// The network-status entries of every attachment, in order. When a selection took the default route (R33), its
+/// entry shows the requested gateways and the other attachments show none.
+pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
+    let taken = record
+        .attachments
+        .iter()
+        .find(|a| !a.is_default && a.default_route.is_some());
+    record
+        .attachments
+        .iter()
+        .flat_map(|a| {
+            let result = recorded_result(a);
+            let mut entries = statuses_from_result(
+                &a.network,
+                a.is_default,
+                result.as_ref(),
+                a.default_route_requested,
+            );
+            if let Some(chosen) = taken {
+                let requested: Vec<String> = chosen
+                    .default_route
+                    .iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                for entry in &mut entries {
+                    if a.index != chosen.index {
+                        entry.gateway.clear();
+                        entry.default_route.clear();
+                    } else if !requested.is_empty()
+                        && entry.interface.as_deref().is_none_or(|i| i == a.ifname)
+                    {
+                        entry.gateway = requested.clone();
+                        entry.default_route = requested.clone();
+                    }
+                }
+            }
+            entries
+        })
+        .collect()
+}
+
+/// One `AddedInterface` event per attachment, worded as Multus words it: every IP of the result with its prefix
+/// (`Add eth0 [198.18.0.7/24] from ns/net`).
+pub fn attach_events(record: &record::Record) -> Vec<PodEvent> {
+    record
+        .attachments
+        .iter()
+        .map(|a| {
+            let ips: Vec<String> = recorded_result(a)
+                .map(|r| r.ips.iter().map(|ip| ip.address.to_string()).collect())
+                .unwrap_or_default();
+            PodEvent {
+                reason: "AddedInterface".into(),
+                message: format!("Add {} [{}] from {}", a.ifname, ips.join(", "), a.network),
+                warning: false,
+            }
+        })
+        .collect()
+}
+
+/// A Warning event for each thing the pod's owner should hear about (Decision 7).
+pub fn warning_events(warnings: &[plexus_api::policy::PolicyWarning]) -> Vec<PodEvent> {
+    warnings
+        .iter()
+        .map(|w| PodEvent {
+            reason: "CapabilityNotDeclared".into(),
+            message: w.to_string(),
+            warning: true,
+        })
+        .collect()
+}
+
+/// An attachment's recorded ADD result, parsed in its delegate's version.
+fn recorded_result(a: &record::RecordedAttachment) -> Option<CniResult> {
+    let version = a
+        .delegate
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(version::IMPLICIT);
+    a.result
+        .as_ref()
+        .and_then(|r| CniResult::from_value(r, version).ok())
+}

@@ -238,19 +238,19 @@ fn plugin_error_without_stderr(stdout: &[u8], stderr: &[u8], exit: Option<i32>) 
             return e;
         }
         return CniError::new(
-            ErrorCode::Internal,
+            ErrorCode::DelegateFailed,
             format!("plugin failed ({exit}) and its output is not a CNI error"),
         )
         .with_details(text.trim().to_owned());
     }
     if !err_text.trim().is_empty() {
         return CniError::new(
-            ErrorCode::Internal,
+            ErrorCode::DelegateFailed,
             format!("plugin failed ({exit}): {}", last_lines(&err_text, 5)),
         );
     }
     CniError::new(
-        ErrorCode::Internal,
+        ErrorCode::DelegateFailed,
         format!("plugin failed ({exit}) with no output"),
     )
 }
@@ -414,6 +414,12 @@ mod tests {
             err("stderr")
         );
         assert!(err("garbage").details.contains("not-json"));
+        // A delegate that fails without a CNI error object: code 100 (delegate failed), never 999 (a bug of Plexus's).
+        script(dir.path(), "silent", "exit 1");
+        for plain in ["stderr", "garbage", "silent"] {
+            assert_eq!(err(plain).code, 100, "{plain}: {:?}", err(plain));
+        }
+        assert!(err("silent").msg.contains("with no output"));
     }
 
     #[test]

@@ -143,3 +143,67 @@ fn every_test_the_docs_name_exists() {
         "tests the docs name that do not exist: {missing:#?}"
     );
 }
+
+/// docs/errors.md has one row per code Plexus returns itself: every `ErrorCode` the plugin, the shim and the daemon
+/// name has a row, every numbered row is an `ErrorCode`, and every row names at least one test.
+#[test]
+fn the_error_table_matches_the_codes_the_code_returns() {
+    use plexus_api::cni::ErrorCode;
+    let text = std::fs::read_to_string(repo().join("docs/errors.md")).unwrap();
+    let mut rows = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        if let Ok(code) = cells[0].trim_start_matches("| ").trim().parse::<u32>() {
+            let tests = cells.last().unwrap().trim_end_matches(" |");
+            assert!(tests.contains('`'), "row {code} names no test: {line}");
+            rows.insert(code, line.to_owned());
+        }
+    }
+    let known: std::collections::BTreeMap<String, u32> = ErrorCode::ALL
+        .iter()
+        .map(|c| (format!("{c:?}"), c.code()))
+        .collect();
+    for code in rows.keys() {
+        assert!(
+            known.values().any(|k| k == code),
+            "docs/errors.md documents {code}, which is no ErrorCode"
+        );
+    }
+    // What the plugin, the shim and the daemon return: the `ErrorCode`s their code names.
+    fn product_sources(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                product_sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push(text.split("\n#[cfg(test)]").next().unwrap().to_owned());
+            }
+        }
+    }
+    let mut product = Vec::new();
+    for dir in ["meta-plugin/src", "daemon/src"] {
+        product_sources(&repo().join(dir), &mut product);
+    }
+    let mut named = std::collections::BTreeSet::new();
+    for source in &product {
+        for (i, _) in source.match_indices("ErrorCode::") {
+            let name: String = source[i + 11..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if let Some(code) = known.get(&name) {
+                named.insert(*code);
+            }
+        }
+    }
+    assert!(named.len() > 10, "is the parsing broken? {named:?}");
+    let missing: Vec<u32> = named
+        .difference(&rows.keys().copied().collect())
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes returned but not in docs/errors.md: {missing:?}"
+    );
+}

@@ -243,3 +243,41 @@ fn an_unreachable_api_server_is_try_again_later() {
     del.args = add.args;
     del.ok(&config);
 }
+
+/// docs/errors.md, codes 3 and 6: CHECK of a container Plexus never attached is code 3 (unknown container); a
+/// delegate whose ADD result is not a CNI result is code 6 (decoding), and what was attached is rolled back.
+#[test]
+fn check_of_an_unknown_container_is_3_and_an_invalid_delegate_result_is_6() {
+    let cni_dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let ns = Netns::new();
+    let config = ptp_config("plexus-codes", cni_dir.path(), data.path());
+    let e = Call::new("CHECK", "c-never", leak(ns.path())).err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 3, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("c-never"), "{e}");
+
+    let bin = tempfile::tempdir().unwrap();
+    script(
+        bin.path(),
+        "garbled",
+        "cat >/dev/null; echo 'this is not a result'",
+    );
+    let mut config = config;
+    config["binDir"] = json!(format!(
+        "{}:{}",
+        bin.path().display(),
+        plugins_dir().display()
+    ));
+    config["delegates"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"cniVersion": "1.1.0", "name": "garbled-net", "type": "garbled"}));
+    let e = Call::new("ADD", "c-garbled", leak(ns.path())).err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 6, "{e}");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("garbled-net") && msg.contains("result is invalid"),
+        "{e}"
+    );
+    assert_nothing_left(&ns, data.path(), cni_dir.path());
+}

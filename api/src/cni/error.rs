@@ -37,6 +37,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in order: what `docs/errors.md` documents, one row each.
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::IncompatibleVersion,
+        ErrorCode::UnsupportedField,
+        ErrorCode::UnknownContainer,
+        ErrorCode::InvalidEnvironment,
+        ErrorCode::Io,
+        ErrorCode::Decoding,
+        ErrorCode::InvalidConfig,
+        ErrorCode::TryAgainLater,
+        ErrorCode::NotAvailable,
+        ErrorCode::NotAvailableLimitedConnectivity,
+        ErrorCode::DelegateFailed,
+        ErrorCode::DelegateTimeout,
+        ErrorCode::Selection,
+        ErrorCode::Kubernetes,
+        ErrorCode::Record,
+        ErrorCode::PodNotFound,
+        ErrorCode::PodReplaced,
+        ErrorCode::RouteChange,
+        ErrorCode::Internal,
+    ];
+
     pub fn code(self) -> u32 {
         self as u32
     }

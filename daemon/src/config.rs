@@ -96,6 +96,12 @@ impl DaemonConfig {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_owned()),
         );
+        if !socket_dir.is_absolute() {
+            return Err(format!(
+                "daemonSocketDir {:?} must be an absolute path",
+                socket_dir.display().to_string()
+            ));
+        }
         let node_name = text_key(&keys, "nodeName")?
             .or(node_name_env)
             .filter(|s| !s.is_empty())
@@ -312,6 +318,8 @@ mod tests {
         assert!(bad(r#"{"maxConcurrentDelegates":0}"#).contains("maxConcurrentDelegates"));
         assert!(bad(r#"{"socketGroup":"wheel"}"#).contains("socketGroup"));
         assert!(bad(r#"{"logLevel":"loud"}"#).contains("logLevel"));
+        assert!(bad(r#"{"daemonSocketDir":"run/plexus"}"#).contains("daemonSocketDir"));
+        assert!(bad(r#"{"cniDir":"records"}"#).contains("cniDir"));
     }
 
     #[test]

@@ -77,19 +77,29 @@ impl Shim {
         let keys: ShimKeys = serde_json::from_slice(stdin).ok()?;
         let dir = keys.daemon_socket_dir.filter(|d| !d.is_empty())?;
         let cni_version = keys.cni_version.unwrap_or_default();
+        let invalid = |msg: String| {
+            Some(Err(
+                CniError::new(ErrorCode::InvalidConfig, msg).with_version(cni_version.clone())
+            ))
+        };
+        if !dir.starts_with('/') {
+            return invalid(format!("daemonSocketDir {dir:?} must be an absolute path"));
+        }
         let seconds = keys
             .daemon_timeout_seconds
             .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-        if !(seconds.is_finite() && seconds > 0.0) {
-            return Some(Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("daemonTimeoutSeconds must be a positive number, not {seconds}"),
-            )
-            .with_version(cni_version)));
-        }
+        let max = crate::config::MAX_SECONDS;
+        let timeout = match Duration::try_from_secs_f64(seconds) {
+            Ok(d) if seconds > 0.0 && seconds <= max => d,
+            _ => {
+                return invalid(format!(
+                    "daemonTimeoutSeconds must be a positive number of seconds, at most {max}, not {seconds}"
+                ));
+            }
+        };
         Some(Ok(Self {
             socket: Path::new(&dir).join(SOCKET_NAME),
-            timeout: Duration::from_secs_f64(seconds),
+            timeout,
             cni_version,
         }))
     }
@@ -344,10 +354,15 @@ mod tests {
             shim.timeout,
             Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS)
         );
-        let e = Shim::from_stdin(br#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":0}"#)
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(e.code, 7);
+        for bad in [
+            r#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":0}"#,
+            // Out of range: duration conversion would panic.
+            r#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":1e308}"#,
+            r#"{"daemonSocketDir":"run/p"}"#,
+        ] {
+            let e = Shim::from_stdin(bad.as_bytes()).unwrap().unwrap_err();
+            assert_eq!(e.code, 7, "{bad}: {e:?}");
+        }
     }
 
     #[test]

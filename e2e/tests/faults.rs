@@ -390,6 +390,83 @@ fn killed_before_the_status_patch_then_del(mode: &Mode) {
     pod.assert_no_leftovers();
 }
 
+/// The record can't be completed at the end of an ADD (its file system fills up after the last delegate):
+/// the ADD is rolled back and fails with code 104, and publishes nothing — no network-status, no event. The
+/// runtime's DEL then cleans up, and a following ADD of the same pod publishes its own.
+fn record_unwritable_at_the_end_of_add_publishes_nothing(mode: &Mode) {
+    let pod = Pod::with_last_delegate("ro-record", mode, "then-read-only");
+    let records = pod.sb.cni_dir.path().to_owned();
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m,mode=0700",
+        "tmpfs",
+        &records.display().to_string(),
+    ]);
+    let unmount = Unmount(records.clone());
+    script(
+        pod.bin.path(),
+        "then-read-only",
+        &format!(
+            "{} || exit $?\nif [ \"$CNI_COMMAND\" = ADD ]; then dd if=/dev/zero of={} bs=64k 2>/dev/null; fi\nexit 0",
+            plugins_dir().join("tuning").display(),
+            records.join(".fill").display()
+        ),
+    );
+    let config = pod.config(&kubeconfig(), json!({}));
+    let e = pod.call("ADD").err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 104, "{e}");
+    assert_eq!(
+        pod.link_names(),
+        Vec::<String>::new(),
+        "the ADD was rolled back"
+    );
+    assert!(
+        !pod.has_network_status(),
+        "a rolled-back ADD wrote network-status"
+    );
+
+    std::fs::remove_file(records.join(".fill")).unwrap();
+    pod.call("DEL").ok(&config);
+    // The same pod again, with a file system that stays writable: its ADD stands and publishes.
+    std::fs::write(
+        pod.bin.path().join("then-read-only"),
+        format!(
+            "#!/bin/sh\nexec {}\n",
+            plugins_dir().join("tuning").display()
+        ),
+    )
+    .unwrap();
+    pod.call("ADD").ok(&config);
+    assert!(pod.has_network_status());
+    let added = |events: &[(String, String)]| {
+        events
+            .iter()
+            .filter(|(reason, _)| reason == "AddedInterface")
+            .count()
+    };
+    let events = mode.pod_events(&pod.ns.name, "victim", |e| added(e) >= 3);
+    assert_eq!(
+        added(&events),
+        3,
+        "only the standing ADD's events: {events:?}"
+    );
+    pod.call("DEL").ok(&config);
+    drop(unmount);
+    pod.assert_no_leftovers();
+}
+
+/// Unmounts a test's tmpfs on drop (also when the test fails).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn api_server_down_during_del(mode: &Mode) {
     let (pod, proxy, _dir, config) = behind_proxy("down-del", 2, mode, Pod::new);
     pod.call("ADD").ok(&config);
@@ -611,4 +688,5 @@ plexus_e2e::in_both_modes!(
     del_with_the_record_gone,
     api_server_down_during_del_with_the_record_gone,
     api_server_slow_during_del_with_the_record_gone,
+    record_unwritable_at_the_end_of_add_publishes_nothing,
 );

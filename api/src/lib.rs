@@ -11,6 +11,8 @@
 //! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
 //! * [`validate`] — validation rules shared by the plugin and the controller.
 
+#![forbid(unsafe_code)]
+
 pub mod cni;
 pub mod nad;
 pub mod policy;

@@ -13,6 +13,8 @@
 //! - [`server`]: the unix socket;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod config;
 pub mod direct;

@@ -3,6 +3,8 @@
 //! status (seen through `kubectl get`), the pod condition NetworksReady and Events; leader election with two
 //! replicas; the webhook's failure policies when it is down; certificate reload.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

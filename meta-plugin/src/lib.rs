@@ -4,6 +4,8 @@
 //! names), runs the delegate plugins in order, records what it attached so DEL and CHECK never need anything but the
 //! node, and returns the default network's result.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod install;

@@ -30,7 +30,12 @@ use crate::metrics::{Metrics, ReviewLabels};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Limits {
     /// Admission reviews decided at once; more wait for a turn (within the request timeout).
-    #[arg(long = "max-concurrent-reviews", env = "PLEXUS_MAX_CONCURRENT_REVIEWS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(
+        long = "max-concurrent-reviews",
+        env = "PLEXUS_MAX_CONCURRENT_REVIEWS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
     pub max_concurrent: u32,
     /// Seconds one request may take, reading its body and waiting for a turn included; past that it is answered
     /// 503 (the API server then applies the failurePolicy). Keep it below the webhook's timeoutSeconds.

@@ -1033,7 +1033,15 @@ fn admission_policies(nodes: &Nodes, server: &str, kubeconfig_file: &Path, names
             server,
             token,
             &[
-                "patch", "pod", pod, "-n", namespace, "--type", "merge", "-p", body,
+                "patch",
+                "pod",
+                pod,
+                "-n",
+                namespace,
+                "--type",
+                "strategic",
+                "-p",
+                body,
             ],
         )
     };
@@ -1042,9 +1050,21 @@ fn admission_policies(nodes: &Nodes, server: &str, kubeconfig_file: &Path, names
 
     // Anything else of the pod: refused, by the API server, with the policy's reason.
     let only_status = format!("plexus-node may only change the pod's {STATUS} annotation");
-    let image =
-        serde_json::json!({"spec": {"containers": [{"name": "c", "image": "evil:latest"}]}})
-            .to_string();
+    // A strategic merge by container name: only the image changes, which the API server's own validation allows.
+    let container = kubectl(
+        &[
+            "get",
+            "pod",
+            "first",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.containers[0].name}",
+        ],
+        None,
+    );
+    let image = serde_json::json!({"spec": {"containers": [{"name": container.trim(), "image": "evil:latest"}]}})
+        .to_string();
     for body in [
         r#"{"metadata": {"labels": {"plexus-test": "relabelled"}}}"#.to_owned(),
         image,

@@ -1,25 +1,26 @@
 # The Plexus image: /usr/local/bin/plexus (the CNI plugin and, as `plexus install`, the node installer the Helm
 # chart's DaemonSet runs), /usr/local/bin/plexus-daemon (thick mode) and /usr/local/bin/plexus-controller.
-# Statically linked (musl), so the plexus binary the installer copies onto the host runs there whatever its C
-# library; plexus is built by scripts/build-plexus-static, as for the tests and benchmarks: also not
-# position-independent, since the runtime execs it for every CNI call and that way it starts without relocating itself
-# (docs/benchmarks.md, "The plexus binary").
 #
 #   docker build -t plexus:0.1.0 .
+#
+# The binaries are built by scripts/build-image-binaries, the same script scripts/test runs for the tests (the real
+# nodes run its plexus, the chart test installs an image made of its three binaries), on Debian 12 as the test
+# machine is: plexus statically linked against glibc (the installer copies it onto hosts whatever their C library; it
+# takes its command line from the C `main`'s argv, which works with any C library), plexus-daemon and
+# plexus-controller against Debian 12's glibc, which the runtime base provides. Both bases are pinned by digest.
 #
 # The node DaemonSet's installer runs as root (it writes the host's root-owned CNI dirs) with every capability
 # dropped, thick mode's daemon privileged (it enters pods' network namespaces); the controller runs as the non-root
 # user 65532 (the chart sets all three).
 
-FROM rust:1-alpine AS build
-RUN apk add --no-cache musl-dev bash
+# rust:1.95-bookworm
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p plexus-daemon --bin plexus-daemon -p plexus-controller --bin plexus-controller \
- && mkdir -p /out \
- && cp "$(scripts/build-plexus-static)" target/release/plexus-daemon target/release/plexus-controller /out/
+RUN scripts/build-image-binaries /out
 
-FROM scratch
+# gcr.io/distroless/cc-debian12:nonroot (glibc, libgcc; no shell)
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 COPY --from=build /out/plexus /out/plexus-daemon /out/plexus-controller /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/plexus"]

@@ -13,6 +13,8 @@
 //! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
 //! * [`validate`] — name rules (interfaces, DNS-1123, NAD names) shared by the plugin and the controller.
 
+#![forbid(unsafe_code)]
+
 pub mod cni;
 pub mod nad;
 pub mod plugin_rules;

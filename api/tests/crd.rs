@@ -6,6 +6,8 @@
 //! PLEXUS_UPDATE_CRDS=1 cargo test -p plexus-api --test crd
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

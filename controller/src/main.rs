@@ -1,5 +1,7 @@
 //! The `plexus-controller` binary: parses the command line and runs the controller until SIGTERM or SIGINT.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

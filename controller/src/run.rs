@@ -27,10 +27,11 @@ use tokio::sync::watch;
 use plexus_api::policy::Policy;
 
 use crate::admission::{LookupError, NadLookup, Rules};
+use crate::connection::IdleLimitAcceptor;
 use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
-use crate::webhook::{WebhookState, router};
+use crate::webhook::{Limits, WebhookState, router};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,7 +78,12 @@ pub struct RunArgs {
     #[arg(long, env = "PLEXUS_TLS_RELOAD_SECONDS", default_value_t = 2.0)]
     pub tls_reload_seconds: f64,
 
-    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
+    /// How much of the webhook one client can take: concurrent reviews, timeouts, idle connections.
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz (a port of its own: the webhook's
+    /// serves /validate only).
     #[arg(long, env = "PLEXUS_PROBE_ADDR", default_value = "127.0.0.1:9464")]
     pub probe_addr: SocketAddr,
 
@@ -294,6 +300,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let limits = args.limits.durations().map_err(anyhow::Error::msg)?;
     let client = client(&args).await?;
     let metrics = Metrics::new();
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -336,15 +343,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await;
     });
 
-    let state = Arc::new(WebhookState {
-        nads: CachedNads {
+    let state = Arc::new(WebhookState::new(
+        CachedNads {
             store: nad_store.clone(),
             namespaces: namespace_store,
             client: client.clone(),
         },
-        rules: args.rules()?,
-        metrics: metrics.clone(),
-    });
+        args.rules()?,
+        metrics.clone(),
+        args.limits.max_concurrent,
+        limits.request,
+    ));
 
     // Webhook over HTTPS.
     let tls = crate::tls::load(&args.tls_cert, &args.tls_key).await?;
@@ -362,10 +371,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // loopback address) a response is several TLS records, and with Nagle's algorithm the later ones wait for the
     // API server's ACK of the first. Measured with `scripts/bench controller` (e2e/benches/controller.rs) on a loaded
     // machine, reviews over one HTTP/2 connection at concurrency 16: p99 9.7 ms without it.
+    // Below TLS, each connection is closed after `idle` without a byte either way (connection.rs); the handshake and,
+    // for HTTP/1.1, a request's headers have timeouts of their own.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let webhook = axum_server::from_tcp(listener)
-        .acceptor(acceptor)
+        .handshake_timeout(limits.handshake)
+        .acceptor(IdleLimitAcceptor { idle: limits.idle });
+    let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let webhook = server
         .handle(handle.clone())
         .serve(router(state).into_make_service());
     let webhook = tokio::spawn(webhook);

@@ -1,35 +1,169 @@
 //! The HTTPS endpoint the API server calls: `POST /validate` with an `admission.k8s.io/v1` AdmissionReview of a
 //! NetworkAttachmentDefinition or a Pod; the answer is the review with `response` filled in.
+//!
+//! Anyone who reaches the port can send requests, so each one is bounded ([`Limits`]): at most `max_concurrent`
+//! reviews are decided at once (more wait for a turn), and a request that is not answered within `request_timeout`
+//! (reading its body, waiting for a turn and deciding, together) gets `503 Service Unavailable`, on which the API
+//! server applies the webhook's failurePolicy. The connections are bounded too (`connection.rs`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use tokio::sync::Semaphore;
 
 use plexus_api::policy::PodView;
 
 use crate::admission::{NadLookup, Rules, Verdict, review_nad, review_pod};
 use crate::metrics::{Metrics, ReviewLabels};
 
+/// How much of the controller one client of the webhook can take (the command line's flags).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Limits {
+    /// Admission reviews decided at once; more wait for a turn (within the request timeout).
+    #[arg(
+        long = "max-concurrent-reviews",
+        env = "PLEXUS_MAX_CONCURRENT_REVIEWS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub max_concurrent: u32,
+    /// Seconds one request may take, reading its body and waiting for a turn included; past that it is answered
+    /// 503 (the API server then applies the failurePolicy). Keep it below the webhook's timeoutSeconds.
+    #[arg(
+        long = "review-timeout-seconds",
+        env = "PLEXUS_REVIEW_TIMEOUT_SECONDS",
+        default_value_t = 4.0
+    )]
+    pub request_timeout_seconds: f64,
+    /// Seconds a client has to finish the TLS handshake.
+    #[arg(
+        long = "tls-handshake-timeout-seconds",
+        env = "PLEXUS_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        default_value_t = 5.0
+    )]
+    pub handshake_timeout_seconds: f64,
+    /// Seconds a client has to send a request's headers (HTTP/1.1).
+    #[arg(
+        long = "header-read-timeout-seconds",
+        env = "PLEXUS_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 5.0
+    )]
+    pub header_read_timeout_seconds: f64,
+    /// Seconds a connection may pass without a byte read or written before it is closed (the API server opens a new
+    /// one when it needs it). At least the review timeout.
+    #[arg(
+        long = "connection-idle-seconds",
+        env = "PLEXUS_CONNECTION_IDLE_SECONDS",
+        default_value_t = 60.0
+    )]
+    pub idle_seconds: f64,
+}
+
+impl Limits {
+    /// The checked durations: each finite and positive (a connection's idle limit at least the review timeout, so
+    /// that a review in progress is never cut).
+    pub fn durations(&self) -> Result<LimitDurations, String> {
+        let seconds = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{name} must be a positive number of seconds, not {v}"))
+        };
+        let request = seconds("--review-timeout-seconds", self.request_timeout_seconds)?;
+        Ok(LimitDurations {
+            request,
+            handshake: seconds(
+                "--tls-handshake-timeout-seconds",
+                self.handshake_timeout_seconds,
+            )?,
+            header_read: seconds(
+                "--header-read-timeout-seconds",
+                self.header_read_timeout_seconds,
+            )?,
+            idle: seconds("--connection-idle-seconds", self.idle_seconds)?.max(request),
+        })
+    }
+}
+
+/// [`Limits`]' durations, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitDurations {
+    pub request: Duration,
+    pub handshake: Duration,
+    pub header_read: Duration,
+    pub idle: Duration,
+}
+
 /// What a request handler needs.
 pub struct WebhookState<L> {
     pub nads: L,
     pub rules: Rules,
     pub metrics: Arc<Metrics>,
+    /// One permit per review decided at once.
+    pub turns: Semaphore,
+    pub request_timeout: Duration,
+}
+
+impl<L> WebhookState<L> {
+    pub fn new(
+        nads: L,
+        rules: Rules,
+        metrics: Arc<Metrics>,
+        max_concurrent: u32,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            nads,
+            rules,
+            metrics,
+            turns: Semaphore::new(max_concurrent as usize),
+            request_timeout,
+        }
+    }
 }
 
 pub fn router<L: NadLookup + Send + Sync + 'static>(state: Arc<WebhookState<L>>) -> Router {
     Router::new()
         .route("/validate", post(validate::<L>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            within_timeout::<L>,
+        ))
         .with_state(state)
+}
+
+/// The whole request, its body read included, within the request timeout; past it, 503.
+async fn within_timeout<L: Send + Sync + 'static>(
+    State(state): State<Arc<WebhookState<L>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            count(&state.metrics, "other", "timeout", started);
+            tracing::warn!(
+                timeout_seconds = state.request_timeout.as_secs_f64(),
+                "admission review not answered in time"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the review was not answered in time",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn validate<L: NadLookup + Send + Sync + 'static>(
@@ -37,6 +171,10 @@ async fn validate<L: NadLookup + Send + Sync + 'static>(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
+    // Waits for a turn; the request timeout bounds the wait. Held until the answer is made.
+    let Ok(_turn) = state.turns.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    };
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -155,4 +293,183 @@ fn count(metrics: &Metrics, kind: &'static str, outcome: &'static str, started: 
         .webhook_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::LookupError;
+    use axum::body::Body;
+    use plexus_api::policy::Policy;
+    use tower::ServiceExt;
+
+    /// A NAD lookup whose answers wait until the test lets them through: the instrument that keeps reviews in
+    /// progress (its answer, when let through, is "no such NAD").
+    struct Gate {
+        entered: Semaphore,
+        open: Semaphore,
+    }
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Self {
+                entered: Semaphore::new(0),
+                open: Semaphore::new(0),
+            }
+        }
+    }
+
+    impl NadLookup for Arc<Gate> {
+        async fn get(
+            &self,
+            _namespace: &str,
+            _name: &str,
+        ) -> Result<Option<Arc<NetworkAttachmentDefinition>>, LookupError> {
+            self.entered.add_permits(1);
+            if let Ok(permit) = self.open.acquire().await {
+                permit.forget();
+            }
+            Ok(None)
+        }
+
+        async fn namespace_labels(
+            &self,
+            _namespace: &str,
+        ) -> Result<std::collections::BTreeMap<String, String>, LookupError> {
+            Ok(Default::default())
+        }
+    }
+
+    fn review(kind: &str, object: serde_json::Value) -> Request {
+        let (group, resource) = match kind {
+            "Pod" => ("", "pods"),
+            _ => ("k8s.cni.cncf.io", "network-attachment-definitions"),
+        };
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "operation": "CREATE", "userInfo": {}, "namespace": "ns", "name": "n",
+                "kind": {"group": group, "version": "v1", "kind": kind},
+                "resource": {"group": group, "version": "v1", "resource": resource},
+                "object": object,
+            }
+        });
+        Request::post("/validate")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    /// A pod that selects a NAD: its review asks the lookup.
+    fn pod_review() -> Request {
+        review(
+            "Pod",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "n", "namespace": "ns", "annotations": {"k8s.v1.cni.cncf.io/networks": "side"}}}),
+        )
+    }
+
+    /// A NAD: decided without a lookup.
+    fn nad_review() -> Request {
+        review(
+            "NetworkAttachmentDefinition",
+            serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "n", "namespace": "ns"}, "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"bridge\"}"}}),
+        )
+    }
+
+    async fn answer(app: &Router, request: Request) -> (StatusCode, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn app(gate: &Arc<Gate>, turns: u32, timeout: Duration) -> Router {
+        router(Arc::new(WebhookState::new(
+            gate.clone(),
+            Rules {
+                policy: Policy {
+                    static_delegates: 1,
+                    ..Policy::default()
+                },
+                ..Rules::default()
+            },
+            Metrics::new(),
+            turns,
+            timeout,
+        )))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reviews_past_the_limit_wait_and_get_503_when_no_turn_comes_in_time() {
+        let gate = Arc::new(Gate::default());
+        let app = app(&gate, 2, Duration::from_secs(2));
+        // Without a stuck review, a NAD is answered.
+        assert_eq!(answer(&app, nad_review()).await.0, StatusCode::OK);
+        let stuck: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn({
+                    let app = app.clone();
+                    async move { answer(&app, pod_review()).await }
+                })
+            })
+            .collect();
+        let _ = gate.entered.acquire_many(2).await.unwrap();
+        // Both turns are taken: the NAD waits for one, and none comes within the timeout.
+        let (status, body) = answer(&app, nad_review()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("not answered in time"), "{body}");
+        // The stuck ones end at their own timeout, and give their turns back.
+        for s in stuck {
+            assert_eq!(s.await.unwrap().0, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let (status, body) = answer(&app, nad_review()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_review_gets_the_turn_a_finished_one_gives_back() {
+        let gate = Arc::new(Gate::default());
+        let app = app(&gate, 1, Duration::from_secs(30));
+        let first = tokio::spawn({
+            let app = app.clone();
+            async move { answer(&app, pod_review()).await }
+        });
+        let _ = gate.entered.acquire().await.unwrap();
+        let second = tokio::spawn({
+            let app = app.clone();
+            async move { answer(&app, nad_review()).await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!second.is_finished(), "the second review had no turn");
+        gate.open.add_permits(1);
+        let (status, body) = first.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("side"), "the pod's review ran: {body}");
+        let (status, body) = second.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    #[test]
+    fn limits_must_be_positive_and_the_idle_limit_covers_a_review() {
+        let limits = |request: f64, idle: f64| Limits {
+            max_concurrent: 4,
+            request_timeout_seconds: request,
+            handshake_timeout_seconds: 5.0,
+            header_read_timeout_seconds: 5.0,
+            idle_seconds: idle,
+        };
+        assert_eq!(
+            limits(4.0, 1.0).durations().unwrap().idle,
+            Duration::from_secs(4)
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(limits(bad, 60.0).durations().is_err(), "{bad}");
+        }
+    }
 }

@@ -13,6 +13,9 @@
 //! - [`server`]: the unix socket;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
 
+// Denied, not forbidden: `server::peer_groups` allows it for one getsockopt (SO_PEERGROUPS).
+#![deny(unsafe_code)]
+
 pub mod cache;
 pub mod config;
 pub mod direct;

@@ -1,5 +1,7 @@
 //! `plexus-daemon --config FILE`: thick mode's node daemon. A thin shell over the library (`lib.rs`).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

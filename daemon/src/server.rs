@@ -362,6 +362,7 @@ fn caller(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Caller> {
 /// (`getsockopt(SO_PEERGROUPS)`, Linux 4.13 and later; nix 0.30 has no socket option for it). The kernel writes
 /// at most the buffer's length and says how long the list is: a longer list (`ERANGE`) is read again with a buffer
 /// that fits, up to the kernel's limit of 65536 groups.
+#[allow(unsafe_code)]
 fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
     use nix::libc;
     use std::os::fd::AsRawFd;

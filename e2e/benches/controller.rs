@@ -15,6 +15,8 @@
 //!
 //! Run with `scripts/bench controller` (or `cargo bench -p plexus-e2e --bench controller`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -26,6 +26,8 @@
 //! Run: `scripts/bench` (it starts a control plane and a node of its own). `BENCH_NODE_ROUNDS` (default 3) and
 //! `BENCH_NODE_PODS` (default 30) set the size.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use plexus_e2e::node::*;

@@ -46,7 +46,8 @@ NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
 
 # A bare cluster: nodes with only the cluster network's conflist in their CNI conf dir, no plexus-node user, no
-# harness plexus-controller (e2e/cluster), and a Plexus image (plexus + plexus-controller, built from the checkout)
+# harness plexus-controller (e2e/cluster), and a Plexus image (plexus, plexus-daemon, plexus-controller, built from the
+# checkout by scripts/build-image-binaries)
 # in each node's containerd, with a values file for `helm install plexus charts/plexus -f <file>` (PLEXUS_NODE_VALUES).
 # Chosen at the first `up` (PLEXUS_E2E_BARE=1) and remembered in the state dir.
 PLEXUS_IMAGE=localhost/plexus-e2e/plexus:e2e
@@ -115,17 +116,21 @@ node_images() {
   if bare; then plexus_image; fi
 }
 
-# The image the chart runs (bare clusters): the checkout's plexus and plexus-controller with the shared libraries
-# they link, rebuilt at each `up` (the binaries change between runs), into the state dir.
+# The image the chart runs (bare clusters): the three binaries of scripts/build-image-binaries, the recipe the
+# Dockerfile runs (PLEXUS_IMAGE_BIN_DIR: built already, as scripts/test does; else built here), with the shared
+# libraries plexus-daemon and plexus-controller link (this machine's Debian 12 glibc: what the Dockerfile's base
+# image provides; plexus is static), rebuilt at each `up` into the state dir.
 plexus_image() {
-  local controller lib entries=("usr/local/bin/plexus=$STATE/plexus.stripped" tmp/ run/ etc/
-    "usr/local/bin/plexus-daemon=$STATE/plexus-daemon.stripped")
-  # Without debug info (a debug build is ~170 MB; the installer copies it onto the node).
-  strip -o "$STATE/plexus.stripped" "$PLEXUS_BIN" || die "could not strip $PLEXUS_BIN"
-  strip -o "$STATE/plexus-daemon.stripped" "$PLEXUS_DAEMON_BIN" || die "could not strip $PLEXUS_DAEMON_BIN"
-  controller=$(controller_bin)
-  entries+=("usr/local/bin/plexus-controller=$controller")
-  for lib in $(ldd "$PLEXUS_BIN" "$PLEXUS_DAEMON_BIN" "$controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
+  local dir bin lib entries=(tmp/ run/ etc/)
+  dir=${PLEXUS_IMAGE_BIN_DIR:-}
+  if [ -z "$dir" ]; then
+    dir=$("$PLEXUS_REPO/scripts/build-image-binaries") || die "scripts/build-image-binaries failed"
+  fi
+  for bin in plexus plexus-daemon plexus-controller; do
+    [ -x "$dir/$bin" ] || die "no $dir/$bin (scripts/build-image-binaries makes it)"
+    entries+=("usr/local/bin/$bin=$dir/$bin")
+  done
+  for lib in $(ldd "$dir/plexus-daemon" "$dir/plexus-controller" | awk '$1 ~ /^\// && $1 !~ /:$/ { print $1 } $3 ~ /^\// { print $3 }' | sort -u); do
     entries+=("${lib#/}=$(readlink -f "$lib")")
   done
   "$OCI_IMAGE_BIN" "$STATE/plexus-image.tar" "$PLEXUS_IMAGE" /usr/local/bin/plexus "${entries[@]}" >/dev/null ||

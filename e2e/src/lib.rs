@@ -3,6 +3,8 @@
 //!
 //! Every test works in a Kubernetes namespace of its own and a network namespace of its own; both go away on drop.
 
+#![forbid(unsafe_code)]
+
 pub mod node;
 pub mod oci;
 pub mod thick;

@@ -3,6 +3,8 @@
 //! One pod in thin mode and one in thick mode (a daemon whose client is on that control plane), on the same
 //! control plane: starting one is the expensive part.
 
+#![forbid(unsafe_code)]
+
 use plexus_e2e::thick::Daemon;
 use plexus_e2e::*;
 use serde_json::json;

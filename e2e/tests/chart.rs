@@ -8,6 +8,8 @@
 //! ServiceAccounts, server-side dry runs of several value sets, Multus's own samples, a token rotation, an upgrade that
 //! rolls the DaemonSet while pods are being created, and the uninstall.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +187,92 @@ fn helm_lint_strict() {
         let out = helm_output(&["lint", "--strict", &chart(), "--set", bad]);
         assert!(!out.status.success(), "{bad} passed lint");
     }
+}
+
+/// What the chart renders for least privilege: the runtime's default seccomp profile on every pod (thin and thick),
+/// the two admission policies and their bindings unless switched off, and the webhook's NetworkPolicy only when asked
+/// for, never without the API server's addresses.
+#[test]
+fn the_chart_renders_seccomp_admission_policies_and_the_network_policy() {
+    let render = |set: &[&str]| {
+        let chart = chart();
+        let mut args = vec!["template", "plexus", chart.as_str(), "-n", NAMESPACE];
+        args.extend(set);
+        helm_output(&args)
+    };
+    let text = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for mode in ["thin", "thick"] {
+        let rendered = text(render(&["--set", &format!("node.mode={mode}")]));
+        let pods = rendered.matches("\n  template:\n").count();
+        assert_eq!(pods, 2, "the node DaemonSet and the controller Deployment");
+        assert_eq!(
+            rendered
+                .matches("seccompProfile: {type: RuntimeDefault}")
+                .count(),
+            pods,
+            "{mode}: every pod template has the RuntimeDefault profile"
+        );
+        assert_eq!(
+            rendered
+                .matches("kind: ValidatingAdmissionPolicy\n")
+                .count(),
+            2
+        );
+        assert_eq!(
+            rendered
+                .matches("kind: ValidatingAdmissionPolicyBinding\n")
+                .count(),
+            2
+        );
+        assert!(!rendered.contains("kind: NetworkPolicy"));
+        assert!(rendered.contains(&format!(
+            "request.userInfo.username == \"system:serviceaccount:{NAMESPACE}:plexus-node\""
+        )));
+    }
+    let off = text(render(&["--set", "admissionPolicies.enabled=false"]));
+    assert!(!off.contains("ValidatingAdmissionPolicy"), "{off}");
+    let without_controller = text(render(&[
+        "--set",
+        "controller.enabled=false",
+        "--set",
+        "webhook.enabled=false",
+    ]));
+    assert_eq!(
+        without_controller
+            .matches("kind: ValidatingAdmissionPolicy\n")
+            .count(),
+        1
+    );
+
+    let refused = render(&["--set", "webhook.networkPolicy.enabled=true"]);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr)
+                .contains("webhook.networkPolicy.apiServerCIDRs must name"),
+        "{refused:?}"
+    );
+    let policy = text(render(&[
+        "--set",
+        "webhook.networkPolicy.enabled=true",
+        "--set",
+        "webhook.networkPolicy.apiServerCIDRs={192.0.2.10/32}",
+    ]));
+    let policy = &policy[policy.find("kind: NetworkPolicy").expect("a NetworkPolicy")..];
+    let policy = policy.split("\n---").next().unwrap_or_default();
+    assert!(
+        policy.contains("- ipBlock: {cidr: \"192.0.2.10/32\"}")
+            && policy.contains("- {port: 9443, protocol: TCP}"),
+        "{policy}"
+    );
+    // Without metricsFrom, the metrics port is not opened to anyone.
+    assert!(!policy.contains("port: 9464"), "{policy}");
 }
 
 #[test]
@@ -392,6 +480,28 @@ fn chart_lifecycle() {
     }
     rollout("deployment/plexus-controller");
 
+    // ---- the image's own plexus, with arguments: the installer (its readiness probe, `install --check`, passed) ----
+    let (node_pod_name, _) = node_pod().expect("one node pod");
+    let help = kubectl(
+        &[
+            "exec",
+            "-n",
+            NAMESPACE,
+            &node_pod_name,
+            "-c",
+            "install",
+            "--",
+            "/usr/local/bin/plexus",
+            "install",
+            "--help",
+        ],
+        None,
+    );
+    assert!(
+        help.contains("Usage: plexus install") && help.contains("--check"),
+        "{help}"
+    );
+
     // ---- the webhook, called by the API server through the controller's Service ------------------------------------
     let vwc: Value = serde_json::from_str(&kubectl(
         &[
@@ -496,6 +606,20 @@ fn chart_lifecycle() {
     ));
     assert!(!can_i(CONTROLLER_SA, "create", "leases", Some(NAMESPACE)));
 
+    // ---- least privilege held by the API server (the chart's ValidatingAdmissionPolicies) ----------------------------
+    let server = kubectl(
+        &[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        None,
+    );
+    let server = server.trim().to_owned();
+    admission_policies(&nodes, &server, &kubeconfig_file, &ns.name);
+
     // ---- server-side dry runs of other value sets --------------------------------------------------------------------
     let dry = KubeNamespace::new("chart-dry");
     for set in [
@@ -534,6 +658,22 @@ fn chart_lifecycle() {
             "--set",
             "node.daemon.metricsPort=9475",
         ],
+        vec![
+            "--set",
+            "admissionPolicies.enabled=false",
+            "--set",
+            "controller.maxConcurrentReviews=8",
+            "--set",
+            "controller.reviewTimeoutSeconds=2.5",
+        ],
+        vec![
+            "--set",
+            "webhook.networkPolicy.enabled=true",
+            "--set",
+            "webhook.networkPolicy.apiServerCIDRs={198.18.0.1/32,10.0.0.0/8}",
+            "--set-json",
+            r#"webhook.networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
+        ],
     ] {
         let chart = chart();
         let mut args = vec!["template", "dry", &chart, "-n", &dry.name];
@@ -562,26 +702,14 @@ fn chart_lifecycle() {
     multus_samples(&nodes, &ns.name, &macvlan_subnet);
 
     // ---- token rotation, written the way the kubelet writes a projected volume ------------------------------------
-    // Two rotations: tokens bound to Secrets of the test's own, so the first one can be made invalid (deleting the
-    // object a token is bound to ends it, as expiry does; a TokenRequest lives at least 10 minutes).
-    for secret in ["rotation-a", "rotation-b"] {
-        kubectl(
-            &["create", "secret", "generic", secret, "-n", NAMESPACE],
-            None,
-        );
+    // Two rotations: tokens bound to pods of the test's own on the node (the admission policy needs the node name a
+    // pod-bound token carries), so the first one can be made invalid (deleting the object a token is bound to ends
+    // it, as expiry does; a TokenRequest lives at least 10 minutes).
+    for pod in ["rotation-a", "rotation-b"] {
+        create_host_network_pod(&nodes, NAMESPACE, pod);
     }
     let first = rotate_token(&nodes, &kubeconfig_file, "rotation-a");
-    let server = kubectl(
-        &[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ],
-        None,
-    );
-    let server = server.trim();
+    let server = server.as_str();
     create_node_pod(
         &nodes,
         0,
@@ -610,7 +738,7 @@ fn chart_lifecycle() {
         "the first token works before its Secret is deleted: {valid:?}"
     );
     rotate_token(&nodes, &kubeconfig_file, "rotation-b");
-    kubectl(&["delete", "secret", "rotation-a", "-n", NAMESPACE], None);
+    force_delete_pod(NAMESPACE, "rotation-a");
     wait_until(
         "the first token to be refused by the API server",
         Duration::from_secs(30),
@@ -749,7 +877,7 @@ fn chart_lifecycle() {
         delete_pod(&ns.name, pod);
     }
     // The second rotation's token is long out of use (the upgrades gave the node pod new ones).
-    kubectl(&["delete", "secret", "rotation-b", "-n", NAMESPACE], None);
+    force_delete_pod(NAMESPACE, "rotation-b");
     helm(&[
         "uninstall",
         RELEASE,
@@ -774,8 +902,9 @@ fn chart_lifecycle() {
     let left = kubectl(
         &[
             "get",
-            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,daemonsets,deployments,services,\
-             serviceaccounts,configmaps,secrets,roles,rolebindings,leases,network-attachment-definitions",
+            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,validatingadmissionpolicies,\
+             validatingadmissionpolicybindings,daemonsets,deployments,services,serviceaccounts,configmaps,secrets,roles,\
+             rolebindings,leases,network-attachment-definitions,networkpolicies",
             "-A",
             "-l",
             "app.kubernetes.io/instance=plexus",
@@ -812,10 +941,266 @@ fn chart_lifecycle() {
     kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"], None);
 }
 
+/// A pod of the node ServiceAccount on the node that needs no network of Plexus's (host network): what the rotation's
+/// tokens are bound to.
+fn create_host_network_pod(nodes: &Nodes, namespace: &str, name: &str) {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodeName": nodes.name(0), "hostNetwork": true, "terminationGracePeriodSeconds": 0,
+            // A token can only be bound to a pod of its own ServiceAccount.
+            "serviceAccountName": "plexus-node", "automountServiceAccountToken": false,
+            "tolerations": [{"key": NODE_TAINT, "operator": "Exists"}],
+            "containers": [{"name": "sleep", "image": nodes.image, "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]}]
+        }
+    });
+    kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
+}
+
+/// Gone from the API server at once (what a token bound to it needs to stop working).
+fn force_delete_pod(namespace: &str, name: &str) {
+    kubectl(
+        &[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
+}
+
+/// kubectl with only `token` as credentials (no client certificate of the test's own kubeconfig rides along).
+fn as_token(server: &str, token: &str, args: &[&str]) -> Output {
+    let mut all = vec![
+        "--kubeconfig=/dev/null".to_owned(),
+        format!("--server={server}"),
+        "--insecure-skip-tls-verify".to_owned(),
+        format!("--token={token}"),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    kubectl_output(&all, None)
+}
+
+/// `what` was refused by the API server, by the named policy, with its message.
+fn assert_refused(out: &Output, what: &str, policy: &str, message: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "ValidatingAdmissionPolicy '{policy}' with binding '{policy}' denied request"
+            ))
+            && err.contains(message),
+        "{what} was not refused by {policy} with {message:?}: {err}"
+    );
+}
+
+/// The chart's ValidatingAdmissionPolicies against real tokens: the node's (the one the installer wrote into the
+/// plugin's kubeconfig, projected by the kubelet and bound to the node pod) may write network-status on its own
+/// node's pods and nothing else; the controller's may change a pod's NetworksReady condition and nothing else.
+fn admission_policies(nodes: &Nodes, server: &str, kubeconfig_file: &Path, namespace: &str) {
+    const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+    let doc: Value = serde_json::from_slice(&std::fs::read(kubeconfig_file).unwrap()).unwrap();
+    let node_token = doc["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What the API server makes of it: the node ServiceAccount, and the name of the node the pod runs on.
+    let who = as_token(server, &node_token, &["auth", "whoami", "-o", "json"]);
+    assert!(who.status.success(), "{who:?}");
+    let who: Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], NODE_SA, "{who}");
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/node-name"],
+        serde_json::json!([nodes.name(0)]),
+        "the plugin's token carries its node's name: {who}"
+    );
+
+    // network-status of a pod on its node: allowed (its value, written again).
+    let current = pod_annotations(namespace, "first")
+        .get(STATUS)
+        .cloned()
+        .expect("first has network-status");
+    let status_patch =
+        serde_json::json!({"metadata": {"annotations": {STATUS: current}}}).to_string();
+    let patch = |token: &str, pod: &str, body: &str| {
+        as_token(
+            server,
+            token,
+            &[
+                "patch",
+                "pod",
+                pod,
+                "-n",
+                namespace,
+                "--type",
+                "strategic",
+                "-p",
+                body,
+            ],
+        )
+    };
+    let out = patch(&node_token, "first", &status_patch);
+    assert!(out.status.success(), "network-status refused: {out:?}");
+
+    // Anything else of the pod: refused, by the API server, with the policy's reason.
+    let only_status = format!("plexus-node may only change the pod's {STATUS} annotation");
+    // A strategic merge by container name: only the image changes, which the API server's own validation allows.
+    let container = kubectl(
+        &[
+            "get",
+            "pod",
+            "first",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.containers[0].name}",
+        ],
+        None,
+    );
+    let image = serde_json::json!({"spec": {"containers": [{"name": container.trim(), "image": "evil:latest"}]}})
+        .to_string();
+    for body in [
+        r#"{"metadata": {"labels": {"plexus-test": "relabelled"}}}"#.to_owned(),
+        image,
+        r#"{"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": "other"}}}"#.to_owned(),
+    ] {
+        let out = patch(&node_token, "first", &body);
+        assert_refused(&out, &body, "plexus-node", &only_status);
+    }
+
+    // network-status of a pod on another node: refused (a pod bound to a node that has no kubelet here).
+    let elsewhere = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere", "namespace": namespace},
+        "spec": {"nodeName": "plexus-other-node", "containers": [{"name": "c", "image": nodes.image}]}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&elsewhere.to_string()));
+    let out = patch(&node_token, "elsewhere", &status_patch);
+    assert_refused(
+        &out,
+        "network-status of elsewhere",
+        "plexus-node",
+        &format!(
+            "plexus-node may only change pods of the node its token was issued for ({}), and elsewhere is on \
+             plexus-other-node",
+            nodes.name(0)
+        ),
+    );
+    kubectl(
+        &[
+            "delete",
+            "pod",
+            "elsewhere",
+            "-n",
+            namespace,
+            "--wait=false",
+        ],
+        None,
+    );
+
+    // A token of the node ServiceAccount bound to no pod carries no node: refused even for network-status.
+    let unbound = kubectl(
+        &[
+            "create",
+            "token",
+            "plexus-node",
+            "-n",
+            NAMESPACE,
+            "--duration",
+            "10m",
+        ],
+        None,
+    );
+    let out = patch(unbound.trim(), "first", &status_patch);
+    assert_refused(
+        &out,
+        "network-status with an unbound token",
+        "plexus-node",
+        "a token bound to no node",
+    );
+
+    // The controller: the NetworksReady condition through pods/status, nothing else. Its own request (a strategic
+    // merge PATCH of pods/status: its RBAC has no GET of pods/status, which kubectl patch would make first), as
+    // server-side dry runs: the policies run, nothing is stored, the real controller's condition stays.
+    let controller_token = kubectl(
+        &[
+            "create",
+            "token",
+            "plexus-controller",
+            "-n",
+            NAMESPACE,
+            "--duration",
+            "10m",
+        ],
+        None,
+    );
+    let controller_token = controller_token.trim();
+    let status_patch = |path: &str, body: &str| -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sk", "-X", "PATCH", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {controller_token}")])
+            .args(["-H", "Content-Type: application/strategic-merge-patch+json"])
+            .args(["--data", body])
+            .arg(format!(
+                "{server}/api/v1/namespaces/{namespace}/pods/first{path}?dryRun=All"
+            ))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    };
+    let condition = |kind: &str| {
+        serde_json::json!({"status": {"conditions": [{"type": kind, "status": "False", "reason": "Test",
+            "message": "set by the chart test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+        .to_string()
+    };
+    let (code, body) = status_patch("/status", &condition("k8s.cni.cncf.io/NetworksReady"));
+    assert_eq!(code, 200, "NetworksReady refused: {body}");
+    let refused_by_controller_policy = |path: &str, body: &str, message: &str| {
+        let (code, answer) = status_patch(path, body);
+        assert!(
+            code == 403
+                && answer.contains(
+                    "ValidatingAdmissionPolicy 'plexus-controller' with binding 'plexus-controller' denied request"
+                )
+                && answer.contains(message),
+            "{path} {body}: {code} {answer}"
+        );
+    };
+    let only_condition =
+        "plexus-controller may only change the pod's k8s.cni.cncf.io/NetworksReady condition";
+    for body in [
+        condition("Ready"),
+        r#"{"status": {"podIP": "203.0.113.9", "podIPs": [{"ip": "203.0.113.9"}]}}"#.to_owned(),
+        r#"{"status": {"phase": "Failed"}}"#.to_owned(),
+    ] {
+        refused_by_controller_policy("/status", &body, only_condition);
+    }
+    refused_by_controller_policy(
+        "/status",
+        r#"{"metadata": {"labels": {"plexus-test": "relabelled"}}}"#,
+        "plexus-controller may not change the pod's spec or metadata",
+    );
+    // RBAC refuses it the pod itself already; the policy would too.
+    let (code, _) = status_patch("", &status_patch_body_of(STATUS));
+    assert_eq!(code, 403);
+}
+
+/// A merge of one annotation, `[]` as its value.
+fn status_patch_body_of(annotation: &str) -> String {
+    serde_json::json!({"metadata": {"annotations": {annotation: "[]"}}}).to_string()
+}
+
 /// A new token for the node pod (a real TokenRequest bound to the pod, as the kubelet asks for), swapped into the
 /// pod's projected service-account volume as the kubelet does it (a new timestamped dir with every file, then the
 /// `..data` symlink replaced by a rename): the installer writes it into the plugin's kubeconfig.
-fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path, bound_secret: &str) -> String {
+fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path, bound_pod: &str) -> String {
     let (_, uid) = node_pod().expect("one node pod");
     let token = kubectl(
         &[
@@ -825,9 +1210,9 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path, bound_secret: &str) -> St
             "-n",
             NAMESPACE,
             "--bound-object-kind",
-            "Secret",
+            "Pod",
             "--bound-object-name",
-            bound_secret,
+            bound_pod,
             "--duration",
             "10m",
         ],
@@ -849,7 +1234,7 @@ fn rotate_token(nodes: &Nodes, kubeconfig_file: &Path, bound_secret: &str) -> St
             "rotate",
             &volume,
             token,
-            bound_secret,
+            bound_pod,
         ],
     );
     wait_until(

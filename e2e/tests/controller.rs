@@ -1,7 +1,10 @@
 //! plexus-controller against the real API server: the webhook `e2e/cluster up` registered refuses bad NADs and pods
 //! at `kubectl apply` with messages naming the field or element and admits legal input; the reconciler writes NAD
 //! status (seen through `kubectl get`), the pod condition NetworksReady and Events; leader election with two
-//! replicas; the webhook's failure policies when it is down; certificate reload.
+//! replicas; the webhook's failure policies when it is down; certificate reload; clients that connect and stall do
+//! not stop the API server's reviews and are disconnected.
+
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -474,6 +477,17 @@ struct Replica {
 
 impl Replica {
     fn start(identity: &str, lease: &str, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(identity, lease, cert, key, &[])
+    }
+
+    /// With more flags.
+    fn start_with(
+        identity: &str,
+        lease: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let (probe, webhook) = (free_port(), free_port());
         let child = Command::new(controller_bin())
             .args(["run", "--kubeconfig"])
@@ -494,6 +508,7 @@ impl Replica {
                 "--identity",
                 identity,
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -675,14 +690,14 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     assert!(!served_by(replica.webhook, &old_crt));
 }
 
-/// The registered ValidatingWebhookConfiguration, copied under another name, pointed at a port nobody listens on
-/// and scoped to namespaces carrying `label`; deleted on drop.
-struct DeadWebhook {
+/// The registered ValidatingWebhookConfiguration, copied under another name, pointed at `port` on 127.0.0.1 (with
+/// `ca` as its caBundle when given) and scoped to namespaces labelled `key=value`; deleted on drop.
+struct WebhookCopy {
     name: String,
 }
 
-impl DeadWebhook {
-    fn new(label: &str) -> Self {
+impl WebhookCopy {
+    fn new(key: &str, value: &str, port: u16, ca: Option<&std::path::Path>) -> Self {
         let mut config: Value = serde_json::from_str(&kubectl(
             &[
                 "get",
@@ -694,20 +709,24 @@ impl DeadWebhook {
             None,
         ))
         .unwrap();
-        let name = unique("plexus-dead-");
+        let name = unique("plexus-copy-");
         config["metadata"] = json!({ "name": name });
-        let url = format!("https://127.0.0.1:{}/validate", free_port());
+        let url = format!("https://127.0.0.1:{port}/validate");
         for webhook in config["webhooks"].as_array_mut().unwrap() {
             webhook["clientConfig"]["url"] = json!(url);
-            webhook["namespaceSelector"] =
-                json!({"matchLabels": {"plexus-e2e/dead-webhook": label}});
+            if let Some(ca) = ca {
+                let out = Command::new("base64").arg("-w0").arg(ca).output().unwrap();
+                assert!(out.status.success(), "base64 {}", ca.display());
+                webhook["clientConfig"]["caBundle"] = json!(String::from_utf8(out.stdout).unwrap());
+            }
+            webhook["namespaceSelector"] = json!({"matchLabels": {key: value}});
         }
         kubectl(&["apply", "-f", "-"], Some(&config.to_string()));
         Self { name }
     }
 }
 
-impl Drop for DeadWebhook {
+impl Drop for WebhookCopy {
     fn drop(&mut self) {
         let _ = kubectl_output(
             &["delete", "validatingwebhookconfiguration", &self.name],
@@ -730,7 +749,8 @@ fn with_the_webhook_down_nads_are_refused_and_pods_admitted() {
         ],
         None,
     );
-    let _dead = DeadWebhook::new(&label);
+    // Pointed at a port nobody listens on.
+    let _dead = WebhookCopy::new("plexus-e2e/dead-webhook", &label, free_port(), None);
     let n = &ns.name;
     // failurePolicy Fail for NADs: nothing unchecked lands.
     let err = eventually("the dead webhook to take effect", || {
@@ -744,4 +764,110 @@ fn with_the_webhook_down_nads_are_refused_and_pods_admitted() {
     apply(&pod(n, "while-down", Some("no-such-net")))
         .expect("pods are admitted while the webhook is down");
     apply(&pod(n, "plain", None)).expect("pods without the annotation never reach the webhook");
+}
+
+/// Clients that connect to the webhook and stall: some never start the TLS handshake, some stop in the middle of it,
+/// some finish it (openssl s_client) and send half of a request's headers. While they hold their connections, the
+/// API server's reviews are answered (a bad NAD is refused by this replica); and the replica closes every one of them
+/// (handshake timeout, header read timeout, idle limit), so stalled clients cannot pile up.
+#[test]
+fn stalled_clients_neither_block_the_api_servers_reviews_nor_stay_connected() {
+    use std::io::{Read, Write};
+    // Out of reach of the live webhook (admission off), in reach of this test's replica.
+    let ns = KubeNamespace::without_admission("loris");
+    let label = ns.name.clone();
+    kubectl(
+        &[
+            "label",
+            "namespace",
+            &ns.name,
+            &format!("plexus-e2e/loris={label}"),
+        ],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = self_signed(dir.path(), "loris");
+    let replica = Replica::start_with(
+        "loris",
+        &unique("plexus-e2e-loris-"),
+        &crt,
+        &key,
+        &[
+            "--no-reconcile",
+            "--tls-handshake-timeout-seconds",
+            "2",
+            "--header-read-timeout-seconds",
+            "2",
+            "--connection-idle-seconds",
+            "4",
+            "--max-concurrent-reviews",
+            "4",
+        ],
+    );
+    let _webhook = WebhookCopy::new("plexus-e2e/loris", &label, replica.webhook, Some(&crt));
+    let address = format!("127.0.0.1:{}", replica.webhook);
+
+    // 200 connections that send nothing, 50 that stop after the first bytes of a TLS ClientHello.
+    let mut stalled: Vec<std::net::TcpStream> = (0..250)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    for stream in &mut stalled[200..] {
+        stream.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+    }
+    // 10 that finish the handshake and send half of a request's headers, then wait.
+    let mut half_requests: Vec<Child> = (0..10)
+        .map(|_| {
+            let mut child = Command::new("openssl")
+                .args(["s_client", "-quiet", "-connect", &address])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run openssl s_client");
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            child
+        })
+        .collect();
+
+    // The API server's reviews are answered meanwhile.
+    let err = eventually("the replica's webhook to take effect", || {
+        apply(&nad(&ns.name, "while-stalled", Some("not json"))).err()
+    });
+    assert!(err.contains("denied the request"), "{err}");
+    refused(
+        &nad(&ns.name, "still-stalled", Some("not json")),
+        "denied the request",
+    );
+
+    // And every stalled connection is closed by the replica: EOF or a reset, never the client's own read timeout.
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let closed = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                // A TLS alert before the close.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(e) => panic!("still connected after 30 s: {e}"),
+            }
+        };
+        assert!(closed);
+    }
+    // Their stdin stays open: they exit only because the replica closed the connection.
+    for child in &mut half_requests {
+        eventually("s_client to be disconnected", || child.try_wait().unwrap());
+    }
+    // The replica itself is still serving.
+    refused(
+        &nad(&ns.name, "after-stalled", Some("not json")),
+        "denied the request",
+    );
 }

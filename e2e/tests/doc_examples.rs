@@ -3,6 +3,8 @@
 //! values change (see `plexus_tests::doc_examples`). Each pod gets the interfaces its annotation asks for, a
 //! network-status naming them, and nothing is left after DEL. In thin and in thick mode.
 
+#![forbid(unsafe_code)]
+
 use plexus_api::selection::parse_selections;
 use plexus_e2e::thick::Mode;
 use plexus_e2e::*;

@@ -5,6 +5,8 @@
 //! file is left. Every test runs in thin and in thick mode (in thick mode the proxy is in front of the daemon's
 //! client, and SIGKILL hits the daemon).
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

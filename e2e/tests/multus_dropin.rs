@@ -3,6 +3,8 @@
 //! without a record (with and without the API server), and the codes of pod errors. Real kube-apiserver, real
 //! plugins, real network namespaces; every test cleans up after itself.
 
+#![forbid(unsafe_code)]
+
 use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::{Value, json};

@@ -4,6 +4,8 @@
 //! Every test runs twice from one body: `<name>::thin` (the node's CNI config is `plexus`) and `<name>::thick` (the
 //! pods' RuntimeClass makes containerd use the shim config, which forwards to the node's `plexus-daemon`).
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use plexus_e2e::node::*;

@@ -4,6 +4,8 @@
 //! a failure as the node's network not being ready). These tests change node-wide state, so this binary runs them
 //! one at a time, apart from the other node tests (cargo runs test binaries one after another).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Mutex;
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! API server's own `kubernetes` Service, the way in-cluster clients (a service account token and
 //! KUBERNETES_SERVICE_HOST) reach it. Needs `eval "$(e2e/cluster env)"`.
 
+#![forbid(unsafe_code)]
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! `plexus` in Kubernetes mode against a real kube-apiserver: pods, their annotations and NetworkAttachmentDefinitions
 //! in, interfaces in real network namespaces and network-status out.
 
+#![forbid(unsafe_code)]
+
 use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::{Value, json};

@@ -1,6 +1,8 @@
 //! What Plexus may do in the API server: the least-privilege rules it needs, and what happens when network-status
 //! cannot be written (the ADD is undone, nothing is left attached).
 
+#![forbid(unsafe_code)]
+
 use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::json;

@@ -1,6 +1,8 @@
 //! Thick mode against the real control plane: `plexus-daemon` (watch caches, unix socket, metrics) and `plexus` as
 //! its shim, with the real CNI plugins in real network namespaces.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};

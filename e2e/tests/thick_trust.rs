@@ -2,6 +2,8 @@
 //! can't make `plexus-daemon` do, against the real control plane with the real CNI plugins in real network
 //! namespaces (docs/configuration.md, "What a caller of the socket can do").
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;

@@ -3,6 +3,8 @@
 //! and thick) refuses it before anything runs — no program it names is executed, no file it names is created, no
 //! interface is attached — and that the webhook refuses it at `kubectl apply`.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use plexus_e2e::thick::Mode;

@@ -14,6 +14,8 @@
 //! * [`install`] — `plexus install`, the node installer (a different program, linked into the same binary);
 //!   [`files`] — how files in root-owned directories are opened; [`logging`].
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod env;
 pub mod error;

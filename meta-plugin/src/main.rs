@@ -10,11 +10,17 @@
 //! 0.14 ms per exec here (docs/benchmarks.md, "The plexus binary"). What of it `plexus` needs is done in
 //! [`main`]: closed standard descriptors reopened on `/dev/null`, SIGPIPE ignored (a write to a delegate or a caller
 //! that has gone is an error, not the end of the process; children start with it back at its default, as std's
-//! `Command` resets it), stdout flushed at the end.
+//! `Command` resets it), stdout flushed at the end. The command line is taken from `main`'s own `argc`/`argv`:
+//! `std::env::args` is filled before `main` only on glibc, which passes them to the start-up functions that std
+//! registers; musl calls those without arguments, so there it stays empty and `plexus install` would run as the CNI
+//! plugin (`meta-plugin/tests/install.rs` runs `install --help` and `install --check` on the built binary, and the
+//! chart's readiness probe runs `install --check` in the image).
 
 #![no_main]
 
+use std::ffi::{CStr, OsStr, OsString, c_char, c_int};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use clap::Parser;
 use plexus_cni::error::PlexusError;
@@ -33,10 +39,8 @@ enum Cli {
 
 /// The process's entry point, called by the C runtime (see the module's doc).
 #[unsafe(no_mangle)]
-extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let args = arguments(argc, argv);
     standard_descriptors();
     // SAFETY: no other thread exists yet, and SIG_IGN installs no handler code.
     let _ = unsafe {
@@ -45,9 +49,29 @@ extern "C" fn main(
             nix::sys::signal::SigHandler::SigIgn,
         )
     };
-    let code = run();
+    let code = run(args);
     let _ = std::io::stdout().flush();
     code
+}
+
+/// The command line the C runtime passed to [`main`], copied into owned strings (bytes as they are: a path need not
+/// be UTF-8). Stops at the first null pointer, so a wrong `argc` cannot make it read past `argv`'s end.
+fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<OsString> {
+    let count = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..count)
+        .map_while(|i| {
+            // SAFETY: the C runtime passes `argc` pointers in `argv` followed by a null one; reading stops at the first
+            // null pointer, so `i` never passes it.
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: each non-null entry is a NUL-terminated string that lives as long as the process; its bytes are
+            // copied here.
+            (!arg.is_null())
+                .then(|| OsStr::from_bytes(unsafe { CStr::from_ptr(arg) }.to_bytes()).to_owned())
+        })
+        .collect()
 }
 
 /// Descriptors 0, 1 and 2 open: a closed one is opened on `/dev/null`, so that no file or socket `plexus` opens takes
@@ -72,9 +96,16 @@ fn standard_descriptors() {
 }
 
 /// What `plexus` does, and its exit status.
-fn run() -> std::ffi::c_int {
-    if std::env::args_os().len() > 1 {
-        let Cli::Install(args) = Cli::parse();
+fn run(args: Vec<OsString>) -> c_int {
+    if args.len() > 1 {
+        let Cli::Install(args) = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            // --help and --version too: printed on stdout, exit status 0.
+            Err(e) => {
+                let _ = e.print();
+                return e.exit_code();
+            }
+        };
         return match plexus_cni::install::main(*args) {
             Ok(()) => 0,
             Err(e) => {

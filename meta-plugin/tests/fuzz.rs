@@ -9,6 +9,8 @@
 //! higher for a long run. A failing case is shrunk by proptest and written to the target's corpus folder as
 //! `found-<hash>`: commit it, and it is replayed by `corpus_replays_without_panics` (and seeds every later run).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! CNI bin and conf dir, a service-account dir laid out as the kubelet writes projected volumes (`token` ->
 //! `..data/token`, `..data` -> a timestamped dir, swapped by a rename on rotation).
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -341,4 +343,79 @@ fn thick_mode_writes_a_shim_conf_and_removes_the_thin_kubeconfig() {
     wait_for("the thin kubeconfig gone", || !host.kubeconfig().exists());
     thin.stop();
     thick.stop();
+}
+
+/// `plexus` as the image ships it when scripts/test built it (scripts/build-image-binaries, PLEXUS_NODE_PLEXUS_BIN:
+/// static, release), else cargo's build of it.
+fn shipped_plexus() -> PathBuf {
+    std::env::var_os("PLEXUS_NODE_PLEXUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PLEXUS))
+}
+
+/// The command line comes from the C `main`'s argv (not from std's start-up capture, which musl does not feed): with
+/// arguments, `plexus` is the installer. As the CNI plugin it would instead read stdin and print a CNI error object.
+#[test]
+fn install_help_and_check_run_the_installer_from_mains_argv() {
+    let plexus = shipped_plexus();
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(&plexus)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let help = run(&["install".as_ref(), "--help".as_ref()]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        text.contains("Usage: plexus install")
+            && text.contains("--check")
+            && text.contains("--host-root"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("installed");
+    let check = run(&[
+        "install".as_ref(),
+        "--check".as_ref(),
+        "--ready-file".as_ref(),
+        ready.as_os_str(),
+    ]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert!(
+        check.stdout.is_empty(),
+        "no CNI answer on stdout: {check:?}"
+    );
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("not installed yet") && err.contains(&*ready.to_string_lossy()),
+        "{err}"
+    );
+    std::fs::write(&ready, "").unwrap();
+    let check = run(&[
+        "install".as_ref(),
+        "--check".as_ref(),
+        "--ready-file".as_ref(),
+        ready.as_os_str(),
+    ]);
+    assert!(check.status.success(), "{check:?}");
+
+    // An argument that is not UTF-8 (a path) reaches the installer byte for byte.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"ready-\xff"));
+    std::fs::write(&odd, "").unwrap();
+    let check = run(&[
+        "install".as_ref(),
+        "--check".as_ref(),
+        "--ready-file".as_ref(),
+        odd.as_os_str(),
+    ]);
+    assert!(check.status.success(), "{check:?}");
+
+    // An unknown flag is the installer's usage error (clap's exit status 2), not a CNI call.
+    let bad = run(&["install".as_ref(), "--no-such-flag".as_ref()]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(bad.stdout.is_empty(), "{bad:?}");
 }

@@ -2,6 +2,8 @@
 //! namespaces and host links that remove themselves on drop (also when a test fails), and inspection of what is
 //! left in a namespace, in host-local's lease store and in Plexus's record directory.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! except for machine-local values (see `plexus_tests::doc_examples`): ADD, CHECK, DEL against the reference plugins,
 //! and nothing left. The Kubernetes-mode blocks are run by `e2e/tests/doc_examples.rs`.
 
+#![forbid(unsafe_code)]
+
 use plexus_tests::doc_examples::{Localiser, code_blocks, configuration_page};
 use plexus_tests::*;
 use serde_json::{Value, json};

@@ -4,6 +4,8 @@
 //! read-only tmpfs under `cniDir`, many sandboxes at once. Every test ends with [`assert_no_leftovers`]: no link,
 //! lease, record, iptables rule or netns file is left.
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The house rules of ARCHITECTURE.md that a machine can check: no import circle between the modules of a crate,
 //! and no product source file over 800 lines before its tests.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! confDir and an unreachable API server. Each test makes its own namespaces, subnets, lease store and record
 //! directory, and removes them on drop.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use plexus_tests::*;

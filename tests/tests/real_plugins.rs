@@ -1,6 +1,8 @@
 //! `plexus` run as a runtime runs it, against the real CNI reference plugins in real network namespaces.
 //! Every test makes its own namespace, bridge, subnets, lease store and record directory, and removes them on drop.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

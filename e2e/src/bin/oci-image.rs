@@ -1,6 +1,8 @@
 //! `oci-image OUT.tar NAME ENTRYPOINT ENTRY...`: writes a one-layer OCI image archive for `ctr images import`.
 //! ENTRYPOINT is a comma-separated argv; each ENTRY is `path=host-file`, `path->symlink-target` or `dir/`.
 
+#![forbid(unsafe_code)]
+
 use plexus_e2e::oci::{Entry, Image, write_archive};
 
 fn main() -> std::process::ExitCode {

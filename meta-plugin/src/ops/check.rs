@@ -21,10 +21,13 @@ pub fn check(ctx: &Context, sandbox: &Sandbox) -> Result<(), PlexusError> {
         )?;
     }
     let store = ctx.store.locate(&sandbox.container_id, &sandbox.ifname);
-    let _lock = store.lock(&sandbox.container_id, &sandbox.ifname)?;
+    let lock = store.lock(&sandbox.container_id, &sandbox.ifname)?;
     let record = match store.load(&sandbox.container_id, &sandbox.ifname) {
         Loaded::Found(r) => r,
         Loaded::Missing => {
+            // Nothing to check: the lock file made for this call goes too (CHECKs of unknown containers leave
+            // nothing behind).
+            store.remove(lock, &sandbox.container_id, &sandbox.ifname)?;
             return Err(PlexusError::UnknownContainer {
                 container_id: sandbox.container_id.clone(),
                 ifname: sandbox.ifname.clone(),

@@ -1,0 +1,103 @@
+//! What ships, checked on the repository itself: every crate root forbids unsafe code unless it is on the short list
+//! of roots that need it, and the Dockerfile pins its base images by digest and builds the image's binaries with the
+//! recipe the tests use (scripts/build-image-binaries).
+
+#![forbid(unsafe_code)]
+
+use plexus_tests::repo;
+use serde_json::Value;
+
+/// Crate roots with unsafe code, each for a reason of its own.
+const UNSAFE_ROOTS: [&str; 3] = [
+    // The C `main` (no Rust start-up: docs/benchmarks.md) reads argc/argv and ignores SIGPIPE.
+    "meta-plugin/src/main.rs",
+    // The socket's callers' supplementary groups (SO_PEERGROUPS, which nix lacks): one function in server.rs, allowed
+    // there; the rest of the crate denies unsafe code.
+    "daemon/src/lib.rs",
+    // The benchmark reads the resource use of processes through libc.
+    "e2e/benches/add_del/main.rs",
+];
+
+#[test]
+fn every_crate_root_forbids_unsafe_code_but_the_listed_ones() {
+    let repo = repo();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(&repo)
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut roots = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        for target in package["targets"].as_array().unwrap() {
+            let path = std::path::Path::new(target["src_path"].as_str().unwrap());
+            roots.push(path.strip_prefix(&repo).unwrap_or(path).to_owned());
+        }
+    }
+    assert!(roots.len() > 20, "{roots:?}");
+    let mut missing = Vec::new();
+    for root in &roots {
+        let text = std::fs::read_to_string(repo.join(root)).unwrap();
+        let listed = UNSAFE_ROOTS.iter().any(|r| root.as_os_str() == *r);
+        let forbids = text.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]");
+        if forbids == listed {
+            missing.push(format!(
+                "{} (listed as needing unsafe: {listed})",
+                root.display()
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "each crate root either forbids unsafe code or is listed in UNSAFE_ROOTS, not both: {missing:#?}"
+    );
+}
+
+#[test]
+fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_the_tests_recipe() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "a build stage and the image: {froms:?}");
+    for from in &froms {
+        let image = from.split_whitespace().nth(1).unwrap();
+        let digest = image
+            .split_once("@sha256:")
+            .map(|(_, d)| d)
+            .unwrap_or_default();
+        assert!(
+            digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "not pinned by digest: {from}"
+        );
+    }
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("RUN ")).collect();
+    assert_eq!(
+        runs,
+        ["RUN scripts/build-image-binaries /out"],
+        "the one recipe, nothing else"
+    );
+    assert!(
+        text.lines().any(|l| l
+            == "COPY --from=build /out/plexus /out/plexus-daemon /out/plexus-controller /usr/local/bin/"),
+        "{text}"
+    );
+    // The recipe scripts/test runs for the tests is the same script.
+    let test = std::fs::read_to_string(repo().join("scripts/test")).unwrap();
+    assert!(
+        test.contains("PLEXUS_IMAGE_BIN_DIR=$(scripts/build-image-binaries)"),
+        "scripts/test"
+    );
+}

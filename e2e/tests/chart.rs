@@ -663,7 +663,7 @@ fn chart_lifecycle() {
             "admissionPolicies.enabled=false",
             "--set",
             "controller.maxConcurrentReviews=8",
-            "--set",
+            "--set-json",
             "controller.reviewTimeoutSeconds=2.5",
         ],
         vec![
@@ -1177,7 +1177,7 @@ fn admission_policies(nodes: &Nodes, server: &str, kubeconfig_file: &Path, names
         "plexus-controller may only change the pod's k8s.cni.cncf.io/NetworksReady condition";
     for body in [
         condition("Ready"),
-        r#"{"status": {"podIP": "203.0.113.9", "podIPs": [{"ip": "203.0.113.9"}]}}"#.to_owned(),
+        r#"{"status": {"podIP": "203.0.113.9", "podIPs": [{"ip": "203.0.113.9"}, {"$patch": "replace"}]}}"#.to_owned(),
         r#"{"status": {"phase": "Failed"}}"#.to_owned(),
     ] {
         refused_by_controller_policy("/status", &body, only_condition);

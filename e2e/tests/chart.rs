@@ -373,7 +373,7 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
         return chart_lifecycle();
     }
     let cluster = BareCluster::up();
-    let status = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "the_chart_installs_upgrades_and_uninstalls_on_a_real_node",
@@ -381,11 +381,22 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_node() {
         ])
         .envs(cluster.env())
         .env(CHILD, "1")
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .expect("run the test binary again");
+    // The child's own report, indented so that a count over this run's "test result:" lines counts the test once.
+    let report = String::from_utf8_lossy(&child.stdout);
+    for line in report.lines() {
+        println!("    child| {line}");
+    }
     assert!(
-        status.success(),
+        child.status.success(),
         "the chart's life on a bare node failed (its output is above)"
+    );
+    // `--exact` with a name that matched nothing would pass having run nothing.
+    assert!(
+        report.contains("test result: ok. 1 passed; 0 failed"),
+        "the child did not run exactly this one test"
     );
 }
 

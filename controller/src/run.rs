@@ -36,7 +36,7 @@ use crate::webhook::{Limits, WebhookState, router};
 #[derive(Parser, Debug)]
 #[command(
     name = "plexus-controller",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PLEXUS_COMMIT"), ")"),
     about = "Plexus controller: admission webhook and reconcilers for NetworkAttachmentDefinitions and the pods that use them"
 )]
 pub struct Cli {

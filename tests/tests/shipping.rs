@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use plexus_tests::repo;
+use plexus_tests::{plexus_bin, repo};
 use serde_json::Value;
 
 /// Crate roots with unsafe code, each for a reason of its own.
@@ -100,4 +100,36 @@ fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_the_tests_recipe() {
         test.contains("PLEXUS_IMAGE_BIN_DIR=$(scripts/build-image-binaries)"),
         "scripts/test"
     );
+}
+
+/// Every binary's `--version` names the version and the commit it was built from (the commit of this checkout,
+/// since the build script reads it when HEAD moves).
+#[test]
+fn every_binary_names_its_version_and_commit() {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let commit = String::from_utf8_lossy(&commit.stdout).trim().to_owned();
+    assert_eq!(commit.len(), 12, "not a git checkout?");
+    let dir = plexus_bin().parent().unwrap().to_owned();
+    for (bin, name) in [
+        (plexus_bin(), "plexus"),
+        (dir.join("plexus-daemon"), "plexus-daemon"),
+        (dir.join("plexus-controller"), "plexus-controller"),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {text}");
+        assert_eq!(
+            text.trim(),
+            format!("{name} {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+            "{}",
+            bin.display()
+        );
+    }
 }

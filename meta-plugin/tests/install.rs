@@ -340,6 +340,11 @@ fn thick_mode_writes_a_shim_conf_and_removes_the_thin_kubeconfig() {
     let plugin = read_json(&host.conf()).unwrap()["plugins"][0].clone();
     assert!(plugin.get("kubeconfig").is_none(), "{plugin}");
     assert_eq!(plugin["delegates"][0], bridge("pods", "198.19.4.0/24"));
+    // The daemon's own copy of the cluster network (its `clusterNetwork` names it; it takes none from requests).
+    assert_eq!(
+        read_json(&host.conf_dir().join("plexus.d/cluster-network.conflist")),
+        Some(bridge("pods", "198.19.4.0/24"))
+    );
     wait_for("the thin kubeconfig gone", || !host.kubeconfig().exists());
     thin.stop();
     thick.stop();

@@ -128,6 +128,15 @@ impl Installer {
                 }
             }
         };
+        // Thick mode: the daemon trusts only its own config, never a network the runtime's request carries; the
+        // cluster network found here reaches it through a root-owned file its `clusterNetwork` names, written first.
+        if let (Mode::Thick, Some(p)) = (self.settings.mode, &primary) {
+            write_if_changed(
+                &self.layout.cluster_network_file(),
+                &conf_bytes(&p.config),
+                0o644,
+            )?;
+        }
         let conflist = plexus_conflist(primary.as_ref(), &self.settings)?;
         pass.conf_written = write_if_changed(&self.layout.conf(), &conf_bytes(&conflist), 0o600)?;
         pass.conf_present = true;

@@ -27,6 +27,8 @@ pub const CONF_NAME: &str = "00-plexus.conflist";
 /// The installer's own directory inside the CNI conf dir: the kubeconfig and the owner claim.
 pub const STATE_DIR_NAME: &str = "plexus.d";
 pub const KUBECONFIG_NAME: &str = "plexus.kubeconfig";
+/// Thick mode: the cluster network's conf, copied for the daemon (the chart's `clusterNetwork` of the daemon names it).
+pub const CLUSTER_NETWORK_NAME: &str = "cluster-network.conflist";
 const OWNER_NAME: &str = "owner";
 /// The name of the binary in the CNI bin dir (what the conf's `type` names).
 pub const BINARY_NAME: &str = "plexus";
@@ -169,6 +171,11 @@ impl Layout {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.state_dir().join(KUBECONFIG_NAME)
+    }
+    /// Thick mode: the cluster network's conf as the installer found it, for the daemon, whose `clusterNetwork`
+    /// names it (the daemon takes no network from the runtime's request).
+    pub fn cluster_network_file(&self) -> PathBuf {
+        self.state_dir().join(CLUSTER_NETWORK_NAME)
     }
     pub fn host_kubeconfig(&self) -> PathBuf {
         self.host_conf_dir

@@ -296,7 +296,7 @@ impl Pool {
             if idle == 0 {
                 Self::grow(self);
             }
-            let refused = match caller(&stream) {
+            let refused = match caller(&stream, self.config.socket_group) {
                 Ok(c) if allowed(&c, self.config.socket_group) => None,
                 Ok(c) => Some(format!(
                     "uid {} gid {} (groups {:?}) may not use the plexus daemon socket (root{} only)",
@@ -344,17 +344,23 @@ impl Pool {
 struct Caller {
     uid: u32,
     gid: u32,
-    /// Its supplementary groups.
+    /// Its supplementary groups, when they decide (see [`caller`]).
     groups: Vec<u32>,
 }
 
-fn caller(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Caller> {
+/// The caller's credentials; its supplementary groups only when they decide (not root, a `socketGroup` set, and not
+/// its primary group): no system call more per request of the runtime (root).
+fn caller(stream: &std::os::unix::net::UnixStream, group: Option<u32>) -> std::io::Result<Caller> {
     use std::os::fd::AsFd;
     let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    let groups = match group {
+        Some(g) if cred.uid() != 0 && cred.gid() != g => peer_groups(stream.as_fd())?,
+        _ => Vec::new(),
+    };
     Ok(Caller {
         uid: cred.uid(),
         gid: cred.gid(),
-        groups: peer_groups(stream.as_fd())?,
+        groups,
     })
 }
 

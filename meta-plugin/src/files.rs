@@ -59,7 +59,7 @@ pub fn create_temp(dir: &Path, stem: &str, mode: u32) -> std::io::Result<(File, 
 
 /// Flushes a directory's entries (after a rename into it), so that the new name survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    no_follow()
+    OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
         .open(dir)?

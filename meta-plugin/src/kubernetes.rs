@@ -225,7 +225,7 @@ fn add_for_pod<P: SourceProvider>(
         uid: pod.uid.clone(),
     };
     // The record is completed before anything is published: an ADD rolled back because its record can't be written
-    // leaves no network-status and no event behind (the record's completion is one write, about 0.1 ms).
+    // leaves no network-status and no event behind (the completion is one record write; docs/benchmarks.md, run R).
     let added = ops::add(ctx, sandbox, &plan, Some(pod_ref))?;
     for w in &plan.warnings {
         warn!(warning = %w, "capability key without the capability");

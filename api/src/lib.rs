@@ -6,6 +6,8 @@
 //!   conversions between them, version negotiation and the error object.
 //! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
+//! * [`devices`] — device networks: which of the pod's kubelet-allocated devices each attachment gets, and how the
+//!   delegate learns it.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
 //!   NAD must pass at admission.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cni;
+pub mod devices;
 pub mod nad;
 pub mod plugin_rules;
 pub mod policy;

@@ -15,7 +15,7 @@ use plexus_api::nad::NetworkAttachmentDefinition;
 use plexus_cni::config::Config;
 use plexus_cni::plan::PodView;
 use plexus_cni::source::{
-    KubeSource, NetworkSource, PodEvent, SourceError, SourceProvider, pod_view,
+    KubeSource, NadView, NetworkSource, PodEvent, SourceError, SourceProvider, pod_view,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -361,21 +361,17 @@ impl NetworkSource for CacheSource {
         .await
     }
 
-    async fn nad_config(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Option<String>>, SourceError> {
+    async fn nad(&self, namespace: &str, name: &str) -> Result<Option<NadView>, SourceError> {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(nad) = self.caches.nads.get(&key) {
             self.caches.metrics.cache("nad", true);
-            return Ok(Some(nad.spec.config.clone()));
+            return Ok(Some(NadView::of(&nad)));
         }
         self.caches.metrics.cache("nad", false);
         let (api, namespace, name) = (self.api.clone(), namespace.to_owned(), name.to_owned());
         self.on_daemon_runtime(
             format!("GET network-attachment-definition {namespace}/{name}"),
-            async move { api.nad_config(&namespace, &name).await },
+            async move { api.nad(&namespace, &name).await },
         )
         .await
     }

@@ -16,6 +16,14 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_DELEGATE_TIMEOUT_SECONDS: f64 = 60.0;
 pub const DEFAULT_API_TIMEOUT_SECONDS: f64 = 10.0;
+/// The kubelet's PodResources socket, its device manager's checkpoint and the device-info directory (device-info
+/// spec): where device networks learn a pod's devices.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+pub const DEFAULT_DEVICE_CHECKPOINT_FILE: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
+/// As long as Multus waits for the kubelet's PodResources answer.
+pub const DEFAULT_KUBELET_TIMEOUT_SECONDS: f64 = 10.0;
 /// As long as Multus waits for its readiness indicator file.
 pub const DEFAULT_READINESS_TIMEOUT_SECONDS: f64 = 45.0;
 
@@ -89,6 +97,18 @@ pub struct RawConfig {
     /// Plexus's own key: `false` refuses every selection's `portMappings` (host ports) on this node (default true).
     #[serde(default)]
     pub allow_port_mappings: Option<bool>,
+    /// Plexus's own key: the kubelet's PodResources socket (device networks).
+    #[serde(default)]
+    pub pod_resources_socket: Option<String>,
+    /// Plexus's own key: the kubelet device manager's checkpoint, read when the kubelet does not answer.
+    #[serde(default)]
+    pub device_checkpoint_file: Option<String>,
+    /// Plexus's own key: the device-info directory (`dp/` from device plugins, `cni/` for delegates).
+    #[serde(default)]
+    pub device_info_dir: Option<String>,
+    /// Plexus's own key: how long the kubelet's PodResources call may take, in seconds.
+    #[serde(default)]
+    pub kubelet_timeout_seconds: Option<f64>,
     /// Everything else (other Multus keys, `prevResult`, `args`, ...).
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -132,6 +152,10 @@ pub struct Config {
     pub max_networks_per_pod: usize,
     pub allowed_plugin_types: Option<Vec<String>>,
     pub allow_port_mappings: bool,
+    pub pod_resources_socket: PathBuf,
+    pub device_checkpoint_file: PathBuf,
+    pub device_info_dir: PathBuf,
+    pub kubelet_timeout: Duration,
     /// Keys Plexus ignored.
     pub ignored_keys: Vec<String>,
 }
@@ -207,7 +231,15 @@ impl Config {
             raw.api_timeout_seconds,
             DEFAULT_API_TIMEOUT_SECONDS,
         )?;
+        let kubelet_timeout = seconds(
+            "kubeletTimeoutSeconds",
+            raw.kubelet_timeout_seconds,
+            DEFAULT_KUBELET_TIMEOUT_SECONDS,
+        )?;
         for (key, value) in [
+            ("podResourcesSocket", &raw.pod_resources_socket),
+            ("deviceCheckpointFile", &raw.device_checkpoint_file),
+            ("deviceInfoDir", &raw.device_info_dir),
             ("cniDir", &raw.cni_dir),
             ("confDir", &raw.conf_dir),
             ("kubeconfig", &raw.kubeconfig),
@@ -297,6 +329,13 @@ impl Config {
             max_networks_per_pod,
             allowed_plugin_types: raw.allowed_plugin_types,
             allow_port_mappings: raw.allow_port_mappings.unwrap_or(true),
+            pod_resources_socket: one_path(raw.pod_resources_socket, DEFAULT_POD_RESOURCES_SOCKET),
+            device_checkpoint_file: one_path(
+                raw.device_checkpoint_file,
+                DEFAULT_DEVICE_CHECKPOINT_FILE,
+            ),
+            device_info_dir: one_path(raw.device_info_dir, DEFAULT_DEVICE_INFO_DIR),
+            kubelet_timeout,
             ignored_keys,
         })
     }

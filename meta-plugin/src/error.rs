@@ -141,6 +141,10 @@ pub enum PlexusError {
     CallerGone { network: String },
     #[error("record {path}: {msg}")]
     Record { path: String, msg: String },
+    /// The pod's devices could not be learnt (device networks): the kubelet did not answer and its checkpoint did
+    /// not help.
+    #[error("pod {pod}: the devices the kubelet allocated can't be read: {msg}")]
+    Kubelet { pod: String, msg: String },
     #[error(
         "no record of container {container_id:?} interface {ifname:?}: it was never added, or was deleted"
     )]
@@ -206,6 +210,7 @@ impl PlexusError {
             }
             PlexusError::CallerGone { .. } => (ErrorCode::TryAgainLater.code(), String::new()),
             PlexusError::Record { .. } => (ErrorCode::Record.code(), String::new()),
+            PlexusError::Kubelet { .. } => (ErrorCode::TryAgainLater.code(), String::new()),
             PlexusError::UnknownContainer { .. } => {
                 (ErrorCode::UnknownContainer.code(), String::new())
             }

@@ -208,7 +208,7 @@ fn add_for_pod<P: SourceProvider>(
         let requests = plan::pod_requests(&ctx.config, &pod)?;
         let resolved = source::resolve(&source, &ctx.config, &pod, &requests).await?;
         let env_args = plan::delegate_cni_args(&sandbox.args, &pod, &sandbox.container_id);
-        let plan = Plan::for_pod(
+        let mut plan = Plan::for_pod(
             &ctx.config,
             &pod,
             &requests,
@@ -216,6 +216,10 @@ fn add_for_pod<P: SourceProvider>(
             &sandbox.ifname,
             &env_args,
         )?;
+        if plan.needs_devices() {
+            let (devices, _) = crate::devices::pod_devices(&ctx.config, &pod).await?;
+            plan.give_devices(&ctx.config, &pod, &devices, &sandbox.container_id)?;
+        }
         Ok::<_, PlexusError>((source, pod, plan))
     })?;
     drop(lookup);

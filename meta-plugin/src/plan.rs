@@ -39,6 +39,7 @@ impl RecordedAttachment {
             result: None,
             default_route_requested: planned.default_route_requested,
             default_route: planned.default_route.clone(),
+            device: planned.device.clone(),
         }
     }
 }
@@ -106,6 +107,28 @@ impl Plan {
 }
 
 impl Plan {
+    /// Device networks: whether an attachment needs one of the pod's devices.
+    pub fn needs_devices(&self) -> bool {
+        self.attachments.iter().any(|a| a.resource_name.is_some())
+    }
+
+    /// Gives each device network its device from the pod's ([`policy::give_devices`]), before anything runs.
+    pub fn give_devices(
+        &mut self,
+        config: &Config,
+        pod: &PodView,
+        devices: &[plexus_api::devices::ContainerDevices],
+        container_id: &str,
+    ) -> Result<(), PlexusError> {
+        Ok(policy::give_devices(
+            pod,
+            &mut self.attachments,
+            devices,
+            &config.device_info_dir.to_string_lossy(),
+            container_id,
+        )?)
+    }
+
     /// DEL without a record: the plan of the networks that could be resolved (`None` for the others), each with the
     /// interface name it would have had in the full plan. Fails when the default network (index 0) is missing.
     pub fn for_pod_partial(
@@ -252,6 +275,7 @@ mod tests {
         let resolved = |i: usize| ResolvedNetwork {
             display: requests[i].reference.label(),
             config: c.delegates[0].clone(),
+            resource_name: None,
         };
         let plan = Plan::for_pod_partial(
             &c,

@@ -66,6 +66,9 @@ pub struct RecordedAttachment {
     /// Gateways the selection's `default-route` asked for (R33).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Vec<std::net::IpAddr>>,
+    /// The device the attachment was given (device networks), with its device-info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<plexus_api::devices::AssignedDevice>,
 }
 
 impl RecordedAttachment {
@@ -83,6 +86,7 @@ impl RecordedAttachment {
             result: None,
             default_route_requested: false,
             default_route: None,
+            device: None,
         }
     }
 }
@@ -440,6 +444,7 @@ mod tests {
                 result: None,
                 default_route_requested: false,
                 default_route: None,
+                device: None,
             }],
         }
     }

@@ -26,6 +26,14 @@ pub fn network_statuses(record: &record::Record) -> Vec<NetworkStatus> {
                 result.as_ref(),
                 a.default_route_requested,
             );
+            if let Some(info) = a.device.as_ref().and_then(|d| d.info.clone()) {
+                for entry in entries
+                    .iter_mut()
+                    .filter(|e| e.interface.as_deref().is_none_or(|i| i == a.ifname))
+                {
+                    entry.device_info = Some(info.clone());
+                }
+            }
             if let Some(chosen) = taken {
                 let requested: Vec<String> = chosen
                     .default_route

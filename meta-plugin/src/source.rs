@@ -36,6 +36,30 @@ pub struct PodEvent {
     pub warning: bool,
 }
 
+/// What planning reads of a NAD.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NadView {
+    /// `spec.config`; `None` when the NAD has none (the network is then configured on disk).
+    pub config: Option<String>,
+    /// The `k8s.v1.cni.cncf.io/resourceName` annotation, as written (checked when planning).
+    pub resource_name: Option<String>,
+}
+
+impl NadView {
+    /// The parts of a NAD object that planning reads.
+    pub fn of(nad: &NetworkAttachmentDefinition) -> Self {
+        NadView {
+            config: nad.spec.config.clone(),
+            resource_name: nad
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(plexus_api::nad::RESOURCE_NAME_ANNOTATION))
+                .cloned(),
+        }
+    }
+}
+
 /// What planning reads and publishing writes.
 pub trait NetworkSource {
     /// The pod, or `None` when it does not exist. `uid` is the UID the runtime named, when it did: a cache holding
@@ -46,12 +70,12 @@ pub trait NetworkSource {
         name: &str,
         uid: Option<&str>,
     ) -> impl Future<Output = Result<Option<PodView>, SourceError>>;
-    /// The NAD's `spec.config`: `None` when there is no such NAD, `Some(None)` when it has no config.
-    fn nad_config(
+    /// What planning reads of the NAD: `None` when there is no such NAD.
+    fn nad(
         &self,
         namespace: &str,
         name: &str,
-    ) -> impl Future<Output = Result<Option<Option<String>>, SourceError>>;
+    ) -> impl Future<Output = Result<Option<NadView>, SourceError>>;
     /// Writes the pod's network-status annotation (one request).
     fn publish_status(
         &self,
@@ -109,7 +133,7 @@ impl NetworkSource for NodeOnly {
     async fn pod(&self, _: &str, _: &str, _: Option<&str>) -> Result<Option<PodView>, SourceError> {
         Ok(None)
     }
-    async fn nad_config(&self, _: &str, _: &str) -> Result<Option<Option<String>>, SourceError> {
+    async fn nad(&self, _: &str, _: &str) -> Result<Option<NadView>, SourceError> {
         Ok(None)
     }
     async fn publish_status(&self, _: &PodView, _: &str) -> Result<(), SourceError> {
@@ -306,11 +330,7 @@ impl NetworkSource for KubeSource {
         Ok(pod.map(|p| pod_view(&p.metadata)))
     }
 
-    async fn nad_config(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Option<String>>, SourceError> {
+    async fn nad(&self, namespace: &str, name: &str) -> Result<Option<NadView>, SourceError> {
         let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), namespace);
         let nad = self
             .bounded(
@@ -318,7 +338,7 @@ impl NetworkSource for KubeSource {
                 api.get_opt(name),
             )
             .await?;
-        Ok(nad.map(|n| n.spec.config))
+        Ok(nad.as_ref().map(NadView::of))
     }
 
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {
@@ -522,6 +542,7 @@ pub async fn resolve_one<S: NetworkSource>(
             Ok(ResolvedNetwork {
                 display: list.name.clone(),
                 config: list,
+                resource_name: None,
             })
         }
         NetworkRef::Path(path) => {
@@ -529,24 +550,32 @@ pub async fn resolve_one<S: NetworkSource>(
             Ok(ResolvedNetwork {
                 display: list.name.clone(),
                 config: list,
+                resource_name: None,
             })
         }
         NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-            let spec = source.nad_config(namespace, name).await?;
-            if spec.is_none() && matches!(reference, NetworkRef::Nad { .. }) {
+            let nad = source.nad(namespace, name).await?;
+            if nad.is_none() && matches!(reference, NetworkRef::Nad { .. }) {
                 return Err(PolicyError::NoSuchNad {
                     pod: pod.label(),
                     network: format!("{namespace}/{name}"),
                 }
                 .into());
             }
-            if let Some(found) = policy::delegate_from_nad(
+            let label = format!("{namespace}/{name}");
+            let resource_name = plexus_api::devices::resource_name(
+                &label,
+                nad.as_ref().and_then(|n| n.resource_name.as_deref()),
+            )
+            .map_err(PolicyError::from)?;
+            if let Some(mut found) = policy::delegate_from_nad(
                 &config.policy(),
                 pod,
                 namespace,
                 name,
-                spec.clone().flatten().as_deref(),
+                nad.as_ref().and_then(|n| n.config.as_deref()),
             )? {
+                found.resource_name = resource_name;
                 return Ok(found);
             }
             // R7 steps 2–3: the on-disk network named after the NAD.
@@ -554,14 +583,16 @@ pub async fn resolve_one<S: NetworkSource>(
             for skipped in &search.skipped {
                 warn!(file = %skipped.file, reason = %skipped.reason, "confDir file skipped");
             }
-            Ok(policy::delegate_from_disk(
+            let mut found = policy::delegate_from_disk(
                 pod,
                 namespace,
                 name,
-                spec.is_some(),
+                nad.is_some(),
                 search,
                 &config.conf_dir.display().to_string(),
-            )?)
+            )?;
+            found.resource_name = resource_name;
+            Ok(found)
         }
     }
 }
@@ -587,12 +618,13 @@ pub async fn default_network_configs<S: NetworkSource>(
             NetworkRef::Path(path) => load_path(path)?,
             NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
                 let spec = match source {
-                    Some(s) => s.nad_config(namespace, name).await?,
+                    Some(s) => s.nad(namespace, name).await?,
                     None => None,
                 };
                 let label = format!("{namespace}/{name}");
-                let from_nad = plexus_api::nad::nad_config(name, spec.flatten().as_deref())
-                    .map_err(|e| PlexusError::InvalidConfig(format!("network {label}: {e}")))?;
+                let from_nad =
+                    plexus_api::nad::nad_config(name, spec.and_then(|n| n.config).as_deref())
+                        .map_err(|e| PlexusError::InvalidConfig(format!("network {label}: {e}")))?;
                 match from_nad {
                     Some(value) => NetworkConfigList::from_value(value).map_err(|source| {
                         PlexusError::InvalidDelegate {

@@ -713,6 +713,7 @@ fn pod_plan(input: &[u8]) {
         let resolve = |r: &NetworkRef| ResolvedNetwork {
             display: r.label(),
             config: config.clone(),
+            resource_name: None,
         };
         let _ = policy::validate_pod(&rules, &pod, "eth0", |r| Ok(Some(resolve(r))));
         let Ok(requests) = policy::pod_requests(&rules, &pod) else {

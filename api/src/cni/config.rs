@@ -259,6 +259,14 @@ impl NetworkConfigList {
         Value::Object(top)
     }
 
+    /// Sets a top-level key in every plugin of the list (what Multus does with `deviceID`), replacing what the
+    /// config said.
+    pub fn set_in_every_plugin(&mut self, key: &str, value: Value) {
+        for plugin in &mut self.plugins {
+            plugin.raw.insert(key.to_owned(), value.clone());
+        }
+    }
+
     /// True when at least one plugin declares the capability (the R18–R36 check).
     pub fn any_plugin_has_capability(&self, name: &str) -> bool {
         self.plugins.iter().any(|p| p.has_capability(name))

@@ -32,7 +32,11 @@ pub fn delegate_from_nad(
             source,
         })?;
     check_plugin_types(policy, &display, &config)?;
-    Ok(Some(ResolvedNetwork { display, config }))
+    Ok(Some(ResolvedNetwork {
+        display,
+        config,
+        resource_name: None,
+    }))
 }
 
 /// Every plugin type a config runs: each plugin's `type`, and its `ipam.type` when it has one.
@@ -81,6 +85,7 @@ pub fn delegate_from_disk(
                 found.config.name.clone()
             },
             config: found.config,
+            resource_name: None,
         }),
         None => Err(PolicyError::NotOnDisk {
             pod: pod.label(),

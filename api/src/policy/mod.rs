@@ -26,16 +26,19 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::cni::config::{ConfigError, NetworkConfigList};
+use crate::devices::{AssignedDevice, DeviceError};
 use crate::nad::NadError;
 use crate::selection::{DEFAULT_NETWORK_ANNOTATION, NetworkSelection, SelectionError};
 
 mod capabilities;
 mod delegates;
+mod devices;
 mod interfaces;
 mod requests;
 
 pub use capabilities::{CAPABILITY_KEYS, CapabilityGrant, grant_capabilities};
 pub use delegates::{check_plugin_types, delegate_from_disk, delegate_from_nad, plugin_types};
+pub use devices::give_devices;
 pub use interfaces::{check_interface_names, interface_name};
 pub use requests::{
     POD_SECURITY_ENFORCE_LABEL, check_gateways, check_namespace, configured_default_networks,
@@ -168,6 +171,9 @@ pub struct ResolvedNetwork {
     /// `namespace/name` for a NAD; the config's `name` for a file or a static delegate.
     pub display: String,
     pub config: NetworkConfigList,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName` (checked, [`crate::devices::resource_name`]): the attachment
+    /// gets one of the pod's devices of that resource.
+    pub resource_name: Option<String>,
 }
 
 /// Why a pod request was refused. Every variant names the pod (when there is one) and the network.
@@ -232,6 +238,8 @@ pub enum PolicyError {
         key: &'static str,
         capability: &'static str,
     },
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
     #[error("pod {pod}: network {network}: {source}")]
     NadConfig {
         pod: String,
@@ -364,6 +372,10 @@ pub struct PlannedAttachment {
     pub default_route_requested: bool,
     /// Gateways from the selection's `default-route`: this attachment takes the pod's default route (R33).
     pub default_route: Option<Vec<IpAddr>>,
+    /// The device-plugin resource the network's NAD names.
+    pub resource_name: Option<String>,
+    /// The device given to it ([`give_devices`]).
+    pub device: Option<AssignedDevice>,
 }
 
 /// The rules' answer for one pod: its attachments in order, and what to warn about.
@@ -401,6 +413,8 @@ pub fn plan_static(
             env_args: Vec::new(),
             default_route_requested: false,
             default_route: None,
+            resource_name: None,
+            device: None,
         })
         .collect();
     check_interface_names(
@@ -468,6 +482,8 @@ pub fn plan_pod(
                 sel.is_some_and(|s| s.default_route.is_some())
             },
             default_route: sel.and_then(|s| s.default_route.clone()),
+            resource_name: network.resource_name.clone(),
+            device: None,
         });
     }
     check_interface_names(
@@ -574,6 +590,7 @@ mod tests {
             .map(|r| ResolvedNetwork {
                 display: r.reference.label(),
                 config: conf("n", caps),
+                resource_name: None,
             })
             .collect()
     }
@@ -837,6 +854,7 @@ mod tests {
             Ok(Some(ResolvedNetwork {
                 display: r.label(),
                 config: conf("n", ""),
+                resource_name: None,
             }))
         })
         .unwrap();
@@ -889,6 +907,7 @@ mod tests {
             Ok(Some(ResolvedNetwork {
                 display: r.label(),
                 config: conf("n", ""),
+                resource_name: None,
             }))
         })
         .unwrap_err();

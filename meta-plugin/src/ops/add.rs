@@ -101,11 +101,24 @@ fn attach(
             roll_back(ctx, lock, &mut record, i)?;
             return Err(gone);
         }
+        if let Some(device) = &record.attachments[i].device
+            && let Err(e) = crate::devices::prepare_info_file(&ctx.config.device_info_dir, device)
+        {
+            warn!(network = %record.attachments[i].network, error = %e, "the device plugin's device-info file is not passed on");
+        }
         let outcome = Runnable::new(&record.attachments[i]).and_then(|r| r.add(ctx, sandbox));
         match outcome {
             Ok(result) => {
                 info!(network = %record.attachments[i].network, ifname = %record.attachments[i].ifname, "attached");
                 record.attachments[i].result = Some(result);
+                if let Some(device) = &mut record.attachments[i].device {
+                    match crate::devices::read_info_file(device) {
+                        Ok(info) => device.info = info,
+                        Err(e) => {
+                            warn!(network = %record.attachments[i].network, error = %e, "the attachment's device-info is not reported")
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // The failed attachment rolled itself back; now the ones before it, in reverse (R52, R58).

@@ -190,6 +190,11 @@ impl<'r> Runnable<'r> {
             .rev()
             .filter_map(|i| self.call(ctx, sandbox, CniCommand::Del, i, prev).err())
             .collect();
+        if let Some(device) = &self.rec.device
+            && let Err(e) = crate::devices::remove_info_file(device)
+        {
+            warn!(network = %self.rec.network, error = %e, "the attachment's device-info file could not be removed");
+        }
         PlexusError::combine(&format!("DEL of network {:?}", self.rec.network), errors)
             .map_or(Ok(()), Err)
     }

@@ -1,0 +1,84 @@
+//! Device networks on the node: which devices the kubelet gave the pod (PodResources `Get`, then `List`, then the
+//! device manager's checkpoint), and the device-info files of the attachments that got one.
+
+mod checkpoint;
+mod info;
+mod podresources;
+
+pub use info::{prepare_info_file, read_info_file, remove_info_file};
+
+use std::time::Instant;
+
+use plexus_api::devices::ContainerDevices;
+use plexus_api::policy::PodView;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::error::PlexusError;
+use podresources::{CallError, Kubelet};
+
+/// Where a pod's devices were found (for the log and the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Get,
+    List,
+    Checkpoint,
+}
+
+/// The pod's device-plugin devices: one PodResources `Get`; a `List` when the kubelet answers `Get` with an error
+/// (a kubelet with `Get` disabled, or one that does not know the pod by name); the device manager's checkpoint (by
+/// pod UID) when the kubelet can't be reached within `kubeletTimeoutSeconds`. Fails with code 11 (try again later)
+/// naming what was tried.
+pub async fn pod_devices(
+    config: &Config,
+    pod: &PodView,
+) -> Result<(Vec<ContainerDevices>, Found), PlexusError> {
+    let started = Instant::now();
+    let timeout = config.kubelet_timeout;
+    let socket = &config.pod_resources_socket;
+    let asked = async {
+        let kubelet = Kubelet::connect(socket).await?;
+        match kubelet.get(&pod.namespace, &pod.name).await {
+            Ok(found) => Ok((Some(found), Found::Get)),
+            Err(get_error @ CallError::Status { .. }) => {
+                debug!(pod = %pod.label(), error = %get_error, "PodResources Get failed; trying List");
+                kubelet
+                    .list_one(&pod.namespace, &pod.name)
+                    .await
+                    .map(|found| (found, Found::List))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let kubelet_error = match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok((Some(found), how))) => {
+            debug!(pod = %pod.label(), via = ?how, elapsed_ms = started.elapsed().as_millis() as u64, "pod devices from the kubelet");
+            return Ok((found.devices(), how));
+        }
+        Ok(Ok((None, _))) => format!(
+            "the kubelet's PodResources List does not list pod {}",
+            pod.label()
+        ),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "no answer from {} within kubeletTimeoutSeconds ({}s)",
+            socket.display(),
+            timeout.as_secs_f64()
+        ),
+    };
+    warn!(pod = %pod.label(), error = %kubelet_error, "PodResources failed; reading the device manager's checkpoint");
+    let checkpoint = &config.device_checkpoint_file;
+    let from_checkpoint = match checkpoint::pod_devices(checkpoint, &pod.uid) {
+        Ok(Some(devices)) => return Ok((devices, Found::Checkpoint)),
+        Ok(None) => format!(
+            "{} has no entry for pod UID {:?}",
+            checkpoint.display(),
+            pod.uid
+        ),
+        Err(e) => e,
+    };
+    Err(PlexusError::Kubelet {
+        pod: pod.label(),
+        msg: format!("{kubelet_error}; {from_checkpoint}"),
+    })
+}

@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use super::{MAX_NAD_CONFIG_BYTES, NadError, NetworkAttachmentDefinition, nad_config};
+use super::{
+    MAX_NAD_CONFIG_BYTES, NadError, NetworkAttachmentDefinition, RESOURCE_NAME_ANNOTATION,
+    nad_config,
+};
 use crate::cni::config::{ConfigError, NetworkConfigList};
 use crate::validate::{MAX_DNS1123_SUBDOMAIN, valid_nad_name};
 
@@ -30,6 +33,16 @@ pub fn validate_nad(nad: &NetworkAttachmentDefinition) -> Result<(), Vec<String>
         problems.push(format!(
             "metadata.name {name:?} cannot be selected from a pod: it must be lower-case letters, digits and '-', \
              starting and ending with a letter or digit (DNS-1123 label), at most {MAX_DNS1123_SUBDOMAIN} characters"
+        ));
+    }
+    let resource_name = nad
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESOURCE_NAME_ANNOTATION));
+    if let Err(e) = crate::devices::resource_name(name, resource_name.map(String::as_str)) {
+        problems.push(format!(
+            "metadata.annotations[{RESOURCE_NAME_ANNOTATION:?}]: {e}"
         ));
     }
     match nad_config(name, nad.spec.config.as_deref()) {
@@ -111,6 +124,29 @@ fn nad_problem(e: &NadError) -> String {
 mod tests {
     use super::*;
     use crate::nad::NetworkAttachmentDefinitionSpec;
+
+    #[test]
+    fn a_resource_name_that_is_not_a_qualified_name_is_refused() {
+        let mut n = nad("sriov", None);
+        assert!(validate_nad(&n).is_ok());
+        n.metadata.annotations = Some(
+            [(
+                RESOURCE_NAME_ANNOTATION.to_owned(),
+                "intel.com/sriov_vf".to_owned(),
+            )]
+            .into(),
+        );
+        assert!(validate_nad(&n).is_ok());
+        n.metadata.annotations = Some(
+            [(
+                RESOURCE_NAME_ANNOTATION.to_owned(),
+                "../../etc/x".to_owned(),
+            )]
+            .into(),
+        );
+        let problems = validate_nad(&n).unwrap_err();
+        assert!(problems[0].contains("resourceName"), "{problems:?}");
+    }
 
     fn nad(name: &str, config: Option<&str>) -> NetworkAttachmentDefinition {
         NetworkAttachmentDefinition::new(

@@ -82,3 +82,79 @@ pub async fn pod_devices(
         msg: format!("{kubelet_error}; {from_checkpoint}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::load(
+            serde_json::json!({
+                "podResourcesSocket": dir.join("kubelet.sock"),
+                "deviceCheckpointFile": dir.join("checkpoint"),
+                "kubeletTimeoutSeconds": 2,
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn pod() -> PodView {
+        PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u1".into(),
+            annotations: Default::default(),
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// No kubelet socket and no checkpoint entry for the pod: code 11, naming both.
+    #[test]
+    fn an_unreachable_kubelet_without_a_checkpoint_entry_is_try_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let e = run(pod_devices(&config, &pod())).unwrap_err();
+        let cni = e.to_cni();
+        assert_eq!(cni.code, 11, "{e}");
+        assert!(
+            cni.msg.contains("kubelet.sock") && cni.msg.contains("checkpoint"),
+            "{}",
+            cni.msg
+        );
+        std::fs::write(
+            dir.path().join("checkpoint"),
+            r#"{"Data":{"PodDeviceEntries":[{"PodUID":"other","ContainerName":"c","ResourceName":"r/x","DeviceIDs":{"-1":["a"]}}]},"Checksum":1}"#,
+        )
+        .unwrap();
+        let e = run(pod_devices(&config, &pod())).unwrap_err();
+        assert_eq!(e.to_cni().code, 11);
+        assert!(e.to_string().contains("no entry for pod UID \"u1\""), "{e}");
+    }
+
+    /// The kubelet down (its socket gone, as while it restarts): the checkpoint it keeps has the pod's devices.
+    #[test]
+    fn the_checkpoint_answers_while_the_kubelet_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::write(
+            dir.path().join("checkpoint"),
+            r#"{"Data":{"PodDeviceEntries":[{"PodUID":"u1","ContainerName":"c","ResourceName":"r/x","DeviceIDs":{"-1":["b","a"]}}]},"Checksum":1}"#,
+        )
+        .unwrap();
+        let (devices, found) = run(pod_devices(&config, &pod())).unwrap();
+        assert_eq!(found, Found::Checkpoint);
+        assert_eq!(
+            plexus_api::devices::device_order(&devices, "r/x"),
+            ["a", "b"]
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Device networks on real nodes: NADs with `k8s.v1.cni.cncf.io/resourceName` naming the device plugin's resource of
+//! the harness nodes (fake NICs, e2e/lib/devices.sh), pods that request it, run by the real kubelet and containerd;
+//! Plexus asks the kubelet which devices the pod got and hands each attachment its own (`docs/devices.md`). The
+//! delegate is the test-only `plexus-test-device` (the link a deviceID designates, then the real host-device).
+//!
+//! Every test runs in thin and thick mode. Needs nodes with devices (`e2e/cluster up --nodes 2 --devices K`, K ≥ 2)
+//! and `eval "$(e2e/cluster env)"`; scripts/test starts them.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plexus_e2e::node::*;
+use plexus_e2e::*;
+use serde_json::{Value, json};
+
+const READY: Duration = Duration::from_secs(120);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start nodes with `e2e/cluster up --nodes 2 --devices 2` and eval \"$(e2e/cluster env)\"")
+    })
+}
+
+/// A device network: the test delegate with host-local addresses, tied to the node's device-plugin resource.
+fn device_nad(namespace: &str, name: &str) {
+    let (subnet, _) = node_subnet();
+    let nad = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace,
+                     "annotations": {"k8s.v1.cni.cncf.io/resourceName": env("NODE_DEVICE_RESOURCE")}},
+        "spec": {"config": json!({"cniVersion": "1.0.0", "name": name, "plugins": [
+            {"type": env("NODE_DEVICE_DELEGATE"), "ipam": {"type": "host-local", "subnet": subnet}}
+        ]}).to_string()}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&nad.to_string()));
+}
+
+/// A pod on node `node` placed by the scheduler (extended resources are accounted for there), whose containers
+/// (name, devices requested) each run the workload.
+fn device_pod(
+    mode: NodeMode,
+    nodes: &Nodes,
+    node: usize,
+    namespace: &str,
+    name: &str,
+    networks: &str,
+    containers: &[(&str, usize)],
+) {
+    let mut pod = pod_manifest(
+        namespace,
+        name,
+        nodes.name(node),
+        &nodes.image,
+        Some(networks),
+    );
+    let spec = pod["spec"].as_object_mut().unwrap();
+    spec.remove("nodeName");
+    spec.insert(
+        "nodeSelector".into(),
+        json!({"kubernetes.io/hostname": nodes.name(node)}),
+    );
+    let template = pod["spec"]["containers"][0].clone();
+    let resource = env("NODE_DEVICE_RESOURCE");
+    pod["spec"]["containers"] = containers
+        .iter()
+        .map(|(container, count)| {
+            let mut c = template.clone();
+            c["name"] = json!(container);
+            if *count > 0 {
+                let n = count.to_string();
+                c["resources"] = json!({"requests": {&resource: n}, "limits": {&resource: n}});
+            }
+            c
+        })
+        .collect();
+    mode.apply(&mut pod);
+    kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+}
+
+fn uid(namespace: &str, pod: &str) -> String {
+    kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            pod,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    )
+}
+
+/// What the kubelet allocated to the pod, per container, from its device manager checkpoint on the node.
+fn allocated(nodes: &Nodes, node: usize, pod_uid: &str) -> BTreeMap<String, Vec<String>> {
+    let path = nodes
+        .node_dir(node)
+        .join("var-lib/kubelet/device-plugins/kubelet_internal_checkpoint");
+    let checkpoint: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in checkpoint["Data"]["PodDeviceEntries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if entry["PodUID"] == pod_uid
+            && entry["ResourceName"] == env("NODE_DEVICE_RESOURCE").as_str()
+        {
+            let ids = out
+                .entry(entry["ContainerName"].as_str().unwrap().to_owned())
+                .or_default();
+            for per_numa in entry["DeviceIDs"].as_object().unwrap().values() {
+                ids.extend(
+                    per_numa
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().to_owned()),
+                );
+            }
+            ids.sort();
+        }
+    }
+    out
+}
+
+/// The link of the harness's device-plugin NIC with this device ID (`0000:d1:<i/8>.<i%8>` is `dpnic<i>`).
+fn link_of(device_id: &str) -> String {
+    let (_, rest) = device_id
+        .split_once(":d1:")
+        .unwrap_or_else(|| panic!("not a harness NIC: {device_id}"));
+    let (dev, func) = rest.split_once('.').unwrap();
+    let i = u32::from_str_radix(dev, 16).unwrap() * 8 + func.parse::<u32>().unwrap();
+    format!("dpnic{i}")
+}
+
+/// The device each interface of the pod got, from its network-status `device-info`.
+fn devices_in_status(namespace: &str, pod: &str) -> BTreeMap<String, String> {
+    network_status(namespace, pod)
+        .iter()
+        .filter(|e| e.get("device-info").is_some())
+        .map(|e| {
+            let info = &e["device-info"];
+            assert_eq!(info["type"], "pci", "{e}");
+            (
+                e["interface"].as_str().unwrap().to_owned(),
+                info["pci"]["pci-address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The device-info files Plexus wrote for attachments on node `i`.
+fn attachment_info_files(nodes: &Nodes, i: usize) -> Vec<String> {
+    files_in(&nodes.node_dir(i).join("run/k8s.cni.cncf.io/devinfo/cni"))
+}
+
+fn ready(mode: NodeMode, nodes: &Nodes, node: usize, namespace: &str, pod: &str) {
+    wait_ready(namespace, pod, READY);
+    let want = match mode {
+        NodeMode::Thin => "",
+        NodeMode::Thick => THICK_RUNTIME_CLASS,
+    };
+    assert_eq!(nodes.sandbox_runtime_handler(node, namespace, pod), want);
+}
+
+/// One device network: the pod's one device becomes its net1 (the link leaves the node's namespace), network-status
+/// names it in `device-info` (copied from the device plugin's file), and deleting the pod gives the link back and
+/// removes the attachment's device-info file.
+fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("dev1");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, 0, &ns.name, "p", "nic", &[("app", 1)]);
+    ready(mode, &nodes, 0, &ns.name, "p");
+    let allocated = allocated(&nodes, 0, &uid(&ns.name, "p"));
+    let device = allocated["app"][0].clone();
+    assert_eq!(
+        devices_in_status(&ns.name, "p"),
+        BTreeMap::from([("net1".to_owned(), device.clone())])
+    );
+    let names: Vec<String> = pod_interfaces(&ns.name, "p")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert!(names.contains(&"net1".to_owned()), "{names:?}");
+    let link = link_of(&device);
+    assert!(
+        !nodes.links(0).contains(&link),
+        "{link} is still on the node"
+    );
+    let container_id_files: Vec<String> = attachment_info_files(&nodes, 0)
+        .into_iter()
+        .filter(|f| f.starts_with("nic-") && f.ends_with("_net1"))
+        .collect();
+    assert!(
+        !container_id_files.is_empty(),
+        "no attachment device-info file"
+    );
+
+    delete_pod(&ns.name, "p");
+    assert!(
+        nodes.links(0).contains(&link),
+        "{link} did not come back to the node"
+    );
+    for f in container_id_files {
+        assert!(
+            !attachment_info_files(&nodes, 0).contains(&f),
+            "{f} left behind after DEL"
+        );
+    }
+}
+
+/// Two containers holding one device each and the network selected twice: net1 gets the device of the container
+/// first by name, net2 the other one's, whatever order the containers are declared in; never the same device; a
+/// pod created again follows the same rule with whatever devices the kubelet gives it then.
+fn devices_follow_the_documented_order_across_containers_and_recreation(mode: NodeMode) {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("dev2");
+    device_nad(&ns.name, "nic");
+    for round in 0..2 {
+        device_pod(
+            mode,
+            &nodes,
+            1 % nodes.names.len(),
+            &ns.name,
+            "p",
+            "nic, nic",
+            &[("zeta", 1), ("alpha", 1)],
+        );
+        let node = 1 % nodes.names.len();
+        ready(mode, &nodes, node, &ns.name, "p");
+        let allocated = allocated(&nodes, node, &uid(&ns.name, "p"));
+        let got = devices_in_status(&ns.name, "p");
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                ("net1".to_owned(), allocated["alpha"][0].clone()),
+                ("net2".to_owned(), allocated["zeta"][0].clone()),
+            ]),
+            "round {round}: allocated {allocated:?}"
+        );
+        assert_ne!(got["net1"], got["net2"]);
+        delete_pod(&ns.name, "p");
+    }
+}
+
+/// A pod with one device and a device network selected twice never starts: its sandbox fails naming the resource
+/// and both counts, no delegate runs (its device stays on the node). The namespace is one the webhook skips, as
+/// the webhook would refuse the pod itself.
+fn too_few_devices_hold_the_pod_and_run_nothing(mode: NodeMode) {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::without_admission("dev3");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, 0, &ns.name, "p", "nic, nic", &[("app", 1)]);
+    let resource = env("NODE_DEVICE_RESOURCE");
+    wait_until(
+        "the sandbox failure naming the devices",
+        READY,
+        || {
+            let text = describe_pod(&ns.name, "p");
+            text.contains(&format!("need 2 device(s) of resource \"{resource}\""))
+                .then_some(())
+        },
+        || describe_pod(&ns.name, "p"),
+    );
+    let allocated = allocated(&nodes, 0, &uid(&ns.name, "p"));
+    let link = link_of(&allocated["app"][0]);
+    assert!(nodes.links(0).contains(&link), "{link} left the node");
+    delete_pod(&ns.name, "p");
+}
+
+on_nodes_in_both_modes!(
+    one_device_network_gets_the_pods_device_and_gives_it_back,
+    devices_follow_the_documented_order_across_containers_and_recreation,
+    too_few_devices_hold_the_pod_and_run_nothing,
+);

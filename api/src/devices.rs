@@ -20,6 +20,73 @@ pub const PCI_BUS_ID_KEY: &str = "pciBusID";
 /// The capability argument naming the device-info file the delegate may read or write (device-info spec).
 pub const DEVICE_INFO_FILE_CAPABILITY: &str = "CNIDeviceInfoFile";
 
+/// The ResourceSlice device attributes that make a DRA device a device-network device (Multus's keys, which
+/// dra-driver-sriov publishes): its device ID, and the resource name NADs name it by.
+pub const ATTRIBUTE_DEVICE_ID: &str = "k8s.cni.cncf.io/deviceID";
+pub const ATTRIBUTE_RESOURCE_NAME: &str = "k8s.cni.cncf.io/resourceName";
+
+/// A device of a ResourceClaim a container uses (DRA), as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDevice {
+    pub container: String,
+    pub claim_namespace: String,
+    pub claim_name: String,
+    pub driver: String,
+    pub pool: String,
+    pub device: String,
+}
+
+/// A DRA device's device-network attributes, from its ResourceSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceDevice {
+    pub driver: String,
+    pub pool: String,
+    pub device: String,
+    pub device_id: String,
+    pub resource_name: String,
+}
+
+/// The devices of a ResourceSlice that carry both attributes (the others are not for networks).
+pub fn slice_devices(slice: &k8s_openapi::api::resource::v1::ResourceSlice) -> Vec<SliceDevice> {
+    let spec = &slice.spec;
+    spec.devices
+        .iter()
+        .flatten()
+        .filter_map(|d| {
+            let attributes = d.attributes.as_ref()?;
+            let text = |key: &str| attributes.get(key).and_then(|a| a.string.clone());
+            Some(SliceDevice {
+                driver: spec.driver.clone(),
+                pool: spec.pool.name.clone(),
+                device: d.name.clone(),
+                device_id: text(ATTRIBUTE_DEVICE_ID)?,
+                resource_name: text(ATTRIBUTE_RESOURCE_NAME)?,
+            })
+        })
+        .collect()
+}
+
+/// A pod's DRA devices as device-network devices: each claimed device that a ResourceSlice gives both attributes,
+/// under its container, by its `resourceName` attribute and with its `deviceID` attribute as the device ID.
+pub fn claimed_as_container_devices(
+    claimed: &[ClaimedDevice],
+    slices: &[SliceDevice],
+) -> Vec<ContainerDevices> {
+    claimed
+        .iter()
+        .filter_map(|c| {
+            let s = slices
+                .iter()
+                .find(|s| s.driver == c.driver && s.pool == c.pool && s.device == c.device)?;
+            Some(ContainerDevices {
+                container: c.container.clone(),
+                resource_name: s.resource_name.clone(),
+                device_ids: vec![s.device_id.clone()],
+            })
+        })
+        .collect()
+}
+
 /// One container's devices of one resource, as the kubelet reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerDevices {
@@ -310,6 +377,40 @@ mod tests {
             }
         );
         assert!(too_few.to_string().contains("\"r/y\""));
+    }
+
+    #[test]
+    fn claimed_dra_devices_become_devices_by_their_slice_attributes() {
+        let slice: k8s_openapi::api::resource::v1::ResourceSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node1-nic"},
+            "spec": {"driver": "nic.plexus.test", "nodeName": "node1",
+                     "pool": {"name": "node1", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [
+                         {"name": "nic0", "attributes": {
+                             "k8s.cni.cncf.io/deviceID": {"string": "0000:d2:00.0"},
+                             "k8s.cni.cncf.io/resourceName": {"string": "plexus.test/dra-nic"}}},
+                         {"name": "gpu0", "attributes": {"model": {"string": "x"}}}
+                     ]}
+        }))
+        .unwrap();
+        let slices = slice_devices(&slice);
+        assert_eq!(slices.len(), 1, "only devices with both attributes");
+        let claimed = |device: &str| ClaimedDevice {
+            container: "app".into(),
+            claim_namespace: "ns".into(),
+            claim_name: "c".into(),
+            driver: "nic.plexus.test".into(),
+            pool: "node1".into(),
+            device: device.into(),
+        };
+        assert_eq!(
+            claimed_as_container_devices(&[claimed("nic0"), claimed("gpu0")], &slices),
+            [ContainerDevices {
+                container: "app".into(),
+                resource_name: "plexus.test/dra-nic".into(),
+                device_ids: vec!["0000:d2:00.0".into()],
+            }]
+        );
     }
 
     #[test]

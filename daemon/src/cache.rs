@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::resource::v1::ResourceSlice;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use plexus_api::devices::SliceDevice;
 use plexus_api::nad::NetworkAttachmentDefinition;
 use plexus_cni::config::Config;
 use plexus_cni::plan::PodView;
@@ -101,6 +103,8 @@ pub struct Caches {
     dialer: Dialer,
     pods: Store<PartialObjectMeta<Pod>>,
     nads: Store<NetworkAttachmentDefinition>,
+    /// This node's ResourceSlices (DRA device networks).
+    slices: Store<ResourceSlice>,
     events: mpsc::Sender<Option<EventBatch>>,
     metrics: Arc<Metrics>,
 }
@@ -188,6 +192,23 @@ impl Caches {
                 })
         };
         tokio::spawn(nad_watch);
+        let (slice_reader, slice_writer) = reflector::store();
+        let slices: Api<ResourceSlice> = Api::all(client.clone());
+        let slice_watch = {
+            let (store, metrics) = (slice_reader.clone(), metrics.clone());
+            watcher(
+                slices,
+                watch_config().fields(&format!("spec.nodeName={node_name}")),
+            )
+            .default_backoff()
+            .modify(|s: &mut ResourceSlice| s.metadata.managed_fields = None)
+            .reflect(slice_writer)
+            .for_each(move |event| {
+                watched("resourceslice", &event, store.len(), &metrics);
+                async {}
+            })
+        };
+        tokio::spawn(slice_watch);
         {
             let (pods, nads, metrics) = (pod_reader.clone(), nad_reader.clone(), metrics.clone());
             tokio::spawn(async move {
@@ -222,6 +243,7 @@ impl Caches {
             dialer: api.dialer,
             pods: pod_reader,
             nads: nad_reader,
+            slices: slice_reader,
             events: queue.clone(),
             metrics,
         });
@@ -372,6 +394,35 @@ impl NetworkSource for CacheSource {
         self.on_daemon_runtime(
             format!("GET network-attachment-definition {namespace}/{name}"),
             async move { api.nad(&namespace, &name).await },
+        )
+        .await
+    }
+
+    /// From the cache of this node's ResourceSlices; a pool not seen there yet is read with one LIST.
+    async fn pool_devices(
+        &self,
+        driver: &str,
+        pool: &str,
+    ) -> Result<Vec<SliceDevice>, SourceError> {
+        let cached: Vec<Arc<ResourceSlice>> = self
+            .caches
+            .slices
+            .state()
+            .into_iter()
+            .filter(|s| s.spec.driver == driver && s.spec.pool.name == pool)
+            .collect();
+        if !cached.is_empty() {
+            self.caches.metrics.cache("resourceslice", true);
+            return Ok(cached
+                .iter()
+                .flat_map(|s| plexus_api::devices::slice_devices(s))
+                .collect());
+        }
+        self.caches.metrics.cache("resourceslice", false);
+        let (api, driver, pool) = (self.api.clone(), driver.to_owned(), pool.to_owned());
+        self.on_daemon_runtime(
+            format!("LIST resourceslices of driver {driver}"),
+            async move { api.pool_devices(&driver, &pool).await },
         )
         .await
     }

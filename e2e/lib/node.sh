@@ -196,10 +196,12 @@ EOF
 plexus_rbac() {
   user_role plexus-node '- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
 - {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
-- {apiGroups: [""], resources: [events], verbs: [create]}'
+- {apiGroups: [""], resources: [events], verbs: [create]}
+- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list]}'
   user_role plexus-daemon '- {apiGroups: [""], resources: [pods], verbs: [get, list, watch, patch]}
 - {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get, list, watch]}
-- {apiGroups: [""], resources: [events], verbs: [create]}'
+- {apiGroups: [""], resources: [events], verbs: [create]}
+- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list, watch]}'
   kctl apply -f - >/dev/null <<EOF
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass

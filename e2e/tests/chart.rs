@@ -538,6 +538,7 @@ fn chart_lifecycle() {
         ("patch", "pods"),
         ("get", "network-attachment-definitions.k8s.cni.cncf.io"),
         ("create", "events"),
+        ("list", "resourceslices.resource.k8s.io"),
     ] {
         assert!(
             can_i(NODE_SA, verb, resource, None),
@@ -554,6 +555,8 @@ fn chart_lifecycle() {
         ("list", "network-attachment-definitions.k8s.cni.cncf.io"),
         ("get", "configmaps"),
         ("get", "nodes"),
+        ("get", "resourceclaims.resource.k8s.io"),
+        ("watch", "resourceslices.resource.k8s.io"),
     ] {
         assert!(
             !can_i(NODE_SA, verb, resource, None),

@@ -187,6 +187,34 @@ pub(crate) fn add<P: SourceProvider>(
     thread_runtime(|runtime| add_for_pod(provider, ctx, sandbox, &pod_args, runtime))?
 }
 
+/// Device networks: the pod's devices from the kubelet, its DRA devices by their ResourceSlices' attributes (the pools
+/// of its claimed devices, each read once).
+async fn pod_devices<S: NetworkSource>(
+    source: &S,
+    config: &Config,
+    pod: &plan::PodView,
+) -> Result<Vec<plexus_api::devices::ContainerDevices>, PlexusError> {
+    let found = crate::devices::pod_devices(config, pod).await?;
+    let mut devices = found.plugin;
+    if !found.claimed.is_empty() {
+        let mut pools: Vec<(&str, &str)> = Vec::new();
+        for c in &found.claimed {
+            if !pools.contains(&(c.driver.as_str(), c.pool.as_str())) {
+                pools.push((&c.driver, &c.pool));
+            }
+        }
+        let mut slices = Vec::new();
+        for (driver, pool) in pools {
+            slices.extend(source.pool_devices(driver, pool).await?);
+        }
+        devices.extend(plexus_api::devices::claimed_as_container_devices(
+            &found.claimed,
+            &slices,
+        ));
+    }
+    Ok(devices)
+}
+
 /// [`add`] in Kubernetes mode, on the thread's runtime.
 fn add_for_pod<P: SourceProvider>(
     provider: &P,
@@ -217,7 +245,7 @@ fn add_for_pod<P: SourceProvider>(
             &env_args,
         )?;
         if plan.needs_devices() {
-            let (devices, _) = crate::devices::pod_devices(&ctx.config, &pod).await?;
+            let devices = pod_devices(&source, &ctx.config, &pod).await?;
             plan.give_devices(&ctx.config, &pod, &devices, &sandbox.container_id)?;
         }
         Ok::<_, PlexusError>((source, pod, plan))

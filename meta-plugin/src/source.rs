@@ -14,10 +14,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::api::resource::v1::ResourceSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use plexus_api::cni::NetworkConfigList;
+use plexus_api::devices::SliceDevice;
 use plexus_api::nad::{NetworkAttachmentDefinition, pick_on_disk_config};
 use plexus_api::policy::{self, PolicyError};
 use tracing::{debug, warn};
@@ -76,6 +78,13 @@ pub trait NetworkSource {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<NadView>, SourceError>>;
+    /// The device-network devices of a DRA driver's resource pool ([`plexus_api::devices::slice_devices`]): read only
+    /// for pods whose containers use ResourceClaims and that have device networks.
+    fn pool_devices(
+        &self,
+        driver: &str,
+        pool: &str,
+    ) -> impl Future<Output = Result<Vec<SliceDevice>, SourceError>>;
     /// Writes the pod's network-status annotation (one request).
     fn publish_status(
         &self,
@@ -135,6 +144,9 @@ impl NetworkSource for NodeOnly {
     }
     async fn nad(&self, _: &str, _: &str) -> Result<Option<NadView>, SourceError> {
         Ok(None)
+    }
+    async fn pool_devices(&self, _: &str, _: &str) -> Result<Vec<SliceDevice>, SourceError> {
+        Ok(Vec::new())
     }
     async fn publish_status(&self, _: &PodView, _: &str) -> Result<(), SourceError> {
         Ok(())
@@ -339,6 +351,28 @@ impl NetworkSource for KubeSource {
             )
             .await?;
         Ok(nad.as_ref().map(NadView::of))
+    }
+
+    /// One LIST of the driver's ResourceSlices (`fieldSelector=spec.driver=...`), the pool's kept.
+    async fn pool_devices(
+        &self,
+        driver: &str,
+        pool: &str,
+    ) -> Result<Vec<SliceDevice>, SourceError> {
+        let api: Api<ResourceSlice> = Api::all(self.client.clone());
+        let params = kube::api::ListParams::default().fields(&format!("spec.driver={driver}"));
+        let slices = self
+            .bounded(
+                || format!("LIST resourceslices of driver {driver}"),
+                api.list(&params),
+            )
+            .await?;
+        Ok(slices
+            .items
+            .iter()
+            .filter(|s| s.spec.pool.name == pool)
+            .flat_map(plexus_api::devices::slice_devices)
+            .collect())
     }
 
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {

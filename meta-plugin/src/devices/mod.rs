@@ -9,13 +9,23 @@ pub use info::{prepare_info_file, read_info_file, remove_info_file};
 
 use std::time::Instant;
 
-use plexus_api::devices::ContainerDevices;
+use plexus_api::devices::{ClaimedDevice, ContainerDevices};
 use plexus_api::policy::PodView;
 use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::error::PlexusError;
 use podresources::{CallError, Kubelet};
+
+/// A pod's devices as the kubelet reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDevices {
+    /// Device-plugin devices.
+    pub plugin: Vec<ContainerDevices>,
+    /// DRA devices of the ResourceClaims its containers use (their attributes are in ResourceSlices).
+    pub claimed: Vec<ClaimedDevice>,
+    pub found: Found,
+}
 
 /// Where a pod's devices were found (for the log and the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +39,7 @@ pub enum Found {
 /// (a kubelet with `Get` disabled, or one that does not know the pod by name); the device manager's checkpoint (by
 /// pod UID) when the kubelet can't be reached within `kubeletTimeoutSeconds`. Fails with code 11 (try again later)
 /// naming what was tried.
-pub async fn pod_devices(
-    config: &Config,
-    pod: &PodView,
-) -> Result<(Vec<ContainerDevices>, Found), PlexusError> {
+pub async fn pod_devices(config: &Config, pod: &PodView) -> Result<PodDevices, PlexusError> {
     let started = Instant::now();
     let timeout = config.kubelet_timeout;
     let socket = &config.pod_resources_socket;
@@ -53,7 +60,11 @@ pub async fn pod_devices(
     let kubelet_error = match tokio::time::timeout(timeout, asked).await {
         Ok(Ok((Some(found), how))) => {
             debug!(pod = %pod.label(), via = ?how, elapsed_ms = started.elapsed().as_millis() as u64, "pod devices from the kubelet");
-            return Ok((found.devices(), how));
+            return Ok(PodDevices {
+                claimed: found.claimed_devices(),
+                plugin: found.devices(),
+                found: how,
+            });
         }
         Ok(Ok((None, _))) => format!(
             "the kubelet's PodResources List does not list pod {}",
@@ -69,7 +80,13 @@ pub async fn pod_devices(
     warn!(pod = %pod.label(), error = %kubelet_error, "PodResources failed; reading the device manager's checkpoint");
     let checkpoint = &config.device_checkpoint_file;
     let from_checkpoint = match checkpoint::pod_devices(checkpoint, &pod.uid) {
-        Ok(Some(devices)) => return Ok((devices, Found::Checkpoint)),
+        Ok(Some(devices)) => {
+            return Ok(PodDevices {
+                plugin: devices,
+                claimed: Vec::new(),
+                found: Found::Checkpoint,
+            });
+        }
         Ok(None) => format!(
             "{} has no entry for pod UID {:?}",
             checkpoint.display(),
@@ -150,10 +167,11 @@ mod tests {
             r#"{"Data":{"PodDeviceEntries":[{"PodUID":"u1","ContainerName":"c","ResourceName":"r/x","DeviceIDs":{"-1":["b","a"]}}]},"Checksum":1}"#,
         )
         .unwrap();
-        let (devices, found) = run(pod_devices(&config, &pod())).unwrap();
-        assert_eq!(found, Found::Checkpoint);
+        let devices = run(pod_devices(&config, &pod())).unwrap();
+        assert_eq!(devices.found, Found::Checkpoint);
+        assert!(devices.claimed.is_empty());
         assert_eq!(
-            plexus_api::devices::device_order(&devices, "r/x"),
+            plexus_api::devices::device_order(&devices.plugin, "r/x"),
             ["a", "b"]
         );
     }

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use hyper_util::rt::TokioIo;
+use plexus_api::devices::ClaimedDevice;
 use tonic::transport::{Channel, Endpoint};
 
 /// The largest answer read (a `List` on a busy node; Multus reads up to 16 MiB too).
@@ -48,6 +49,30 @@ pub struct ContainerResources {
     pub name: String,
     #[prost(message, repeated, tag = "2")]
     pub devices: Vec<ContainerDevices>,
+    #[prost(message, repeated, tag = "5")]
+    pub dynamic_resources: Vec<DynamicResource>,
+}
+
+/// A ResourceClaim the container uses (DRA).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DynamicResource {
+    #[prost(string, tag = "2")]
+    pub claim_name: String,
+    #[prost(string, tag = "3")]
+    pub claim_namespace: String,
+    #[prost(message, repeated, tag = "4")]
+    pub claim_resources: Vec<ClaimResource>,
+}
+
+/// One device allocated to the claim.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClaimResource {
+    #[prost(string, tag = "2")]
+    pub driver_name: String,
+    #[prost(string, tag = "3")]
+    pub pool_name: String,
+    #[prost(string, tag = "4")]
+    pub device_name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -59,6 +84,29 @@ pub struct ContainerDevices {
 }
 
 impl PodResources {
+    /// The pod's DRA devices, per container and claim (each device once per container).
+    pub fn claimed_devices(&self) -> Vec<ClaimedDevice> {
+        let mut out: Vec<ClaimedDevice> = Vec::new();
+        for c in &self.containers {
+            for claim in &c.dynamic_resources {
+                for r in &claim.claim_resources {
+                    let device = ClaimedDevice {
+                        container: c.name.clone(),
+                        claim_namespace: claim.claim_namespace.clone(),
+                        claim_name: claim.claim_name.clone(),
+                        driver: r.driver_name.clone(),
+                        pool: r.pool_name.clone(),
+                        device: r.device_name.clone(),
+                    };
+                    if !out.contains(&device) {
+                        out.push(device);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The pod's device-plugin devices, per container.
     pub fn devices(self) -> Vec<plexus_api::devices::ContainerDevices> {
         self.containers
@@ -204,8 +252,33 @@ mod tests {
             devices: Vec<ContainerDevices>,
             #[prost(int64, repeated, tag = "3")]
             cpu_ids: Vec<i64>,
-            #[prost(bytes, repeated, tag = "5")]
-            dynamic_resources: Vec<Vec<u8>>,
+            #[prost(message, repeated, tag = "5")]
+            dynamic_resources: Vec<FullDynamic>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct FullCdiDevice {
+            #[prost(string, tag = "1")]
+            name: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct FullClaimResource {
+            #[prost(message, repeated, tag = "1")]
+            cdi_devices: Vec<FullCdiDevice>,
+            #[prost(string, tag = "2")]
+            driver_name: String,
+            #[prost(string, tag = "3")]
+            pool_name: String,
+            #[prost(string, tag = "4")]
+            device_name: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct FullDynamic {
+            #[prost(string, tag = "2")]
+            claim_name: String,
+            #[prost(string, tag = "3")]
+            claim_namespace: String,
+            #[prost(message, repeated, tag = "4")]
+            claim_resources: Vec<FullClaimResource>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
         struct FullPod {
@@ -232,13 +305,36 @@ mod tests {
                         device_ids: vec!["0000:aa:00.1".into()],
                     }],
                     cpu_ids: vec![1, 2],
-                    dynamic_resources: vec![b"\x12\x01x".to_vec()],
+                    dynamic_resources: vec![FullDynamic {
+                        claim_name: "nic-claim".into(),
+                        claim_namespace: "ns".into(),
+                        claim_resources: vec![FullClaimResource {
+                            cdi_devices: vec![FullCdiDevice {
+                                name: "nic.plexus.test/nic=nic0".into(),
+                            }],
+                            driver_name: "nic.plexus.test".into(),
+                            pool_name: "node1".into(),
+                            device_name: "nic0".into(),
+                        }],
+                    }],
                 }],
             }),
         }
         .encode_to_vec();
         let got = GetPodResourcesResponse::decode(&wire[..]).unwrap();
-        let devices = got.pod_resources.unwrap().devices();
+        let pod = got.pod_resources.unwrap();
+        assert_eq!(
+            pod.claimed_devices(),
+            [ClaimedDevice {
+                container: "c".into(),
+                claim_namespace: "ns".into(),
+                claim_name: "nic-claim".into(),
+                driver: "nic.plexus.test".into(),
+                pool: "node1".into(),
+                device: "nic0".into(),
+            }]
+        );
+        let devices = pod.devices();
         assert_eq!(
             devices,
             [plexus_api::devices::ContainerDevices {

@@ -108,6 +108,81 @@ pub struct AssignedDevice {
     /// The device-info object read from that file after ADD: network-status's `device-info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
+    /// The ResourceClaim the device was allocated to (DRA): its status gets the interface (KEP-4817).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<DeviceClaim>,
+}
+
+/// A DRA device of a ResourceClaim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceClaim {
+    pub namespace: String,
+    pub name: String,
+    pub driver: String,
+    pub pool: String,
+    pub device: String,
+}
+
+/// The claimed device that is `device_id` of `resource` by its slice's attributes, if one is.
+pub fn claim_of(
+    claimed: &[ClaimedDevice],
+    slices: &[SliceDevice],
+    resource: &str,
+    device_id: &str,
+) -> Option<DeviceClaim> {
+    claimed.iter().find_map(|c| {
+        slices
+            .iter()
+            .find(|s| {
+                s.driver == c.driver
+                    && s.pool == c.pool
+                    && s.device == c.device
+                    && s.resource_name == resource
+                    && s.device_id == device_id
+            })
+            .map(|_| DeviceClaim {
+                namespace: c.claim_namespace.clone(),
+                name: c.claim_name.clone(),
+                driver: c.driver.clone(),
+                pool: c.pool.clone(),
+                device: c.device.clone(),
+            })
+    })
+}
+
+/// The ResourceClaim status of the devices Plexus configured (KEP-4817 `status.devices[].networkData`), as a
+/// server-side apply body: one entry per (driver, pool, device) with the pod's interface name, its addresses in CIDR
+/// form and its MAC.
+pub fn claim_status_apply(
+    claim_namespace: &str,
+    claim_name: &str,
+    devices: &[(&DeviceClaim, &str, Vec<String>, Option<String>)],
+) -> Value {
+    let entries: Vec<Value> = devices
+        .iter()
+        .map(|(c, ifname, ips, mac)| {
+            let mut data = serde_json::Map::new();
+            data.insert("interfaceName".into(), Value::String((*ifname).to_owned()));
+            if !ips.is_empty() {
+                data.insert(
+                    "ips".into(),
+                    ips.iter().cloned().map(Value::String).collect(),
+                );
+            }
+            if let Some(mac) = mac {
+                data.insert("hardwareAddress".into(), Value::String(mac.clone()));
+            }
+            serde_json::json!({
+                "driver": c.driver, "pool": c.pool, "device": c.device,
+                "networkData": Value::Object(data),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": claim_name, "namespace": claim_namespace},
+        "status": {"devices": entries},
+    })
 }
 
 /// Why devices could not be given out.
@@ -410,6 +485,60 @@ mod tests {
                 resource_name: "plexus.test/dra-nic".into(),
                 device_ids: vec!["0000:d2:00.0".into()],
             }]
+        );
+    }
+
+    #[test]
+    fn claim_status_names_the_interface_addresses_and_mac() {
+        let claim = DeviceClaim {
+            namespace: "ns".into(),
+            name: "p-nic".into(),
+            driver: "nic.plexus.test".into(),
+            pool: "node1".into(),
+            device: "nic0".into(),
+        };
+        let body = claim_status_apply(
+            "ns",
+            "p-nic",
+            &[(
+                &claim,
+                "net1",
+                vec!["198.18.0.5/24".into()],
+                Some("aa:bb:cc:dd:ee:ff".into()),
+            )],
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": "p-nic", "namespace": "ns"},
+                "status": {"devices": [{"driver": "nic.plexus.test", "pool": "node1", "device": "nic0",
+                    "networkData": {"interfaceName": "net1", "ips": ["198.18.0.5/24"],
+                                    "hardwareAddress": "aa:bb:cc:dd:ee:ff"}}]}
+            })
+        );
+        let slices = [SliceDevice {
+            driver: "nic.plexus.test".into(),
+            pool: "node1".into(),
+            device: "nic0".into(),
+            device_id: "0000:d2:00.0".into(),
+            resource_name: "plexus.test/dra-nic".into(),
+        }];
+        let claimed = [ClaimedDevice {
+            container: "app".into(),
+            claim_namespace: "ns".into(),
+            claim_name: "p-nic".into(),
+            driver: "nic.plexus.test".into(),
+            pool: "node1".into(),
+            device: "nic0".into(),
+        }];
+        assert_eq!(
+            claim_of(&claimed, &slices, "plexus.test/dra-nic", "0000:d2:00.0"),
+            Some(claim)
+        );
+        assert_eq!(
+            claim_of(&claimed, &slices, "plexus.test/nic", "0000:d2:00.0"),
+            None
         );
     }
 

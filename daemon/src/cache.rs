@@ -427,6 +427,25 @@ impl NetworkSource for CacheSource {
         .await
     }
 
+    async fn publish_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        apply: &serde_json::Value,
+    ) -> Result<(), SourceError> {
+        let (api, namespace, name, apply) = (
+            self.api.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+            apply.clone(),
+        );
+        self.on_daemon_runtime(
+            format!("APPLY resourceclaim {namespace}/{name} status"),
+            async move { api.publish_claim_status(&namespace, &name, &apply).await },
+        )
+        .await
+    }
+
     /// On the request thread's own connection when it has a fresh one ([`crate::direct`]), else (or when that
     /// connection broke without an answer) on the shared client.
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {

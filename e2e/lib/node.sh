@@ -197,11 +197,13 @@ plexus_rbac() {
   user_role plexus-node '- {apiGroups: [""], resources: [pods], verbs: [get, patch]}
 - {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get]}
 - {apiGroups: [""], resources: [events], verbs: [create]}
-- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list]}'
+- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list]}
+- {apiGroups: [resource.k8s.io], resources: [resourceclaims/status], verbs: [patch]}'
   user_role plexus-daemon '- {apiGroups: [""], resources: [pods], verbs: [get, list, watch, patch]}
 - {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get, list, watch]}
 - {apiGroups: [""], resources: [events], verbs: [create]}
-- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list, watch]}'
+- {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list, watch]}
+- {apiGroups: [resource.k8s.io], resources: [resourceclaims/status], verbs: [patch]}'
   kctl apply -f - >/dev/null <<EOF
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass

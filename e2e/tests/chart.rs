@@ -539,6 +539,7 @@ fn chart_lifecycle() {
         ("get", "network-attachment-definitions.k8s.cni.cncf.io"),
         ("create", "events"),
         ("list", "resourceslices.resource.k8s.io"),
+        ("patch", "resourceclaims.resource.k8s.io:status"),
     ] {
         assert!(
             can_i(NODE_SA, verb, resource, None),

@@ -11,7 +11,7 @@ use crate::error::PlexusError;
 use crate::ops::{self, Context, Sandbox};
 use crate::plan::{self, Plan, PodArgs};
 use crate::record::PodRef;
-use crate::report::{attach_events, network_statuses, warning_events};
+use crate::report::{attach_events, claim_statuses, network_statuses, warning_events};
 use crate::source::{self, NetworkSource, NodeOnly, PodEvent, SourceProvider};
 
 thread_local! {
@@ -189,13 +189,16 @@ pub(crate) fn add<P: SourceProvider>(
 
 /// Device networks: the pod's devices from the kubelet, its DRA devices by their ResourceSlices' attributes (the pools
 /// of its claimed devices, each read once).
-async fn pod_devices<S: NetworkSource>(
+async fn give_devices<S: NetworkSource>(
     source: &S,
     config: &Config,
     pod: &plan::PodView,
-) -> Result<Vec<plexus_api::devices::ContainerDevices>, PlexusError> {
+    plan: &mut Plan,
+    container_id: &str,
+) -> Result<(), PlexusError> {
     let found = crate::devices::pod_devices(config, pod).await?;
     let mut devices = found.plugin;
+    let mut slices = Vec::new();
     if !found.claimed.is_empty() {
         let mut pools: Vec<(&str, &str)> = Vec::new();
         for c in &found.claimed {
@@ -203,7 +206,6 @@ async fn pod_devices<S: NetworkSource>(
                 pools.push((&c.driver, &c.pool));
             }
         }
-        let mut slices = Vec::new();
         for (driver, pool) in pools {
             slices.extend(source.pool_devices(driver, pool).await?);
         }
@@ -212,7 +214,18 @@ async fn pod_devices<S: NetworkSource>(
             &slices,
         ));
     }
-    Ok(devices)
+    plan.give_devices(config, pod, &devices, container_id)?;
+    for attachment in &mut plan.attachments {
+        if let Some(device) = &mut attachment.device {
+            device.claim = plexus_api::devices::claim_of(
+                &found.claimed,
+                &slices,
+                &device.resource_name,
+                &device.device_id,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// [`add`] in Kubernetes mode, on the thread's runtime.
@@ -245,8 +258,7 @@ fn add_for_pod<P: SourceProvider>(
             &env_args,
         )?;
         if plan.needs_devices() {
-            let devices = pod_devices(&source, &ctx.config, &pod).await?;
-            plan.give_devices(&ctx.config, &pod, &devices, &sandbox.container_id)?;
+            give_devices(&source, &ctx.config, &pod, &mut plan, &sandbox.container_id).await?;
         }
         Ok::<_, PlexusError>((source, pod, plan))
     })?;
@@ -276,6 +288,12 @@ fn add_for_pod<P: SourceProvider>(
         // Events only for an ADD that stands.
         if let Err(e) = source.record_events(&pod, &events).await {
             warn!(error = %e, "could not record the pod's events");
+        }
+        // The claims' device status is for the claims' readers (KEP-4817); the pod's networks stand without it.
+        for ((namespace, name), apply) in claim_statuses(&added.record) {
+            if let Err(e) = source.publish_claim_status(&namespace, &name, &apply).await {
+                warn!(claim = %format!("{namespace}/{name}"), error = %e, "could not write the ResourceClaim's device status");
+            }
         }
         Ok::<_, source::SourceError>(())
     });

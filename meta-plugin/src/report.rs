@@ -89,6 +89,51 @@ pub fn warning_events(warnings: &[plexus_api::policy::PolicyWarning]) -> Vec<Pod
         .collect()
 }
 
+/// The ResourceClaim statuses of an ADD (KEP-4817): per claim, a server-side apply body naming the pod's interface,
+/// addresses (CIDR) and MAC for each of its devices that an attachment got.
+pub fn claim_statuses(record: &record::Record) -> Vec<((String, String), Value)> {
+    let mut per_claim: Vec<((String, String), Vec<_>)> = Vec::new();
+    for a in &record.attachments {
+        let Some(claim) = a.device.as_ref().and_then(|d| d.claim.as_ref()) else {
+            continue;
+        };
+        let result = recorded_result(a);
+        let in_pod = result.as_ref().and_then(|r| {
+            r.interfaces
+                .iter()
+                .position(|i| i.name == a.ifname && !i.sandbox.is_empty())
+        });
+        let (ips, mac) = match (&result, in_pod) {
+            (Some(r), Some(index)) => (
+                r.ips
+                    .iter()
+                    .filter(|ip| ip.interface == Some(index))
+                    .map(|ip| ip.address.to_string())
+                    .collect(),
+                Some(r.interfaces[index].mac.clone()).filter(|m| !m.is_empty()),
+            ),
+            (Some(r), None) => (
+                r.ips.iter().map(|ip| ip.address.to_string()).collect(),
+                None,
+            ),
+            (None, _) => (Vec::new(), None),
+        };
+        let key = (claim.namespace.clone(), claim.name.clone());
+        let entry = (claim, a.ifname.as_str(), ips, mac);
+        match per_claim.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, devices)) => devices.push(entry),
+            None => per_claim.push((key, vec![entry])),
+        }
+    }
+    per_claim
+        .into_iter()
+        .map(|((namespace, name), devices)| {
+            let body = plexus_api::devices::claim_status_apply(&namespace, &name, &devices);
+            ((namespace, name), body)
+        })
+        .collect()
+}
+
 /// An attachment's recorded ADD result, parsed in its delegate's version.
 fn recorded_result(a: &record::RecordedAttachment) -> Option<CniResult> {
     let version = a

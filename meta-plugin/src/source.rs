@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
-use k8s_openapi::api::resource::v1::ResourceSlice;
+use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -85,6 +85,13 @@ pub trait NetworkSource {
         driver: &str,
         pool: &str,
     ) -> impl Future<Output = Result<Vec<SliceDevice>, SourceError>>;
+    /// Server-side applies a ResourceClaim's `status.devices` (KEP-4817 `networkData`; field manager `plexus`).
+    fn publish_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        apply: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), SourceError>>;
     /// Writes the pod's network-status annotation (one request).
     fn publish_status(
         &self,
@@ -147,6 +154,14 @@ impl NetworkSource for NodeOnly {
     }
     async fn pool_devices(&self, _: &str, _: &str) -> Result<Vec<SliceDevice>, SourceError> {
         Ok(Vec::new())
+    }
+    async fn publish_claim_status(
+        &self,
+        _: &str,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<(), SourceError> {
+        Ok(())
     }
     async fn publish_status(&self, _: &PodView, _: &str) -> Result<(), SourceError> {
         Ok(())
@@ -373,6 +388,22 @@ impl NetworkSource for KubeSource {
             .filter(|s| s.spec.pool.name == pool)
             .flat_map(plexus_api::devices::slice_devices)
             .collect())
+    }
+
+    async fn publish_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        apply: &serde_json::Value,
+    ) -> Result<(), SourceError> {
+        let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), namespace);
+        let params = PatchParams::apply("plexus").force();
+        self.bounded(
+            || format!("APPLY resourceclaim {namespace}/{name} status"),
+            api.patch_status(name, &params, &Patch::Apply(apply)),
+        )
+        .await
+        .map(drop)
     }
 
     async fn publish_status(&self, pod: &PodView, status: &str) -> Result<(), SourceError> {

@@ -49,6 +49,7 @@ pub fn give_devices(
             device_id,
             info_file: Some(info_file),
             info: None,
+            claim: None,
         });
     }
     Ok(())

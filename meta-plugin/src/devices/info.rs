@@ -117,6 +117,7 @@ mod tests {
                 "net1",
             )),
             info: None,
+            claim: None,
         };
         // No device plugin file: nothing to copy, nothing to read.
         assert_eq!(prepare_info_file(info_dir, &device), Ok(false));

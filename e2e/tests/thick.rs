@@ -486,18 +486,20 @@ fn a_hundred_concurrent_adds_then_dels_through_the_shim() {
     );
 }
 
-/// A ClusterRole with what the daemon needs (events only with `events`) bound to `subject`; deleted on drop.
+/// The chart's thick-mode node ClusterRole (without its events rule unless `events`) bound to `subject`; deleted on
+/// drop.
 struct DaemonRole(String);
 
 impl DaemonRole {
     fn grant(name: &str, subject: Value, events: bool) -> Self {
-        let mut rules = vec![
-            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}),
-            json!({"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"],
-                   "verbs": ["get", "list", "watch"]}),
-        ];
-        if events {
-            rules.push(json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}));
+        let mut rules = plexus_e2e::rbac::node_cluster_role_rules(true);
+        if !events {
+            rules.retain(|rule| {
+                !rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("events"))
+            });
         }
         let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},

@@ -7,6 +7,7 @@
 
 pub mod node;
 pub mod oci;
+pub mod rbac;
 pub mod thick;
 
 use std::io::Write;

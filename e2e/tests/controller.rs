@@ -116,6 +116,11 @@ fn bad_nads_are_refused_naming_the_field() {
             r#"spec.config sets "runtimeConfig", a key the container runtime reserves"#,
         ),
         (
+            "reserved-prefix",
+            r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge","cni.dev/x":1}]}"#,
+            r#"spec.config.plugins[0] sets "cni.dev/x", a key the container runtime reserves"#,
+        ),
+        (
             "bad-cni-name",
             r#"{"cniVersion":"1.0.0","name":"-x","type":"bridge"}"#,
             r#"network name "-x" is invalid"#,
@@ -189,6 +194,10 @@ fn bad_pods_are_refused_naming_the_element() {
             r#"[{"name":"plain","default-route":["198.18.91.1"]},{"name":"fixed","default-route":["198.18.91.2"]}]"#,
             r#"elements 0 and 1 both set "default-route""#,
         ),
+        (
+            r#"[{"name":"plain","default-route":["198.18.91.1","198.18.91.2"]}]"#,
+            &format!("network {n}/plain: default-route lists two gateways of one family") as &str,
+        ),
         ("Bad_Name", r#"network name "Bad_Name" is not valid"#),
         ("[{", "not valid JSON"),
     ]
@@ -199,6 +208,16 @@ fn bad_pods_are_refused_naming_the_element() {
         refused(&object, want);
         refused(&object, &format!("metadata.annotations[{NETWORKS}]"));
     }
+    // A NAD the webhook would have refused, stored where it does not look, selected from a namespace it checks.
+    let off = KubeNamespace::without_admission("adm-podoff");
+    apply(&nad(&off.name, "broken", Some("{oops"))).unwrap();
+    refused(
+        &pod(n, "unusable", Some(&format!("{}/broken", off.name))),
+        &format!(
+            "network {}/broken: NetworkAttachmentDefinition \"broken\": spec.config is not valid JSON",
+            off.name
+        ),
+    );
 }
 
 #[test]
@@ -764,6 +783,68 @@ fn with_the_webhook_down_nads_are_refused_and_pods_admitted() {
     apply(&pod(n, "while-down", Some("no-such-net")))
         .expect("pods are admitted while the webhook is down");
     apply(&pod(n, "plain", None)).expect("pods without the annotation never reach the webhook");
+}
+
+/// A replica given the node keys that are off by default (`--namespace-isolation`, `--strict-capabilities`,
+/// `--allowed-plugin-types`) refuses what each forbids, through the real API server.
+#[test]
+fn a_replica_with_the_stricter_node_keys_refuses_what_they_forbid() {
+    // Out of reach of the live webhook (admission off), in reach of this test's replica.
+    let ns = KubeNamespace::without_admission("strict");
+    let other = KubeNamespace::without_admission("strict-other");
+    let label = ns.name.clone();
+    kubectl(
+        &[
+            "label",
+            "namespace",
+            &ns.name,
+            &format!("plexus-e2e/strict={label}"),
+        ],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = self_signed(dir.path(), "strict");
+    let replica = Replica::start_with(
+        "strict",
+        &unique("plexus-e2e-strict-"),
+        &crt,
+        &key,
+        &[
+            "--no-reconcile",
+            "--namespace-isolation",
+            "--strict-capabilities",
+            "--allowed-plugin-types",
+            "bridge,host-local",
+        ],
+    );
+    let _webhook = WebhookCopy::new("plexus-e2e/strict", &label, replica.webhook, Some(&crt));
+    let n = &ns.name;
+    let dhcp = r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"dhcp"}}"#;
+    let err = eventually("the replica's webhook to take effect", || {
+        apply(&nad(n, "dhcp", Some(dhcp))).err()
+    });
+    assert!(
+        err.contains("denied the request")
+            && err.contains(r#"plugin type "dhcp" is not in this node's allowedPluginTypes"#),
+        "{err}"
+    );
+    apply(&nad(n, "plain", Some(BRIDGE))).expect("bridge and host-local are allowed");
+    apply(&nad(&other.name, "elsewhere", None)).unwrap();
+    let isolated = pod(n, "isolated", Some(&format!("{}/elsewhere", other.name)));
+    refused(
+        &isolated,
+        "is in another namespace, which namespaceIsolation forbids",
+    );
+    refused(&isolated, &format!("network {}/elsewhere", other.name));
+    refused(
+        &pod(
+            n,
+            "caps",
+            Some(r#"[{"name":"plain","ips":["198.18.92.6/24"]}]"#),
+        ),
+        r#"but no plugin of its config declares the "ips" capability (strictCapabilities is on)"#,
+    );
+    apply(&pod(n, "fine", Some("plain"))).expect("a plain selection is admitted");
 }
 
 /// Clients that connect to the webhook and stall: some never start the TLS handshake, some stop in the middle of it,

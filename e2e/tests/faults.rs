@@ -178,6 +178,31 @@ impl Pod {
         pod
     }
 
+    /// A pod whose `lan` ends with a wrapper that appends each `CNI_COMMAND` it gets to `<bin>/calls`
+    /// ([`Pod::delegate_calls`]) before running the real tuning plugin.
+    fn logging(prefix: &str, mode: &Mode) -> Self {
+        let pod = Self::with_last_delegate(prefix, mode, "logged-tuning");
+        script(
+            pod.bin.path(),
+            "logged-tuning",
+            &format!(
+                "echo \"$CNI_COMMAND\" >> {}\nexec {}",
+                pod.bin.path().join("calls").display(),
+                plugins_dir().join("tuning").display()
+            ),
+        );
+        pod
+    }
+
+    /// The commands a [`Pod::logging`]'s wrapper delegate got, in order.
+    fn delegate_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.bin.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn with_last_delegate(prefix: &str, mode: &Mode, last: &str) -> Self {
         let ns = KubeNamespace::new(prefix);
         let sb = mode.sandbox();
@@ -319,30 +344,56 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn api_server_down_during_add(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("down-add", 2, mode, Pod::new);
-    proxy.stop();
+/// What an ADD does when the API server can't answer (down, or `slow`: stalled past `apiTimeoutSeconds`, applied after
+/// the pod was created): thin mode reads
+/// the pod and its NADs from the API server, so it fails before any delegate runs. Thick mode reads them from the
+/// daemon's caches, filled before the fault: the delegates run, the network-status PATCH can't be sent, and the ADD
+/// is rolled back (each delegate's DEL) before the same code 11 is returned.
+fn api_server_fails_during_add(prefix: &str, mode: &Mode, slow: bool) {
+    let (pod, proxy, _dir, config) =
+        behind_proxy(prefix, if slow { 1 } else { 2 }, mode, Pod::logging);
+    if slow {
+        proxy.stall();
+    } else {
+        proxy.stop();
+    }
     let e = pod.call("ADD").err(config.to_string().as_bytes());
     assert_eq!(e["code"], 11, "try again later: {e}");
-    assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
-    assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(msg.contains("victim"), "{e}");
+    if mode.is_thick() {
+        assert!(msg.contains("network-status"), "{e}");
+        assert_eq!(
+            pod.delegate_calls(),
+            ["ADD", "DEL"],
+            "the delegates ran from the caches, then were rolled back"
+        );
+    } else {
+        assert_eq!(
+            pod.delegate_calls(),
+            Vec::<String>::new(),
+            "no delegate ran"
+        );
+    }
+    assert_eq!(pod.link_names(), Vec::<String>::new(), "nothing attached");
+    assert_eq!(pod.record_state(), None, "no record of the ADD");
+    assert!(!pod.has_network_status());
+    if slow {
+        assert!(
+            proxy.accepted.load(Ordering::SeqCst) > 0,
+            "plexus went through the proxy"
+        );
+    }
     pod.call("DEL").ok(&config);
     pod.assert_no_leftovers();
 }
 
+fn api_server_down_during_add(mode: &Mode) {
+    api_server_fails_during_add("down-add", mode, false);
+}
+
 fn api_server_slow_during_add(mode: &Mode) {
-    let (pod, proxy, _dir, config) = behind_proxy("slow-add", 1, mode, Pod::new);
-    proxy.stall();
-    let e = pod.call("ADD").err(config.to_string().as_bytes());
-    assert_eq!(e["code"], 11, "try again later: {e}");
-    assert!(e["msg"].as_str().unwrap().contains("victim"), "{e}");
-    assert_eq!(pod.link_names(), Vec::<String>::new(), "no delegate ran");
-    assert!(
-        proxy.accepted.load(Ordering::SeqCst) > 0,
-        "plexus went through the proxy"
-    );
-    pod.call("DEL").ok(&config);
-    pod.assert_no_leftovers();
+    api_server_fails_during_add("slow-add", mode, true);
 }
 
 fn api_server_slow_at_the_status_patch(mode: &Mode) {

@@ -482,12 +482,14 @@ fn bad_requests_fail_before_any_delegate_runs(mode: &Mode) {
         let args = pod_args(&ns.name, pod, &uid, &sb.container_id);
         let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
         let msg = e["msg"].as_str().unwrap();
+        assert_eq!(e["code"], 102, "selection refused: {e}");
         assert!(msg.contains(pod) && msg.contains(expect), "{pod}: {msg}");
         sb.assert_clean();
     }
     // A pod that does not exist is an error (after a short retry), never "no networks".
     let args = pod_args(&ns.name, "ghost", "", &sb.container_id);
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 105, "pod not found: {e}");
     assert!(e["msg"].as_str().unwrap().contains("not found"), "{e}");
     // A pod replaced under the same name (another UID) is refused.
     mode.create_pod(&ns.name, "replaced", &[]);
@@ -498,6 +500,7 @@ fn bad_requests_fail_before_any_delegate_runs(mode: &Mode) {
         &sb.container_id,
     );
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
+    assert_eq!(e["code"], 106, "pod replaced: {e}");
     assert!(e["msg"].as_str().unwrap().contains("UID"), "{e}");
     sb.assert_clean();
 }

@@ -3,28 +3,25 @@
 
 #![forbid(unsafe_code)]
 
+use plexus_e2e::rbac;
 use plexus_e2e::thick::Mode;
 use plexus_e2e::*;
 use serde_json::json;
 
-/// The rules the plugin needs, and nothing more; `watch`: the daemon's too (its caches list and watch).
-fn cluster_role(name: &str, patch_pods: bool, watch: bool) -> serde_json::Value {
-    let mut pod_verbs = vec!["get"];
-    let mut nad_verbs = vec!["get"];
-    if watch {
-        pod_verbs.extend(["list", "watch"]);
-        nad_verbs.extend(["list", "watch"]);
-    }
-    if patch_pods {
-        pod_verbs.push("patch");
+/// The chart's node ClusterRole (thick: the daemon's, which also lists and watches), under `name`; with
+/// `patch_pods` false, the same rules without `patch` of pods.
+fn cluster_role(name: &str, patch_pods: bool, thick: bool) -> serde_json::Value {
+    let mut rules = rbac::node_cluster_role_rules(thick);
+    if !patch_pods {
+        for rule in &mut rules {
+            if let Some(verbs) = rule["verbs"].as_array_mut() {
+                verbs.retain(|v| v != "patch");
+            }
+        }
     }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": pod_verbs},
-            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": nad_verbs},
-            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
-        ]
+        "rules": rules
     })
 }
 
@@ -128,3 +125,53 @@ fn least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add(mode
 plexus_e2e::in_both_modes!(
     least_privilege_rules_suffice_and_a_refused_status_update_undoes_the_add
 );
+
+/// The rules `docs/install.md` lists for the node's ClusterRole, from its table (`thick` picks the column).
+fn documented_node_permissions(thick: bool) -> std::collections::BTreeSet<rbac::Permission> {
+    let doc = std::fs::read_to_string(repo().join("docs/install.md")).unwrap();
+    let header = "| resource (API group) | thin mode | thick mode |";
+    let table = doc
+        .split_once(header)
+        .unwrap_or_else(|| panic!("docs/install.md has no table headed {header}"))
+        .1;
+    let mut all = std::collections::BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        let (resource, group) = cells[0]
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("resource (group) in {row}"));
+        let group = match group.trim_matches(['(', ')']) {
+            "core" => String::new(),
+            other => other.trim_matches('`').to_owned(),
+        };
+        for verb in cells[if thick { 2 } else { 1 }].split(',') {
+            all.insert((
+                group.clone(),
+                resource.trim_matches('`').to_owned(),
+                verb.trim().trim_matches('`').to_owned(),
+            ));
+        }
+    }
+    assert!(!all.is_empty(), "no rows under {header}");
+    all
+}
+
+/// The node rules the tests above grant (the chart's, rendered) are the ones the docs list, in both modes, and
+/// events are created in the core group only (what `KubeSource::record_events` posts).
+#[test]
+fn the_documented_node_rules_are_the_charts() {
+    for thick in [false, true] {
+        let granted = rbac::permissions(&rbac::node_cluster_role_rules(thick));
+        assert_eq!(
+            granted,
+            documented_node_permissions(thick),
+            "thick: {thick}"
+        );
+        let events: Vec<_> = granted.iter().filter(|p| p.1 == "events").collect();
+        assert_eq!(
+            events,
+            [&(String::new(), "events".to_owned(), "create".to_owned())]
+        );
+    }
+}

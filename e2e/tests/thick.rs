@@ -486,18 +486,20 @@ fn a_hundred_concurrent_adds_then_dels_through_the_shim() {
     );
 }
 
-/// A ClusterRole with what the daemon needs (events only with `events`) bound to `subject`; deleted on drop.
+/// The chart's thick-mode node ClusterRole (without its events rule unless `events`) bound to `subject`; deleted on
+/// drop.
 struct DaemonRole(String);
 
 impl DaemonRole {
     fn grant(name: &str, subject: Value, events: bool) -> Self {
-        let mut rules = vec![
-            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}),
-            json!({"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"],
-                   "verbs": ["get", "list", "watch"]}),
-        ];
-        if events {
-            rules.push(json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}));
+        let mut rules = plexus_e2e::rbac::node_cluster_role_rules(true);
+        if !events {
+            rules.retain(|rule| {
+                !rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("events"))
+            });
         }
         let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
@@ -691,34 +693,104 @@ fn events_the_api_server_refuses_are_logged_and_counted_and_the_add_stands() {
     pod.sb.assert_clean();
 }
 
+/// The connections waiting in the accept queue of the listening unix socket at `path` (`ss`'s Recv-Q of a
+/// listener): requests the daemon has not taken yet.
+fn accept_queue(path: &Path) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-xlnH"])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss failed");
+    let path = path.display().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 5 && f[4] == path)
+        .unwrap_or_else(|| panic!("no listener at {path}"))[2]
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn max_concurrent_delegates_bounds_the_requests_that_run_at_once() {
-    let daemon = Daemon::start(json!({"maxConcurrentDelegates": 1}));
-    let first = SlowPod::new(&daemon, "conc1", 3);
-    let second = SlowPod::new(&daemon, "conc2", 0);
-    let mut running = first.start_add();
-    let waiting = second
-        .pod
-        .call("ADD")
-        .spawn(second.pod.config.to_string().as_bytes());
-    // While the first ADD holds the one slot, the second does not start.
-    while running.try_wait().unwrap().is_none() {
-        assert!(
-            !second.pidfile.exists(),
-            "the second ADD ran beside the first"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(running.wait().unwrap().success());
-    let out = waiting.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    const LIMIT: usize = 2;
+    const PODS: usize = 5;
+    let daemon = Daemon::start(json!({"maxConcurrentDelegates": LIMIT}));
+    // Every pod's delegate: counts itself in `running` (under a lock) and logs the count it saw in `levels`, holds
+    // its ADD until `go` exists, runs the real ptp, then counts itself out.
+    let bin = tempfile::tempdir().unwrap();
+    let dir = bin.path().display().to_string();
+    std::fs::write(bin.path().join("running"), "0\n").unwrap();
+    script(
+        bin.path(),
+        "counted-ptp",
+        &format!(
+            "[ \"$CNI_COMMAND\" = ADD ] || exec {plugins}/ptp\n\
+             ( flock 9; n=$(( $(cat {dir}/running) + 1 )); echo $n > {dir}/running; echo $n >> {dir}/levels ) 9>{dir}/lock\n\
+             while [ ! -e {dir}/go ]; do sleep 0.02; done\n\
+             out=$({plugins}/ptp); rc=$?\n\
+             ( flock 9; echo $(( $(cat {dir}/running) - 1 )) > {dir}/running ) 9>{dir}/lock\n\
+             printf '%s' \"$out\"; exit $rc",
+            plugins = plugins_dir().display()
+        ),
     );
-    assert!(second.pidfile.exists());
-    for slow in [&first, &second] {
-        slow.pod.call("DEL").ok(&slow.pod.config);
-        slow.pod.sb.assert_clean();
+    let bin_dir = format!("{dir}:{}", plugins_dir().display());
+    let pods: Vec<NodePod> = (0..PODS)
+        .map(|i| {
+            NodePod::new(
+                &daemon,
+                &format!("conc{i}"),
+                "counted-ptp",
+                json!({"binDir": bin_dir}),
+            )
+        })
+        .collect();
+    // One config for all (the daemon follows its callers' keys: one default network, lease store and cniDir).
+    let config = pods[0].config.to_string();
+    let mut adds: Vec<std::process::Child> = pods
+        .iter()
+        .map(|p| p.call("ADD").spawn(config.as_bytes()))
+        .collect();
+    let running = || {
+        std::fs::read_to_string(bin.path().join("running"))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    // LIMIT delegates run and hold; the other requests wait, not taken, in the socket's accept queue.
+    daemon.wait_for("the limit reached and the rest queued", |d| {
+        running() == LIMIT && accept_queue(&d.socket()) == PODS - LIMIT
+    });
+    assert_eq!(
+        daemon.metric("plexus_daemon_in_flight_requests", &[]),
+        LIMIT as f64
+    );
+    for add in &mut adds {
+        assert!(add.try_wait().unwrap().is_none(), "a shim stopped waiting");
+    }
+    std::fs::write(bin.path().join("go"), b"").unwrap();
+    for add in adds {
+        let out = add.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Each ran once, never more than LIMIT at a time: the queued ones started as running ones ended.
+    let levels: Vec<usize> = std::fs::read_to_string(bin.path().join("levels"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(levels.len(), PODS, "{levels:?}");
+    assert_eq!(levels.iter().max(), Some(&LIMIT), "{levels:?}");
+    assert_eq!(running(), 0);
+    for pod in &pods {
+        pod.call("DEL").ok(&pods[0].config);
+    }
+    for pod in &pods {
+        pod.sb.assert_clean();
     }
 }

@@ -121,14 +121,12 @@ impl Shim {
             )
             .with_version(self.cni_version.clone())
         };
-        let header = Header {
-            env: FORWARDED_VARIABLES
-                .iter()
-                .filter_map(|k| env_lookup(k).map(|v| ((*k).to_owned(), v)))
-                .collect(),
-            deadline_ms: unix_ms(std::time::SystemTime::now() + self.timeout),
-        };
-        let header = serde_json::to_vec(&header).expect("the header serialises");
+        let env = FORWARDED_VARIABLES
+            .iter()
+            .filter_map(|k| env_lookup(k).map(|v| ((*k).to_owned(), v)))
+            .collect();
+        let header =
+            encode_request_header(env, unix_ms(std::time::SystemTime::now() + self.timeout));
         let mut stream = connect(&self.socket, self.timeout).map_err(|e| {
             unavailable(if e.kind() == std::io::ErrorKind::WouldBlock {
                 format!(
@@ -146,7 +144,6 @@ impl Shim {
         };
         let send = (|| {
             stream.set_write_timeout(Some(self.timeout))?;
-            stream.write_all(&(header.len() as u32).to_be_bytes())?;
             stream.write_all(&header)?;
             stream.write_all(stdin)?;
             stream.shutdown(std::net::Shutdown::Write)
@@ -300,6 +297,16 @@ pub enum RequestError {
     StdinTooLarge,
     #[error("the request's header is not valid: {0}")]
     Header(serde_json::Error),
+}
+
+/// The bytes of a request before its stdin: the header's length (4 bytes, big-endian), then the header. What
+/// [`Shim::forward`] sends and [`read_request`] reads.
+pub fn encode_request_header(env: BTreeMap<String, String>, deadline_ms: u64) -> Vec<u8> {
+    let header = serde_json::to_vec(&Header { env, deadline_ms }).expect("the header serialises");
+    let mut out = Vec::with_capacity(4 + header.len());
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header);
+    out
 }
 
 /// Reads one request (the daemon side of [`Shim::forward`]).

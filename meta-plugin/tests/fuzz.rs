@@ -29,6 +29,7 @@ use plexus_api::status::{parse_statuses, print_statuses, statuses_from_result};
 use plexus_cni::config::Config;
 use plexus_cni::plan::{self, PodArgs};
 use plexus_cni::record::{Loaded, Record, RecordStore};
+use plexus_cni::shim::{MAX_STDIN_BYTES, RequestError, encode_request_header, read_request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
 use serde_json::{Map, Value, json};
@@ -167,6 +168,14 @@ const KEYS: &[&str] = &[
     "cni.dev/valid-attachments",
     "cni.dev/attachments",
     "containerID",
+    "env",
+    "deadlineMs",
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
 ];
 
 const STRINGS: &[&str] = &[
@@ -751,6 +760,38 @@ fn cni_args(input: &[u8]) {
     }
 }
 
+/// A request on the thick-mode daemon's socket, read with `plexus_cni::shim::read_request` as `plexus-daemon` reads
+/// every connection: the input as the raw stream, and the input as the header of a well-framed request (so that
+/// mutated headers get past the length prefix). Always a request or a typed error; a request within the limits, and
+/// framed again by the shim's encoder it reads back the same.
+fn daemon_request(input: &[u8]) {
+    let check = |stream: &[u8]| match read_request(&mut &stream[..]) {
+        Ok(request) => {
+            assert!(request.stdin.len() <= MAX_STDIN_BYTES);
+            let _ = request.abandoned();
+            assert!(
+                request.deadline()
+                    <= std::time::Instant::now() + Duration::from_secs(24 * 3600 + 60),
+                "a deadline past a day"
+            );
+            let mut again = encode_request_header(request.env.clone(), request.deadline_ms);
+            again.extend_from_slice(&request.stdin);
+            assert_eq!(read_request(&mut &again[..]).ok(), Some(request));
+        }
+        Err(
+            RequestError::Io(_)
+            | RequestError::HeaderTooLarge(_)
+            | RequestError::StdinTooLarge
+            | RequestError::Header(_),
+        ) => {}
+    };
+    check(input);
+    let mut framed = (input.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(input);
+    framed.extend_from_slice(br#"{"cniVersion":"1.0.0","name":"stdin"}"#);
+    check(&framed);
+}
+
 /// Every corpus file (seeds and found cases) of every target, as a regression test.
 #[test]
 fn corpus_replays_without_panics() {
@@ -789,4 +830,5 @@ fuzz_tests! {
     fuzz_plexus_config: "plexus_config" => plexus_config,
     fuzz_pod_plan: "pod_plan" => pod_plan,
     fuzz_cni_args: "cni_args" => cni_args,
+    fuzz_daemon_request: "daemon_request" => daemon_request,
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod doc_citations;
 pub mod doc_examples;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use plexus_tests::doc_citations::{self, Source};
 use plexus_tests::doc_examples::{Localiser, code_blocks, configuration_page};
 use plexus_tests::*;
 use serde_json::{Value, json};
@@ -64,9 +65,9 @@ fn static_mode_examples_of_the_configuration_page_run() {
     }
 }
 
-/// Every `.rs` file of the workspace's crates: (file stem, text).
-fn sources() -> Vec<(String, String)> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+/// Every `.rs` file of the workspace's crates.
+fn sources() -> Vec<Source> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<Source>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -82,7 +83,8 @@ fn sources() -> Vec<(String, String)> {
                         .into_owned(),
                     stem => stem,
                 };
-                out.push((stem, std::fs::read_to_string(&path).unwrap()));
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push(Source { stem, text });
             }
         }
     }
@@ -93,44 +95,59 @@ fn sources() -> Vec<(String, String)> {
     out
 }
 
+/// Every `.md` file of the repository (not under hidden folders, `target` or the tool cache).
+fn markdown_files() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo(), &mut out);
+    out.sort();
+    out
+}
+
 /// The docs name the tests that show each claim (`module::test`, `module::tests::test`, e2e `file::test`): every
-/// one must exist, in a file of that name.
+/// one must exist, in a file of that name. Every `.md` of the repository is read.
 #[test]
 fn every_test_the_docs_name_exists() {
     let sources = sources();
     let mut missing = Vec::new();
     let mut named = 0;
-    let mut docs = vec![repo().join("README.md"), repo().join("e2e/README.md")];
-    docs.extend(
-        std::fs::read_dir(repo().join("docs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "md")),
-    );
+    let docs = markdown_files();
+    for required in [
+        "README.md",
+        "docs/errors.md",
+        "docs/controller.md",
+        "e2e/README.md",
+        "CHANGELOG.md",
+    ] {
+        assert!(
+            docs.contains(&repo().join(required)),
+            "{required} is not read"
+        );
+    }
     for path in docs {
         let doc = path.strip_prefix(repo()).unwrap().display().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
-        for span in text.split('`').skip(1).step_by(2) {
-            let span = span.trim_end_matches('…');
-            let parts: Vec<&str> = span.split("::").collect();
-            let snake = |s: &str| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        for span in doc_citations::cited_tests(&text) {
+            let Some((file, test)) = doc_citations::file_and_function(span) else {
+                continue;
             };
-            if parts.len() < 2 || !parts.iter().all(|p| snake(p)) || parts[0].starts_with("plexus_")
-            {
-                continue;
-            }
-            let (file, test) = (parts[0], parts[parts.len() - 1]);
-            if test == "tests" {
-                continue;
-            }
             named += 1;
             let found = sources
                 .iter()
-                .filter(|(stem, _)| stem == file)
-                .any(|(_, text)| text.contains(&format!("fn {test}(")));
+                .filter(|s| s.stem == file)
+                .any(|s| s.text.contains(&format!("fn {test}(")));
             if !found {
                 missing.push(format!("{doc}: {span}"));
             }
@@ -143,6 +160,77 @@ fn every_test_the_docs_name_exists() {
     assert!(
         missing.is_empty(),
         "tests the docs name that do not exist: {missing:#?}"
+    );
+}
+
+fn variant_of(code: u32) -> Option<String> {
+    plexus_api::cni::ErrorCode::ALL
+        .iter()
+        .find(|c| c.code() == code)
+        .map(|c| format!("{c:?}"))
+}
+
+/// A cited test must contain what its row says it shows: in `docs/errors.md` the row's code, in `docs/controller.md`'s
+/// table of refusals a piece of the row's message (`plexus_tests::doc_citations`).
+#[test]
+fn every_cited_test_asserts_what_its_row_names() {
+    let sources = sources();
+    let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
+    let mut problems =
+        doc_citations::error_table_problems(&read("docs/errors.md"), &sources, variant_of);
+    problems.extend(doc_citations::message_table_problems(
+        "docs/controller.md",
+        &read("docs/controller.md"),
+        &sources,
+        "message (after the field)",
+        "test",
+    ));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The checker fails a row whose test exists but does not assert the row's code or message.
+#[test]
+fn the_citation_checker_fails_a_row_whose_test_lacks_its_assertion() {
+    let sources = vec![Source {
+        stem: "faults".into(),
+        text: "#[test]\nfn refused() {\n    assert_eq!(e[\"code\"], 103);\n    refused(&nad, \"spec.config is not valid JSON\");\n}\n\nfn helper() {\n    104\n}\n".into(),
+    }];
+    let errors = |row: &str| {
+        doc_citations::error_table_problems(
+            &format!("| Code | Meaning | Test |\n|---|---|---|\n{row}\n"),
+            &sources,
+            variant_of,
+        )
+    };
+    assert_eq!(
+        errors("| 103 | refused | `faults::refused` |"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors("| 104 | record | `faults::refused` |"),
+        ["errors.md 104: faults::refused does not assert code 104"]
+    );
+    assert_eq!(errors("| 105 | gone | `faults::missing` |").len(), 1);
+    let messages = |row: &str| {
+        doc_citations::message_table_problems(
+            "page",
+            &format!("| input | message | test |\n|---|---|---|\n{row}\n"),
+            &sources,
+            "message",
+            "test",
+        )
+    };
+    assert_eq!(
+        messages("| `{oops` | `spec.config is not valid JSON: …` | `faults::refused` |"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        messages("| `[1]` | `spec.config must be a JSON object` | `faults::refused` |").len(),
+        1
+    );
+    assert_eq!(
+        messages("| `[1]` | `spec.config must be a JSON object` | none |").len(),
+        1
     );
 }
 

@@ -13,11 +13,16 @@ use serde_json::json;
 fn cluster_role(name: &str, patch_pods: bool, thick: bool) -> serde_json::Value {
     let mut rules = rbac::node_cluster_role_rules(thick);
     if !patch_pods {
+        // Without "patch pods" (network-status can't be written); a rule left with no verb goes.
         for rule in &mut rules {
-            if let Some(verbs) = rule["verbs"].as_array_mut() {
+            let pods = rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "pods"));
+            if let Some(verbs) = rule["verbs"].as_array_mut().filter(|_| pods) {
                 verbs.retain(|v| v != "patch");
             }
         }
+        rules.retain(|rule| rule["verbs"].as_array().is_some_and(|v| !v.is_empty()));
     }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},

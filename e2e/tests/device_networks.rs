@@ -273,7 +273,139 @@ fn too_few_devices_hold_the_pod_and_run_nothing(mode: NodeMode) {
     delete_pod(&ns.name, "p");
 }
 
+/// A device network of the DRA driver's devices: the NAD names the `k8s.cni.cncf.io/resourceName` attribute of the
+/// driver's devices; the pod gets a device through a ResourceClaimTemplate of the driver's DeviceClass. Its net1 is
+/// that device (the one its claim was allocated, by the slice's `deviceID` attribute), and the claim's status names
+/// the interface, its address and MAC (KEP-4817). Deleting the pod gives the link back.
+fn a_dra_claimed_device_becomes_net1_and_its_claim_says_so(mode: NodeMode) {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("dra");
+    let (subnet, _) = node_subnet();
+    let nad = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "dranic", "namespace": &ns.name,
+                     "annotations": {"k8s.v1.cni.cncf.io/resourceName": env("NODE_DRA_RESOURCE")}},
+        "spec": {"config": json!({"cniVersion": "1.0.0", "name": "dranic", "plugins": [
+            {"type": env("NODE_DEVICE_DELEGATE"), "ipam": {"type": "host-local", "subnet": subnet}}
+        ]}).to_string()}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&nad.to_string()));
+    let template = json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "nic", "namespace": &ns.name},
+        "spec": {"spec": {"devices": {"requests": [
+            {"name": "nic", "exactly": {"deviceClassName": env("NODE_DRA_CLASS")}}
+        ]}}}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&template.to_string()));
+    let mut pod = pod_manifest(&ns.name, "p", nodes.name(0), &nodes.image, Some("dranic"));
+    let spec = pod["spec"].as_object_mut().unwrap();
+    spec.remove("nodeName");
+    spec.insert(
+        "nodeSelector".into(),
+        json!({"kubernetes.io/hostname": nodes.name(0)}),
+    );
+    pod["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "nic"}]);
+    pod["spec"]["containers"][0]["resources"] = json!({"claims": [{"name": "nic"}]});
+    mode.apply(&mut pod);
+    kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+    ready(mode, &nodes, 0, &ns.name, "p");
+
+    let claim_name = kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            &ns.name,
+            "p",
+            "-o",
+            "jsonpath={.status.resourceClaimStatuses[0].resourceClaimName}",
+        ],
+        None,
+    );
+    let claim: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "resourceclaim",
+            "-n",
+            &ns.name,
+            &claim_name,
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let allocated = &claim["status"]["allocation"]["devices"]["results"][0];
+    let (driver, pool, device) = (
+        allocated["driver"].as_str().unwrap(),
+        allocated["pool"].as_str().unwrap(),
+        allocated["device"].as_str().unwrap(),
+    );
+    let slices: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "resourceslices",
+            "--field-selector",
+            &format!("spec.driver={driver}"),
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let device_id = slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["spec"]["pool"]["name"] == pool)
+        .flat_map(|s| s["spec"]["devices"].as_array().unwrap().clone())
+        .find(|d| d["name"] == device)
+        .and_then(|d| {
+            d["attributes"]["k8s.cni.cncf.io/deviceID"]["string"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no deviceID attribute for {driver}/{pool}/{device}: {slices}"));
+    let status = network_status(&ns.name, "p");
+    let net1 = status
+        .iter()
+        .find(|e| e["interface"] == "net1")
+        .unwrap_or_else(|| panic!("no net1 in {status:?}"));
+    let link = device_id.replace(":d2:", ":d1:");
+    let link = link_of(&link).replace("dpnic", "dranic");
+    assert!(
+        !nodes.links(0).contains(&link),
+        "{link} ({device_id}) is still on the node"
+    );
+
+    let entry = claim["status"]["devices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no status.devices in the claim: {claim}"))
+        .iter()
+        .find(|d| d["driver"] == driver && d["pool"] == pool && d["device"] == device)
+        .unwrap_or_else(|| panic!("no status entry for the device: {claim}"))
+        .clone();
+    let data = &entry["networkData"];
+    assert_eq!(data["interfaceName"], "net1", "{entry}");
+    assert_eq!(data["hardwareAddress"], net1["mac"], "{entry}");
+    let ip = net1["ips"][0].as_str().unwrap();
+    assert!(
+        data["ips"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&format!("{ip}/"))),
+        "{entry} vs {net1}"
+    );
+
+    delete_pod(&ns.name, "p");
+    assert!(
+        nodes.links(0).contains(&link),
+        "{link} did not come back to the node"
+    );
+}
+
 on_nodes_in_both_modes!(
+    a_dra_claimed_device_becomes_net1_and_its_claim_says_so,
     one_device_network_gets_the_pods_device_and_gives_it_back,
     devices_follow_the_documented_order_across_containers_and_recreation,
     too_few_devices_hold_the_pod_and_run_nothing,

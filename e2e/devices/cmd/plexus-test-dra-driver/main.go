@@ -19,6 +19,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path"
 	"sync"
 	"syscall"
 
@@ -112,6 +113,10 @@ func main() {
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
+		log.Fatal(err)
+	}
+	// The helper listens in the driver's directory under the kubelet's plugins dir but does not make it.
+	if err := os.MkdirAll(path.Join(kubeletplugin.KubeletPluginsDir, fakenic.DRADriver), 0o750); err != nil {
 		log.Fatal(err)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())

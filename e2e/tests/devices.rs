@@ -355,6 +355,37 @@ fn delegate_moves_the_designated_link_into_the_pod_and_back(mode: NodeMode) {
 
 on_nodes_in_both_modes!(delegate_moves_the_designated_link_into_the_pod_and_back);
 
+/// Without a deviceID (no meta-plugin injected one) the delegate fails with a CNI error naming it, and the pod's sandbox
+/// is not created: a missing injection cannot pass unnoticed.
+#[test]
+fn delegate_without_a_device_id_fails_the_sandbox() {
+    let _shared = NODE_DAEMONS.read().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let devices = Devices::from_env();
+    let ns = KubeNamespace::new("dev-no-id");
+    create_nad(
+        &ns.name,
+        "nic",
+        Some(&json!({"cniVersion": "1.0.0", "name": "nic", "type": devices.delegate})),
+    );
+    create_node_pod(&nodes, 0, &ns.name, "no-id", Some("nic"));
+    let message = wait_until(
+        "a FailedCreatePodSandBox event naming the deviceID",
+        READY,
+        || {
+            pod_events(&ns.name, "no-id")
+                .into_iter()
+                .find(|(reason, m)| {
+                    reason == "FailedCreatePodSandBox" && m.contains("no \"deviceID\"")
+                })
+                .map(|(_, m)| m)
+        },
+        || describe_pod(&ns.name, "no-id"),
+    );
+    assert!(message.contains(&devices.delegate), "{message}");
+    delete_pod(&ns.name, "no-id");
+}
+
 /// The kubelet restarted: the device plugin registers again, and both kinds of devices go to new pods.
 #[test]
 fn devices_survive_a_kubelet_restart() {

@@ -54,6 +54,10 @@ PLEXUS_IMAGE=localhost/plexus-e2e/plexus:e2e
 NODE_VALUES=$STATE/node-values.yaml
 bare() { [ -f "$STATE/bare" ]; }
 
+# Fake NICs, their device plugin and DRA driver (`up --devices K`).
+# shellcheck source=devices.sh
+. "$E2E_DIR/lib/devices.sh"
+
 node_id() { printf '%s' "$STATE" | cksum | awk '{ printf "%04x", $1 % 65536 }'; }
 node_name() { echo "plexus-node-$1"; }
 node_dir() { echo "$NODES_DIR/node$1"; }
@@ -593,6 +597,7 @@ nodes_up() {
   node_rust_bins
   node_images
   mkdir -p "$NODES_DIR"
+  devices_choose "${DEVICES:-}"
   pick_slot
   ensure_bridges
   start_node_control_plane
@@ -606,6 +611,7 @@ nodes_up() {
   route_pod_subnets
   for k in "${started[@]}"; do wait_node_ready "$k"; start_kube_proxy "$k"; done
   for k in "${started[@]}"; do wait_kube_proxy "$k"; done
+  devices_up
   if bare; then write_node_values; fi
   say "nodes up in $((SECONDS - start))s: $(node_names)"
 }
@@ -645,6 +651,7 @@ stop_node() {
     node_crictl "$k" rmp -a -f >/dev/null 2>&1 || say "warning: crictl rmp on $name failed"
   fi
   stop_daemon "node$k-containerd"
+  node_devices_down "$k"
   # After the sandboxes: their DEL goes through it in thick mode.
   stop_daemon "node$k-plexus-daemon"
   stop_daemon "node$k-apiserver-forward"
@@ -721,28 +728,38 @@ nodes_env() {
     echo "PLEXUS_NODE_VALUES=$(shq "$NODE_VALUES")"
     echo "export PLEXUS_NODE_VALUES"
   fi
+  devices_env
 }
 
-# node_restart <k> containerd|kubelet|plexus-daemon: stops the daemon (SIGTERM) and starts it again with the pods
-# running; the previous output is kept as <log>.<n> (plexus-daemon: its stdout/stderr, plexus-daemon.out; its own log
-# file is appended to).
+# node_restart <k> containerd|kubelet|plexus-daemon|device-plugin|dra-driver: stops the daemon (SIGTERM) and starts
+# it again with the pods running; the previous output is kept as <log>.<n> (plexus-daemon: its stdout/stderr,
+# plexus-daemon.out; its own log file is appended to). With devices, a restarted kubelet or device plugin counts as
+# back once the device plugin registered again and the node's devices are allocatable and published again.
 node_restart() {
   local k=$1 daemon=$2 n out; n=$(node_dir "$k")
   alive "node$k-holder" || die "no node $k"
   case $daemon in
     containerd | kubelet) out=$n/$daemon.log ;;
     plexus-daemon) bare && die "bare nodes run no harness plexus-daemon (the chart does)"; out=$n/$daemon.out ;;
+    device-plugin | dra-driver) [ "$(device_count)" -gt 0 ] || die "no devices (up --devices K)"; out=$n/$daemon.log ;;
     *) usage ;;
   esac
   K8S_BIN=$(tool_bin kubernetes)
   node_tool_bins
   node_rust_bin_paths
+  [ "$(device_count)" -eq 0 ] || devices_tools
+  # The device plugin registers once more after a kubelet restart; a restarted plugin starts a new log.
+  local registrations=1
+  [ "$daemon" != kubelet ] || registrations=$(($(device_plugin_registrations "$k") + 1))
   stop_daemon "node$k-$daemon"
   local i=1
   while [ -e "$out.$i" ]; do i=$((i + 1)); done
   mv "$out" "$out.$i"
   "start_${daemon//-/_}" "$k"
   [ "$daemon" != kubelet ] || wait_node_ready "$k"
+  case $daemon in kubelet | device-plugin | dra-driver)
+    [ "$(device_count)" -eq 0 ] || node_devices_wait "$k" "$registrations" ;;
+  esac
   say "restarted $daemon of $(node_name "$k")"
 }
 

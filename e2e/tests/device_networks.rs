@@ -261,8 +261,15 @@ fn too_few_devices_hold_the_pod_and_run_nothing(mode: NodeMode) {
         "the sandbox failure naming the devices",
         READY,
         || {
-            let text = describe_pod(&ns.name, "p");
-            text.contains(&format!("need 2 device(s) of resource \"{resource}\""))
+            pod_events(&ns.name, "p")
+                .iter()
+                .any(|(reason, message)| {
+                    reason == "FailedCreatePodSandBox"
+                        && message.contains(&format!(
+                            "need 2 device(s) of resource \"{resource}\", but the kubelet allocated 1"
+                        ))
+                        && message.contains("(no delegate ran)")
+                })
                 .then_some(())
         },
         || describe_pod(&ns.name, "p"),

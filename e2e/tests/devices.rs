@@ -355,6 +355,62 @@ fn delegate_moves_the_designated_link_into_the_pod_and_back(mode: NodeMode) {
 
 on_nodes_in_both_modes!(delegate_moves_the_designated_link_into_the_pod_and_back);
 
+/// The fake NICs are real data paths: two pods, each given a NIC through the delegate (one of the device plugin's, on
+/// the first node; one of the DRA driver's, on the last), with static addresses, ping each other over them (the
+/// macvlans' shared segment, `lan0`).
+#[test]
+fn pods_ping_each_other_over_their_fake_nics() {
+    let _shared = NODE_DAEMONS.read().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let devices = Devices::from_env();
+    assert!(devices.count >= 2, "needs --devices 2 or more");
+    let last = nodes.names.len() - 1;
+    // The second-to-last NIC of each kind: the delegate tests hold the last ones meanwhile.
+    let (_, dp_id) = device_info_files(&nodes, 0).swap_remove(devices.count - 2);
+    let dra = slice_devices(&nodes, &devices, last);
+    let dra_device = dra
+        .iter()
+        .find(|d| d["name"] == format!("nic{}", devices.count - 2))
+        .expect("DRA device");
+    let dra_id = string_attribute(dra_device, "k8s.cni.cncf.io/deviceID");
+    let (_, prefix) = node_subnet();
+
+    let ns = KubeNamespace::new("dev-ping");
+    for (nad, id) in [("nic-a", dp_id.as_str()), ("nic-b", dra_id)] {
+        create_nad(
+            &ns.name,
+            nad,
+            Some(
+                &json!({"cniVersion": "1.0.0", "name": nad, "type": devices.delegate, "deviceID": id,
+                         "capabilities": {"ips": true}, "ipam": {"type": "static"}}),
+            ),
+        );
+    }
+    for (pod, node, nad, host) in [("a", 0, "nic-a", 1), ("b", last, "nic-b", 2)] {
+        let selection = json!([{"name": nad, "ips": [format!("{prefix}.{host}/24")]}]);
+        create_node_pod(&nodes, node, &ns.name, pod, Some(&selection.to_string()));
+    }
+    wait_ready(&ns.name, "a", READY);
+    wait_ready(&ns.name, "b", READY);
+    let out = pod_exec(
+        &ns.name,
+        "a",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "5",
+            "-I",
+            "net1",
+            &format!("{prefix}.2"),
+        ],
+    );
+    assert!(out.contains("2 packets received"), "{out}");
+    delete_pod(&ns.name, "a");
+    delete_pod(&ns.name, "b");
+}
+
 /// Without a deviceID (no meta-plugin injected one) the delegate fails with a CNI error naming it, and the pod's sandbox
 /// is not created: a missing injection cannot pass unnoticed.
 #[test]

@@ -442,6 +442,102 @@ fn delegate_without_a_device_id_fails_the_sandbox() {
     delete_pod(&ns.name, "no-id");
 }
 
+/// What a meta-plugin will read: the kubelet's PodResources `Get` (v1, over the node's
+/// /var/lib/kubelet/pod-resources/kubelet.sock) names each container's device plugin IDs and DRA claim devices, and the
+/// kubelet counts the call in its metric `kubelet_pod_resources_endpoint_requests_get` (read through the API server's
+/// node proxy: what the benchmark counts calls with).
+#[test]
+fn the_kubelet_reports_both_kinds_through_pod_resources_get() {
+    // Alone: it takes two devices of each node's K.
+    let _exclusive = NODE_DAEMONS.write().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let devices = Devices::from_env();
+    let ns = KubeNamespace::new("dev-podres");
+    kubectl(
+        &["create", "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                "metadata": {"name": "nic", "namespace": ns.name},
+                "spec": {"spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": devices.class}}]}}}
+            })
+            .to_string(),
+        ),
+    );
+    let mut pod = scheduled_pod(&nodes, 0, &ns.name, "two");
+    pod["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "nic"}]);
+    let mut b = pod["spec"]["containers"][0].clone();
+    b["name"] = json!("b");
+    pod["spec"]["containers"][0]["resources"] =
+        json!({"limits": {&devices.resource: "1"}, "claims": [{"name": "nic"}]});
+    b["resources"] = json!({"limits": {&devices.resource: "1"}});
+    pod["spec"]["containers"].as_array_mut().unwrap().push(b);
+    kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+    wait_ready(&ns.name, "two", READY);
+
+    let metric = || {
+        let text = kubectl(
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{}/proxy/metrics", nodes.name(0)),
+            ],
+            None,
+        );
+        text.lines()
+            .filter(|l| l.starts_with("kubelet_pod_resources_endpoint_requests_get{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = metric();
+    let tool = tool_bin("plexus-test-devices").join("plexus-test-podresources");
+    let answer: Value =
+        serde_json::from_str(&nodes.exec(0, &[tool.to_str().unwrap(), "get", &ns.name, "two"]))
+            .unwrap();
+    assert!(
+        metric() >= before + 1.0,
+        "the Get was counted ({before} before)"
+    );
+
+    let containers = answer["podResources"]["containers"].as_array().unwrap();
+    let ids = |c: &Value| -> Vec<String> {
+        c["devices"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter(|d| d["resourceName"] == devices.resource.as_str())
+                    .flat_map(|d| d["deviceIds"].as_array().unwrap().iter())
+                    .map(|i| i.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let known: Vec<String> = device_info_files(&nodes, 0)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let (a_ids, b_ids) = (ids(&containers[0]), ids(&containers[1]));
+    assert_eq!((a_ids.len(), b_ids.len()), (1, 1), "{answer}");
+    assert_ne!(a_ids, b_ids, "two containers, two devices: {answer}");
+    assert!(
+        a_ids.iter().chain(&b_ids).all(|id| known.contains(id)),
+        "{answer}"
+    );
+    let claim = &containers[0]["dynamicResources"][0];
+    assert_eq!(claim["claimNamespace"], ns.name.as_str(), "{answer}");
+    let resources = claim["claimResources"].as_array().unwrap();
+    assert_eq!(resources.len(), 1, "{answer}");
+    assert_eq!(resources[0]["driverName"], devices.class.as_str());
+    assert_eq!(resources[0]["poolName"], nodes.name(0));
+    assert!(
+        containers[1]["dynamicResources"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{answer}"
+    );
+    delete_pod(&ns.name, "two");
+}
+
 /// The kubelet restarted: the device plugin registers again, and both kinds of devices go to new pods.
 #[test]
 fn devices_survive_a_kubelet_restart() {

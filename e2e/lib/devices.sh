@@ -133,12 +133,13 @@ node_devices_wait() {
 # devices_up: every node's devices (nodes_up calls it once the nodes are Ready).
 devices_up() {
   [ "$(device_count)" -gt 0 ] || return 0
+  local start=$SECONDS
   devices_tools
   devices_cluster_objects
   local k
   for k in $(node_indexes); do node_devices_up "$k"; done
   for k in $(node_indexes); do node_devices_wait "$k"; done
-  say "devices: $(device_count) of $DEVICE_RESOURCE and $(device_count) of $DRA_DRIVER on each node"
+  say "devices: $(device_count) of $DEVICE_RESOURCE and $(device_count) of $DRA_DRIVER on each node in $((SECONDS - start))s"
 }
 
 # node_devices_down <k>: both programs stopped, the links deleted (those still in the node's namespace; one held by a
@@ -154,6 +155,13 @@ node_devices_down() {
     done
   done
   rm -f "$(node_dir "$k")/devices-links"
+}
+
+# For `status`: empty without devices.
+node_devices_status() {
+  [ "$(device_count)" -gt 0 ] || return 0
+  printf ' %s devices, device-plugin %s, dra-driver %s,' "$(device_count)" \
+    "$(alive "node$1-device-plugin" && echo alive || echo dead)" "$(alive "node$1-dra-driver" && echo alive || echo dead)"
 }
 
 devices_env() {

@@ -707,7 +707,8 @@ nodes_status() {
       "holder $(pid_of "node$k-holder" || echo dead), containerd $(alive "node$k-containerd" && echo alive || echo dead)," \
       "kubelet $(alive "node$k-kubelet" && echo alive || echo dead)," \
       "kube-proxy $(alive "node$k-kube-proxy" && echo alive || echo dead)," \
-      "plexus-daemon $(alive "node$k-plexus-daemon" && echo alive || echo dead), logs $(node_dir "$k")/*.log"
+      "plexus-daemon $(alive "node$k-plexus-daemon" && echo alive || echo dead),$(node_devices_status "$k")" \
+      "logs $(node_dir "$k")/*.log"
   done
 }
 

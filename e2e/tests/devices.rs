@@ -355,6 +355,62 @@ fn delegate_moves_the_designated_link_into_the_pod_and_back(mode: NodeMode) {
 
 on_nodes_in_both_modes!(delegate_moves_the_designated_link_into_the_pod_and_back);
 
+/// The fake NICs are real data paths: two pods, each given a NIC through the delegate (one of the device plugin's, on
+/// the first node; one of the DRA driver's, on the last), with static addresses, ping each other over them (the
+/// macvlans' shared segment, `lan0`).
+#[test]
+fn pods_ping_each_other_over_their_fake_nics() {
+    let _shared = NODE_DAEMONS.read().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let devices = Devices::from_env();
+    assert!(devices.count >= 2, "needs --devices 2 or more");
+    let last = nodes.names.len() - 1;
+    // The second-to-last NIC of each kind: the delegate tests hold the last ones meanwhile.
+    let (_, dp_id) = device_info_files(&nodes, 0).swap_remove(devices.count - 2);
+    let dra = slice_devices(&nodes, &devices, last);
+    let dra_device = dra
+        .iter()
+        .find(|d| d["name"] == format!("nic{}", devices.count - 2))
+        .expect("DRA device");
+    let dra_id = string_attribute(dra_device, "k8s.cni.cncf.io/deviceID");
+    let (_, prefix) = node_subnet();
+
+    let ns = KubeNamespace::new("dev-ping");
+    for (nad, id) in [("nic-a", dp_id.as_str()), ("nic-b", dra_id)] {
+        create_nad(
+            &ns.name,
+            nad,
+            Some(
+                &json!({"cniVersion": "1.0.0", "name": nad, "type": devices.delegate, "deviceID": id,
+                         "capabilities": {"ips": true}, "ipam": {"type": "static"}}),
+            ),
+        );
+    }
+    for (pod, node, nad, host) in [("a", 0, "nic-a", 1), ("b", last, "nic-b", 2)] {
+        let selection = json!([{"name": nad, "ips": [format!("{prefix}.{host}/24")]}]);
+        create_node_pod(&nodes, node, &ns.name, pod, Some(&selection.to_string()));
+    }
+    wait_ready(&ns.name, "a", READY);
+    wait_ready(&ns.name, "b", READY);
+    let out = pod_exec(
+        &ns.name,
+        "a",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "5",
+            "-I",
+            "net1",
+            &format!("{prefix}.2"),
+        ],
+    );
+    assert!(out.contains("2 packets received"), "{out}");
+    delete_pod(&ns.name, "a");
+    delete_pod(&ns.name, "b");
+}
+
 /// Without a deviceID (no meta-plugin injected one) the delegate fails with a CNI error naming it, and the pod's sandbox
 /// is not created: a missing injection cannot pass unnoticed.
 #[test]
@@ -384,6 +440,102 @@ fn delegate_without_a_device_id_fails_the_sandbox() {
     );
     assert!(message.contains(&devices.delegate), "{message}");
     delete_pod(&ns.name, "no-id");
+}
+
+/// What a meta-plugin will read: the kubelet's PodResources `Get` (v1, over the node's
+/// /var/lib/kubelet/pod-resources/kubelet.sock) names each container's device plugin IDs and DRA claim devices, and the
+/// kubelet counts the call in its metric `kubelet_pod_resources_endpoint_requests_get` (read through the API server's
+/// node proxy: what the benchmark counts calls with).
+#[test]
+fn the_kubelet_reports_both_kinds_through_pod_resources_get() {
+    // Alone: it takes two devices of each node's K.
+    let _exclusive = NODE_DAEMONS.write().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let devices = Devices::from_env();
+    let ns = KubeNamespace::new("dev-podres");
+    kubectl(
+        &["create", "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                "metadata": {"name": "nic", "namespace": ns.name},
+                "spec": {"spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": devices.class}}]}}}
+            })
+            .to_string(),
+        ),
+    );
+    let mut pod = scheduled_pod(&nodes, 0, &ns.name, "two");
+    pod["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "nic"}]);
+    let mut b = pod["spec"]["containers"][0].clone();
+    b["name"] = json!("b");
+    pod["spec"]["containers"][0]["resources"] =
+        json!({"limits": {&devices.resource: "1"}, "claims": [{"name": "nic"}]});
+    b["resources"] = json!({"limits": {&devices.resource: "1"}});
+    pod["spec"]["containers"].as_array_mut().unwrap().push(b);
+    kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+    wait_ready(&ns.name, "two", READY);
+
+    let metric = || {
+        let text = kubectl(
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{}/proxy/metrics", nodes.name(0)),
+            ],
+            None,
+        );
+        text.lines()
+            .filter(|l| l.starts_with("kubelet_pod_resources_endpoint_requests_get{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = metric();
+    let tool = tool_bin("plexus-test-devices").join("plexus-test-podresources");
+    let answer: Value =
+        serde_json::from_str(&nodes.exec(0, &[tool.to_str().unwrap(), "get", &ns.name, "two"]))
+            .unwrap();
+    assert!(
+        metric() >= before + 1.0,
+        "the Get was counted ({before} before)"
+    );
+
+    let containers = answer["podResources"]["containers"].as_array().unwrap();
+    let ids = |c: &Value| -> Vec<String> {
+        c["devices"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter(|d| d["resourceName"] == devices.resource.as_str())
+                    .flat_map(|d| d["deviceIds"].as_array().unwrap().iter())
+                    .map(|i| i.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let known: Vec<String> = device_info_files(&nodes, 0)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let (a_ids, b_ids) = (ids(&containers[0]), ids(&containers[1]));
+    assert_eq!((a_ids.len(), b_ids.len()), (1, 1), "{answer}");
+    assert_ne!(a_ids, b_ids, "two containers, two devices: {answer}");
+    assert!(
+        a_ids.iter().chain(&b_ids).all(|id| known.contains(id)),
+        "{answer}"
+    );
+    let claim = &containers[0]["dynamicResources"][0];
+    assert_eq!(claim["claimNamespace"], ns.name.as_str(), "{answer}");
+    let resources = claim["claimResources"].as_array().unwrap();
+    assert_eq!(resources.len(), 1, "{answer}");
+    assert_eq!(resources[0]["driverName"], devices.class.as_str());
+    assert_eq!(resources[0]["poolName"], nodes.name(0));
+    assert!(
+        containers[1]["dynamicResources"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{answer}"
+    );
+    delete_pod(&ns.name, "two");
 }
 
 /// The kubelet restarted: the device plugin registers again, and both kinds of devices go to new pods.

@@ -19,7 +19,7 @@ fn device_nad(ns: &str, name: &str) -> Value {
         "metadata": {"name": name, "namespace": ns, "annotations": {
             "k8s.v1.cni.cncf.io/resourceName": RESOURCE,
             "k8s.v1.cni.cncf.io/nodeSelector": "plexus.test/nic-node=yes"}},
-        "spec": {"config": r#"{"cniVersion":"1.0.0","type":"host-device"}"#}
+        "spec": {"config": r#"{"cniVersion":"1.0.0","type":"bridge"}"#}
     })
 }
 

@@ -307,16 +307,36 @@ pub fn assign(
     Ok(given)
 }
 
-/// How many devices of each resource a pod's attachments need (resource names in first-use order).
-pub fn needed(resources: &[Option<&str>]) -> Vec<(String, usize)> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for r in resources.iter().flatten() {
-        match counts.iter_mut().find(|(name, _)| name == r) {
-            Some((_, n)) => *n += 1,
-            None => counts.push(((*r).to_owned(), 1)),
+/// The devices of one resource a pod's networks need: one per selection of a network with that resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNeed {
+    pub resource: String,
+    /// The networks that need it, in order, once per selection.
+    pub networks: Vec<String>,
+}
+
+impl DeviceNeed {
+    /// How many devices: one per selection.
+    pub fn count(&self) -> usize {
+        self.networks.len()
+    }
+}
+
+/// How many devices of each resource a pod's attachments need, from each attachment's (network, resource name);
+/// resources in first-use order.
+pub fn needed<'a>(wanted: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Vec<DeviceNeed> {
+    let mut needs: Vec<DeviceNeed> = Vec::new();
+    for (network, resource) in wanted {
+        let Some(resource) = resource else { continue };
+        match needs.iter_mut().find(|n| n.resource == resource) {
+            Some(need) => need.networks.push(network.to_owned()),
+            None => needs.push(DeviceNeed {
+                resource: resource.to_owned(),
+                networks: vec![network.to_owned()],
+            }),
         }
     }
-    counts
+    needs
 }
 
 /// Tells a delegate its device as Multus does: `deviceID` and `pciBusID` in every plugin of its list.
@@ -544,10 +564,18 @@ mod tests {
 
     #[test]
     fn needs_are_counted_per_resource() {
-        assert_eq!(
-            needed(&[None, Some("r/x"), Some("r/y"), Some("r/x")]),
-            [("r/x".to_owned(), 2), ("r/y".to_owned(), 1)]
-        );
+        let needs = needed([
+            ("a", None),
+            ("x1", Some("r/x")),
+            ("y", Some("r/y")),
+            ("x2", Some("r/x")),
+        ]);
+        let counts: Vec<(&str, usize)> = needs
+            .iter()
+            .map(|n| (n.resource.as_str(), n.count()))
+            .collect();
+        assert_eq!(counts, [("r/x", 2), ("r/y", 1)]);
+        assert_eq!(needs[0].networks, ["x1", "x2"]);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
 //! * [`devices`] — device networks: which of the pod's kubelet-allocated devices each attachment gets, and how the
 //!   delegate learns it.
+//! * [`injection`] — resource injection: the JSON patch that makes a pod request the devices its networks need
+//!   (network-resources-injector's contract), and the check that it requests enough.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
 //!   NAD must pass at admission.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
@@ -19,6 +21,7 @@
 
 pub mod cni;
 pub mod devices;
+pub mod injection;
 pub mod nad;
 pub mod plugin_rules;
 pub mod policy;

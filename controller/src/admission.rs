@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::PodSpec;
 use plexus_api::cni::NetworkConfigList;
+use plexus_api::injection::{SelectedNad, check_requests};
 use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, nad_warnings, validate_nad};
 use plexus_api::plugin_rules::PluginTypeRules;
 use plexus_api::policy::{
-    NetworkRef, PodView, Policy, PolicyError, check_plugin_types, delegate_from_nad,
-    host_ports_refused_in, pod_requests, validate_pod,
+    NetworkRef, NetworkRequest, PodView, Policy, PolicyError, check_plugin_types,
+    delegate_from_nad, host_ports_refused_in, pod_requests, validate_pod,
 };
 use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
 
@@ -110,22 +112,94 @@ pub async fn review_nad(
     Verdict::allow(nad_warnings(nad))
 }
 
-/// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
-/// ([`validate_pod`]) with the NADs it names fetched first. A network the webhook cannot judge (an on-disk config
-/// named by `clusterNetwork` or `defaultNetworks`) is left to the plugin. The denial starts with the annotation and
-/// names the network or element; the plugin's warnings (Decision 7) come back as admission warnings.
-///
-/// `portMappings` are refused as the node refuses them (`allowPortMappings`), and in a namespace whose Pod Security
-/// level forbids host ports ([`host_ports_refused_in`]).
-pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, rules: &Rules) -> Verdict {
+/// The annotation a pod's denial starts with (`metadata.annotations[...]`), or `None` when the pod carries neither
+/// the networks nor the default-network annotation (then there is nothing to review or inject).
+pub fn networks_field(pod: &PodView) -> Option<String> {
     let field = if pod.annotations.contains_key(NETWORKS_ANNOTATION) {
         NETWORKS_ANNOTATION
     } else if pod.annotations.contains_key(DEFAULT_NETWORK_ANNOTATION) {
         DEFAULT_NETWORK_ANNOTATION
     } else {
+        return None;
+    };
+    Some(format!("metadata.annotations[{field}]"))
+}
+
+/// The NADs a pod's requests name, keyed by (namespace, name), each looked up once (`None`: it does not exist).
+/// `Err` is the denial when one could not be looked up.
+pub type FoundNads = HashMap<(String, String), Option<Arc<NetworkAttachmentDefinition>>>;
+
+pub async fn find_nads(
+    field: &str,
+    requests: &[NetworkRequest],
+    nads: &impl NadLookup,
+) -> Result<FoundNads, String> {
+    let mut found = FoundNads::new();
+    for request in requests {
+        if let NetworkRef::Nad { namespace, name } = &request.reference {
+            let key = (namespace.clone(), name.clone());
+            if found.contains_key(&key) {
+                continue;
+            }
+            let nad = nads.get(namespace, name).await.map_err(|e| {
+                format!(
+                    "{field}: network {namespace}/{name}: could not look up the NetworkAttachmentDefinition: {e}"
+                )
+            })?;
+            found.insert(key, nad);
+        }
+    }
+    Ok(found)
+}
+
+/// What resource injection reads from each NAD the pod selects (the networks annotation and the default-network
+/// annotation; not `clusterNetwork` or `defaultNetworks`), once per selection, in order. `Err` is the denial: a NAD
+/// that does not exist (as network-resources-injector), a bad resourceName or nodeSelector annotation.
+pub fn selected_nads(
+    field: &str,
+    pod: &PodView,
+    requests: &[NetworkRequest],
+    found: &FoundNads,
+) -> Result<Vec<SelectedNad>, String> {
+    let mut selected = Vec::new();
+    for request in requests {
+        let NetworkRef::Nad { namespace, name } = &request.reference else {
+            continue;
+        };
+        let network = format!("{namespace}/{name}");
+        let Some(Some(nad)) = found.get(&(namespace.clone(), name.clone())) else {
+            let e = PolicyError::NoSuchNad {
+                pod: pod.label(),
+                network,
+            };
+            return Err(format!("{field}: {e}"));
+        };
+        selected.push(
+            SelectedNad::from_annotations(&network, nad.metadata.annotations.as_ref())
+                .map_err(|e| format!("{field}: {e}"))?,
+        );
+    }
+    Ok(selected)
+}
+
+/// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
+/// ([`validate_pod`]) with the NADs it names fetched first, then the device count ([`check_requests`]): the pod's
+/// containers (`spec`) must request at least one device of each NAD's resourceName per selection. A network the
+/// webhook cannot judge (an on-disk config named by `clusterNetwork` or `defaultNetworks`) is left to the plugin.
+/// The denial starts with the annotation and names the network or element; the plugin's warnings (Decision 7) come
+/// back as admission warnings.
+///
+/// `portMappings` are refused as the node refuses them (`allowPortMappings`), and in a namespace whose Pod Security
+/// level forbids host ports ([`host_ports_refused_in`]).
+pub async fn review_pod(
+    pod: &PodView,
+    spec: &PodSpec,
+    nads: &impl NadLookup,
+    rules: &Rules,
+) -> Verdict {
+    let Some(field) = networks_field(pod) else {
         return Verdict::default();
     };
-    let field = format!("metadata.annotations[{field}]");
     let namespace_policy;
     let policy = if rules.policy.port_mappings_refused.is_none() {
         let labels = match nads.namespace_labels(&pod.namespace).await {
@@ -149,27 +223,13 @@ pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, rules: &Rules) -> 
         Ok(r) => r,
         Err(e) => return Verdict::deny(format!("{field}: {e}")),
     };
-    let mut found: HashMap<(&str, &str), Option<Arc<NetworkAttachmentDefinition>>> = HashMap::new();
-    for request in &requests {
-        if let NetworkRef::Nad { namespace, name } = &request.reference {
-            if found.contains_key(&(namespace.as_str(), name.as_str())) {
-                continue;
-            }
-            match nads.get(namespace, name).await {
-                Ok(nad) => {
-                    found.insert((namespace, name), nad);
-                }
-                Err(e) => {
-                    return Verdict::deny(format!(
-                        "{field}: network {namespace}/{name}: could not look up the NetworkAttachmentDefinition: {e}"
-                    ));
-                }
-            }
-        }
-    }
+    let found = match find_nads(&field, &requests, nads).await {
+        Ok(found) => found,
+        Err(denial) => return Verdict::deny(denial),
+    };
     let verdict = validate_pod(policy, pod, RUNTIME_IFNAME, |reference| match reference {
         NetworkRef::Nad { namespace, name } => {
-            match found.get(&(namespace.as_str(), name.as_str())) {
+            match found.get(&(namespace.clone(), name.clone())) {
                 Some(Some(nad)) => {
                     delegate_from_nad(policy, pod, namespace, name, nad.spec.config.as_deref())
                 }
@@ -182,9 +242,16 @@ pub async fn review_pod(pod: &PodView, nads: &impl NadLookup, rules: &Rules) -> 
         // On-disk configs and paths live on the nodes: the plugin judges them.
         _ => Ok(None),
     });
-    match verdict {
-        Ok(warnings) => Verdict::allow(warnings.iter().map(ToString::to_string).collect()),
-        Err(e) => Verdict::deny(format!("{field}: {e}")),
+    let warnings = match verdict {
+        Ok(warnings) => warnings,
+        Err(e) => return Verdict::deny(format!("{field}: {e}")),
+    };
+    let devices = selected_nads(&field, pod, &requests, &found).and_then(|selected| {
+        check_requests(&pod.label(), spec, &selected).map_err(|e| format!("{field}: {e}"))
+    });
+    match devices {
+        Ok(()) => Verdict::allow(warnings.iter().map(ToString::to_string).collect()),
+        Err(denial) => Verdict::deny(denial),
     }
 }
 
@@ -288,7 +355,12 @@ mod tests {
     }
 
     fn pod(annotation: &str, policy: &Policy) -> Verdict {
-        futures::executor::block_on(review_pod(&view(annotation), &nads(), &rules(policy)))
+        futures::executor::block_on(review_pod(
+            &view(annotation),
+            &PodSpec::default(),
+            &nads(),
+            &rules(policy),
+        ))
     }
 
     fn nad_verdict(namespace: &str, config: &str, rules: &Rules) -> Verdict {
@@ -323,7 +395,12 @@ mod tests {
         let mut none = view("");
         none.annotations.clear();
         assert_eq!(
-            futures::executor::block_on(review_pod(&none, &nads(), &rules(&policy))),
+            futures::executor::block_on(review_pod(
+                &none,
+                &PodSpec::default(),
+                &nads(),
+                &rules(&policy)
+            )),
             Verdict::default()
         );
     }
@@ -513,6 +590,7 @@ mod tests {
         in_baseline.namespace = "baseline".into();
         let v = futures::executor::block_on(review_pod(
             &in_baseline,
+            &PodSpec::default(),
             &nads(),
             &rules(&default_policy()),
         ));

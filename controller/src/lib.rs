@@ -1,9 +1,11 @@
-//! plexus-controller: a validating admission webhook for NetworkAttachmentDefinitions and pods, and reconcilers
-//! that report NAD status and whether each pod got the networks it asked for.
+//! plexus-controller: a validating admission webhook for NetworkAttachmentDefinitions and pods, a mutating one
+//! that adds the device requests a pod's networks need (resource injection), and reconcilers that report
+//! NAD status and whether each pod got the networks it asked for.
 //!
 //! * [`admission`] — what the webhook decides for one NAD or pod (the rules are `plexus_api`'s).
-//! * [`webhook`] — the HTTPS endpoint (`POST /validate`) the API server calls, with its limits; [`tls`] reloads its
-//!   certificate; [`connection`] closes connections that stall.
+//! * [`injection`] — the mutating webhook's resource injection for one pod (the patch is `plexus_api`'s).
+//! * [`webhook`] — the HTTPS endpoints (`POST /validate`, `POST /mutate`) the API server calls, with their limits;
+//!   [`tls`] reloads its certificate; [`connection`] closes connections that stall.
 //! * [`reconcile`] — NAD status, the pod condition `k8s.cni.cncf.io/NetworksReady`, Events; [`index`] tracks which
 //!   pods use which NAD.
 //! * [`leader`] — Lease-based leader election: only the leader reconciles; every replica serves the webhook.
@@ -14,6 +16,7 @@
 pub mod admission;
 pub mod connection;
 pub mod index;
+pub mod injection;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -9,8 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels of one admission review: the kind reviewed (`nad`, `pod`, `other`) and the outcome (`allowed`,
-/// `denied`, `error`).
+/// Labels of one admission review: the kind reviewed (`nad`, `pod`, `pod-injection`, `other`) and the outcome
+/// (`allowed`, `patched`, `denied`, `error`, `timeout`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     pub kind: &'static str,

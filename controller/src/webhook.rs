@@ -1,5 +1,7 @@
-//! The HTTPS endpoint the API server calls: `POST /validate` with an `admission.k8s.io/v1` AdmissionReview of a
-//! NetworkAttachmentDefinition or a Pod; the answer is the review with `response` filled in.
+//! The HTTPS endpoints the API server calls: `POST /validate` with an `admission.k8s.io/v1` AdmissionReview of a
+//! NetworkAttachmentDefinition or a Pod, and `POST /mutate` (resource injection, registered only when the chart's
+//! `controller.resourceInjection.enabled` is on) with one of a Pod; the answer is the review with `response` filled
+//! in (for `/mutate`, with a JSON patch when there is something to add).
 //!
 //! Anyone who reaches the port can send requests, so each one is bounded ([`Limits`]): at most `max_concurrent`
 //! reviews are decided at once (more wait for a turn), and a request that is not answered within `request_timeout`
@@ -16,14 +18,17 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use tokio::sync::Semaphore;
 
+use plexus_api::injection::PatchOperation;
 use plexus_api::policy::PodView;
 
 use crate::admission::{NadLookup, Rules, Verdict, review_nad, review_pod};
+use crate::injection::inject_pod;
 use crate::metrics::{Metrics, ReviewLabels};
 
 /// How much of the controller one client of the webhook can take (the command line's flags).
@@ -135,6 +140,7 @@ impl<L> WebhookState<L> {
 pub fn router<L: NadLookup + Send + Sync + 'static>(state: Arc<WebhookState<L>>) -> Router {
     Router::new()
         .route("/validate", post(validate::<L>))
+        .route("/mutate", post(mutate::<L>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             within_timeout::<L>,
@@ -166,16 +172,38 @@ async fn within_timeout<L: Send + Sync + 'static>(
     }
 }
 
+/// Which of the two webhooks a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Validate,
+    Mutate,
+}
+
 async fn validate<L: NadLookup + Send + Sync + 'static>(
     State(state): State<Arc<WebhookState<L>>>,
     body: Bytes,
+) -> Response {
+    answer(&state, &body, Hook::Validate).await
+}
+
+async fn mutate<L: NadLookup + Send + Sync + 'static>(
+    State(state): State<Arc<WebhookState<L>>>,
+    body: Bytes,
+) -> Response {
+    answer(&state, &body, Hook::Mutate).await
+}
+
+async fn answer<L: NadLookup + Send + Sync + 'static>(
+    state: &WebhookState<L>,
+    body: &[u8],
+    hook: Hook,
 ) -> Response {
     let started = Instant::now();
     // Waits for a turn; the request timeout bounds the wait. Held until the answer is made.
     let Ok(_turn) = state.turns.acquire().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             count(&state.metrics, "other", "error", started);
@@ -197,12 +225,37 @@ async fn validate<L: NadLookup + Send + Sync + 'static>(
                 .into_response();
         }
     };
-    let (kind, verdict) = decide(&state, &request).await;
-    let outcome = if verdict.denial.is_some() {
+    let (kind, verdict, patch) = match hook {
+        Hook::Validate => {
+            let (kind, verdict) = decide(state, &request).await;
+            (kind, verdict, Vec::new())
+        }
+        Hook::Mutate => inject(state, &request).await,
+    };
+    let mut response = AdmissionResponse::from(&request);
+    let mut outcome = if verdict.denial.is_some() {
         "denied"
     } else {
         "allowed"
     };
+    if let Some(message) = &verdict.denial {
+        response = response.deny(message);
+    } else if !patch.is_empty() {
+        let patched = serde_json::to_value(&patch)
+            .and_then(serde_json::from_value::<json_patch::Patch>)
+            .map_err(|e| e.to_string())
+            .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()));
+        match patched {
+            Ok(r) => {
+                response = r;
+                outcome = "patched";
+            }
+            Err(e) => {
+                response = response.deny(format!("the resource injection patch: {e}"));
+                outcome = "denied";
+            }
+        }
+    }
     tracing::info!(
         uid = %request.uid,
         kind,
@@ -211,17 +264,77 @@ async fn validate<L: NadLookup + Send + Sync + 'static>(
         outcome,
         denial = verdict.denial.as_deref().unwrap_or_default(),
         warnings = verdict.warnings.len(),
+        patch_operations = patch.len(),
         "admission review"
     );
-    let mut response = AdmissionResponse::from(&request);
-    if let Some(message) = verdict.denial {
-        response = response.deny(message);
-    }
     if !verdict.warnings.is_empty() {
         response.warnings = Some(verdict.warnings);
     }
     count(&state.metrics, kind, outcome, started);
     axum::Json(response.into_review()).into_response()
+}
+
+/// The pod an admission request carries, as the API server sent it, with the request's namespace when the object
+/// has none (a pod created with generateName has no name yet: `<generateName>*`).
+fn pod_of(
+    request: &AdmissionRequest<DynamicObject>,
+    object: &DynamicObject,
+) -> Result<(PodView, Pod), String> {
+    let namespace = request
+        .namespace
+        .as_deref()
+        .or(object.metadata.namespace.as_deref())
+        .unwrap_or("default");
+    let view = PodView {
+        namespace: namespace.to_owned(),
+        name: object
+            .metadata
+            .name
+            .clone()
+            .or_else(|| {
+                object
+                    .metadata
+                    .generate_name
+                    .as_ref()
+                    .map(|g| format!("{g}*"))
+            })
+            .unwrap_or_default(),
+        uid: String::new(),
+        annotations: object.metadata.annotations.clone().unwrap_or_default(),
+    };
+    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    if let Some(map) = value.as_object_mut() {
+        // The review's object may carry another apiVersion spelling; only its fields matter here.
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let pod: Pod = serde_json::from_value(value).map_err(|e| format!("not a pod: {e}"))?;
+    Ok((view, pod))
+}
+
+/// The mutating webhook: resource injection for a pod at CREATE; anything else is allowed unchanged.
+async fn inject<L: NadLookup>(
+    state: &WebhookState<L>,
+    request: &AdmissionRequest<DynamicObject>,
+) -> (&'static str, Verdict, Vec<PatchOperation>) {
+    let (Some(object), "Pod", Operation::Create) = (
+        &request.object,
+        request.kind.kind.as_str(),
+        &request.operation,
+    ) else {
+        return ("other", Verdict::default(), Vec::new());
+    };
+    match pod_of(request, object) {
+        Ok((view, pod)) => {
+            let injection = inject_pod(&view, &pod, &state.nads, &state.rules).await;
+            let verdict = match injection.denial {
+                Some(denial) => Verdict::deny(denial),
+                None => Verdict::default(),
+            };
+            ("pod-injection", verdict, injection.patch)
+        }
+        Err(e) => ("pod-injection", Verdict::deny(e), Vec::new()),
+    }
 }
 
 async fn decide<L: NadLookup>(
@@ -256,32 +369,16 @@ async fn decide<L: NadLookup>(
             };
             ("nad", verdict)
         }
-        "Pod" => {
-            let namespace = request
-                .namespace
-                .as_deref()
-                .or(object.metadata.namespace.as_deref())
-                .unwrap_or("default");
-            let pod = PodView {
-                namespace: namespace.to_owned(),
-                // A pod created with generateName has no name yet.
-                name: object
-                    .metadata
-                    .name
-                    .clone()
-                    .or_else(|| {
-                        object
-                            .metadata
-                            .generate_name
-                            .as_ref()
-                            .map(|g| format!("{g}*"))
-                    })
-                    .unwrap_or_default(),
-                uid: String::new(),
-                annotations: object.metadata.annotations.clone().unwrap_or_default(),
-            };
-            ("pod", review_pod(&pod, &state.nads, &state.rules).await)
-        }
+        "Pod" => match pod_of(request, object) {
+            Ok((view, pod)) => {
+                let spec = pod.spec.unwrap_or_default();
+                (
+                    "pod",
+                    review_pod(&view, &spec, &state.nads, &state.rules).await,
+                )
+            }
+            Err(e) => ("pod", Verdict::deny(e)),
+        },
         _ => ("other", Verdict::default()),
     }
 }
@@ -453,6 +550,104 @@ mod tests {
         let (status, body) = second.await.unwrap();
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    /// One NAD, `ns/side`, with a device resource.
+    struct DeviceNad;
+
+    impl NadLookup for DeviceNad {
+        async fn get(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<Arc<NetworkAttachmentDefinition>>, LookupError> {
+            if (namespace, name) != ("ns", "side") {
+                return Ok(None);
+            }
+            let mut nad = NetworkAttachmentDefinition::new(
+                name,
+                NetworkAttachmentDefinitionSpec {
+                    config: Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#.into()),
+                },
+            );
+            nad.metadata.namespace = Some(namespace.into());
+            nad.metadata.annotations = Some(
+                [(
+                    "k8s.v1.cni.cncf.io/resourceName".to_owned(),
+                    "plexus.test/nic".to_owned(),
+                )]
+                .into(),
+            );
+            Ok(Some(Arc::new(nad)))
+        }
+
+        async fn namespace_labels(
+            &self,
+            _namespace: &str,
+        ) -> Result<std::collections::BTreeMap<String, String>, LookupError> {
+            Ok(Default::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn mutate_answers_with_a_json_patch_that_makes_the_pod_pass_validation() {
+        let app = router(Arc::new(WebhookState::new(
+            DeviceNad,
+            Rules {
+                policy: Policy {
+                    static_delegates: 1,
+                    ..Policy::default()
+                },
+                ..Rules::default()
+            },
+            Metrics::new(),
+            4,
+            Duration::from_secs(5),
+        )));
+        // As the API server sends it: every container has `resources`.
+        let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "n", "namespace": "ns", "annotations": {"k8s.v1.cni.cncf.io/networks": "side, side"}},
+            "spec": {"containers": [{"name": "app", "image": "i", "resources": {}}]}});
+        let at = |path: &str, request: Request| {
+            let (parts, body) = request.into_parts();
+            let mut request = Request::from_parts(parts, body);
+            *request.uri_mut() = path.parse().unwrap();
+            request
+        };
+        let (status, body) = answer(&app, at("/validate", review("Pod", pod.clone()))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("\"allowed\":false")
+                && body.contains("need 2 device(s) of resource")
+                && body.contains("plexus.test/nic"),
+            "{body}"
+        );
+        let (status, body) = answer(&app, at("/mutate", review("Pod", pod.clone()))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answered: AdmissionReview<DynamicObject> = serde_json::from_str(&body).unwrap();
+        let response = answered.response.unwrap();
+        assert!(response.allowed, "{body}");
+        assert!(body.contains("\"patchType\":\"JSONPatch\""), "{body}");
+        let patch: json_patch::Patch = serde_json::from_slice(&response.patch.unwrap()).unwrap();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["resources"]["requests"]["plexus.test/nic"], "2");
+        assert_eq!(container["resources"]["limits"]["plexus.test/nic"], "2");
+        assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/podnetinfo");
+        assert_eq!(pod["spec"]["volumes"][0]["name"], "podnetinfo");
+        // The patched pod passes the validating webhook.
+        let (_, body) = answer(&app, at("/validate", review("Pod", pod.clone()))).await;
+        assert!(body.contains("\"allowed\":true"), "{body}");
+        // A NAD that does not exist denies the pod at /mutate.
+        let missing = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "m", "namespace": "ns", "annotations": {"k8s.v1.cni.cncf.io/networks": "gone"}},
+            "spec": {"containers": [{"name": "app", "image": "i", "resources": {}}]}});
+        let (_, body) = answer(&app, at("/mutate", review("Pod", missing))).await;
+        assert!(
+            body.contains("\"allowed\":false")
+                && body.contains("network ns/gone: no such NetworkAttachmentDefinition"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 # start_daemon, stop_daemon, alive, fail_with_log).
 #
 #   controller_up <k8s bin dir>   build the release binary (a no-op when fresh), make its client and serving
-#                                 certificates, apply its RBAC, start it, register the webhook, and return once a
-#                                 probe NAD is denied. Idempotent.
+#                                 certificates, apply its RBAC, start it, register the validating webhook and the
+#                                 mutating one (resource injection), and return once a probe NAD is denied.
+#                                 Idempotent.
 #   controller_down               stop it.
 #   controller_status             one line per fact, for `e2e/cluster status`.
 #
@@ -75,7 +76,8 @@ KUBECONFIG
 # The webhook registration. Failure policy: NADs Fail (an admin retries; an unchecked NAD never lands), pods
 # Ignore (a controller outage never blocks a workload; the plugin applies the same rules at ADD). matchConditions
 # keep pods without the networks or default-network annotation away from the webhook; namespaces labelled plexus/admission=off are
-# not validated.
+# not validated. Resource injection is on (the chart's controller.resourceInjection.enabled): the mutating webhook,
+# as the chart renders it, skips kube-system too.
 webhook_config() {
   local port=$1 ca
   ca=$(base64 -w0 <"$PKI/ca.crt")
@@ -108,6 +110,28 @@ webhooks:
   sideEffects: None
   admissionReviewVersions: [v1]
   timeoutSeconds: 5
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: $WEBHOOK_CONFIG_NAME
+webhooks:
+- name: inject.pods.plexus.k8s.cni.cncf.io
+  clientConfig: {url: "https://127.0.0.1:$port/mutate", caBundle: "$ca"}
+  rules:
+  - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}
+  namespaceSelector:
+    matchExpressions:
+    - {key: plexus/admission, operator: NotIn, values: ["off"]}
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}
+  matchConditions:
+  - name: has-networks-annotation
+    expression: "has(object.metadata.annotations) && ('k8s.v1.cni.cncf.io/networks' in object.metadata.annotations || 'v1.multus-cni.io/default-network' in object.metadata.annotations)"
+  failurePolicy: Ignore
+  reinvocationPolicy: Never
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
 YAML
 }
 
@@ -131,7 +155,10 @@ E2E_PLUGIN_TYPE_RULES='[{"types":["host-device"],"namespaceSelector":{"matchLabe
 controller_up() {
   local k8s_bin=$1 bin port probe_port
   local kubectl=$k8s_bin/kubectl
-  if alive plexus-controller && webhook_denies "$kubectl"; then
+  if alive plexus-controller && webhook_denies "$kubectl" && [ -f "$CONTROLLER_ENV" ]; then
+    # The registration may be older than this script (a cluster left up): apply it again.
+    . "$CONTROLLER_ENV"
+    webhook_config "$CONTROLLER_WEBHOOK_PORT" | "$kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f - >&2
     return 0
   fi
   bin=$(controller_bin)
@@ -165,7 +192,7 @@ controller_down() {
 controller_status() {
   if alive plexus-controller && [ -f "$CONTROLLER_ENV" ]; then
     . "$CONTROLLER_ENV"
-    echo "controller: https://127.0.0.1:$CONTROLLER_WEBHOOK_PORT/validate (probes http://127.0.0.1:$CONTROLLER_PROBE_PORT)"
+    echo "controller: https://127.0.0.1:$CONTROLLER_WEBHOOK_PORT/validate and /mutate (probes http://127.0.0.1:$CONTROLLER_PROBE_PORT)"
     echo "controller log: $CONTROLLER_LOG"
   else
     echo "controller: not running"

@@ -176,6 +176,8 @@ fn helm_lint_strict() {
         "webhook.certManager.enabled=true",
         "--set",
         "cni.readinessIndicatorFile=/run/ready",
+        "--set",
+        "controller.resourceInjection.enabled=true",
     ]);
     assert!(out.contains("0 chart(s) failed"), "{out}");
     // The schema refuses a typo and an out-of-range value.
@@ -297,6 +299,56 @@ fn the_nad_webhook_skips_sample_labelled_nads_only_when_samples_are_enabled() {
         on.contains("matchExpressions: [{key: plexus.io/sample, operator: DoesNotExist}]"),
         "{on}"
     );
+}
+
+/// Resource injection is opt-in: the MutatingWebhookConfiguration is rendered only with
+/// `controller.resourceInjection.enabled` (and the webhooks on), for pods at CREATE through the controller's Service at
+/// `/mutate`, skipping kube-system and opted-out namespaces, with the pods' failure policy, never reinvoked.
+#[test]
+fn the_mutating_webhook_renders_only_with_resource_injection() {
+    let render = |set: &[&str]| {
+        let chart = chart();
+        let mut args = vec!["template", "plexus", chart.as_str(), "-n", NAMESPACE];
+        args.extend(set);
+        helm(&args)
+    };
+    assert!(!render(&[]).contains("MutatingWebhookConfiguration"));
+    let on = render(&["--set", "controller.resourceInjection.enabled=true"]);
+    let mutating = &on[on
+        .find("kind: MutatingWebhookConfiguration")
+        .unwrap_or_else(|| panic!("no MutatingWebhookConfiguration: {on}"))..];
+    let mutating = mutating.split("\n---").next().unwrap_or_default();
+    for want in [
+        "- name: inject.pods.plexus.k8s.cni.cncf.io",
+        &format!(
+            "service: {{name: plexus-controller, namespace: {NAMESPACE}, path: /mutate, port: 443}}"
+        ),
+        "operations: [CREATE], resources: [pods]",
+        "- {key: plexus/admission, operator: NotIn, values: [\"off\"]}",
+        "- {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}",
+        "'k8s.v1.cni.cncf.io/networks' in object.metadata.annotations",
+        "failurePolicy: Ignore",
+        "reinvocationPolicy: Never",
+        "sideEffects: None",
+    ] {
+        assert!(mutating.contains(want), "{want}\n{mutating}");
+    }
+    let off = render(&[
+        "--set",
+        "controller.resourceInjection.enabled=true",
+        "--set",
+        "webhook.enabled=false",
+    ]);
+    assert!(!off.contains("MutatingWebhookConfiguration"), "{off}");
+    // The schema knows the key and refuses a typo under it.
+    let out = helm_output(&[
+        "lint",
+        "--strict",
+        &chart(),
+        "--set",
+        "controller.resourceInjection.enabeld=true",
+    ]);
+    assert!(!out.status.success(), "a typo passed lint");
 }
 
 /// Set in the child process that runs against the bare cluster.

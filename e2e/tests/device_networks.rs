@@ -17,6 +17,14 @@ use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_secs(120);
 
+/// The restart test takes it for writing: no other test's pod may be started or deleted while a node's kubelet or
+/// daemon is down. Devices per test: node 1 holds at most 4 at once (two pods of two), node 2 the order test's 4.
+static NODE_DAEMONS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    NODE_DAEMONS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: start nodes with `e2e/cluster up --nodes 2 --devices 2` and eval \"$(e2e/cluster env)\"")
@@ -171,6 +179,7 @@ fn ready(mode: NodeMode, nodes: &Nodes, node: usize, namespace: &str, pod: &str)
 /// names it in `device-info` (copied from the device plugin's file), and deleting the pod gives the link back and
 /// removes the attachment's device-info file.
 fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
+    let _shared = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("dev1");
     device_nad(&ns.name, "nic");
@@ -218,6 +227,7 @@ fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
 /// first by name, net2 the other one's, whatever order the containers are declared in; never the same device; a
 /// pod created again follows the same rule with whatever devices the kubelet gives it then.
 fn devices_follow_the_documented_order_across_containers_and_recreation(mode: NodeMode) {
+    let _shared = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("dev2");
     device_nad(&ns.name, "nic");
@@ -252,6 +262,7 @@ fn devices_follow_the_documented_order_across_containers_and_recreation(mode: No
 /// and both counts, no delegate runs (its device stays on the node). The namespace is one the webhook skips, as
 /// the webhook would refuse the pod itself.
 fn too_few_devices_hold_the_pod_and_run_nothing(mode: NodeMode) {
+    let _shared = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::without_admission("dev3");
     device_nad(&ns.name, "nic");
@@ -285,6 +296,7 @@ fn too_few_devices_hold_the_pod_and_run_nothing(mode: NodeMode) {
 /// that device (the one its claim was allocated, by the slice's `deviceID` attribute), and the claim's status names
 /// the interface, its address and MAC (KEP-4817). Deleting the pod gives the link back.
 fn a_dra_claimed_device_becomes_net1_and_its_claim_says_so(mode: NodeMode) {
+    let _shared = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("dra");
     let (subnet, _) = node_subnet();
@@ -411,7 +423,40 @@ fn a_dra_claimed_device_becomes_net1_and_its_claim_says_so(mode: NodeMode) {
     );
 }
 
+/// A device pod keeps its device across a restart of the node's kubelet and of `plexus-daemon`; a pod created after
+/// them gets another device (the kubelet and Plexus agree again), and deleting both gives both links back.
+fn device_pods_outlive_kubelet_and_daemon_restarts(mode: NodeMode) {
+    let _alone = NODE_DAEMONS.write().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let node = 1 % nodes.names.len();
+    let ns = KubeNamespace::new("devrestart");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, node, &ns.name, "before", "nic", &[("app", 1)]);
+    ready(mode, &nodes, node, &ns.name, "before");
+    let first = devices_in_status(&ns.name, "before")["net1"].clone();
+    nodes.restart(node, "kubelet");
+    nodes.restart(node, "plexus-daemon");
+    device_pod(mode, &nodes, node, &ns.name, "after", "nic", &[("app", 1)]);
+    ready(mode, &nodes, node, &ns.name, "after");
+    let second = devices_in_status(&ns.name, "after")["net1"].clone();
+    assert_eq!(
+        allocated(&nodes, node, &uid(&ns.name, "after"))["app"],
+        std::slice::from_ref(&second)
+    );
+    assert_ne!(first, second);
+    assert_eq!(devices_in_status(&ns.name, "before")["net1"], first);
+    for (pod, device) in [("before", &first), ("after", &second)] {
+        delete_pod(&ns.name, pod);
+        let link = link_of(device);
+        assert!(
+            nodes.links(node).contains(&link),
+            "{link} of {pod} did not come back"
+        );
+    }
+}
+
 on_nodes_in_both_modes!(
+    device_pods_outlive_kubelet_and_daemon_restarts,
     a_dra_claimed_device_becomes_net1_and_its_claim_says_so,
     one_device_network_gets_the_pods_device_and_gives_it_back,
     devices_follow_the_documented_order_across_containers_and_recreation,

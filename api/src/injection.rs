@@ -115,6 +115,13 @@ pub fn json_pointer_key(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// Whether the pod gets devices through ResourceClaims (DRA): its device networks' resource names are then those of
+/// its claimed devices' slice attributes, not extended resources, so nothing is requested for them and their count is
+/// left to the node's ADD (`docs/devices.md`).
+pub fn uses_resource_claims(spec: &PodSpec) -> bool {
+    spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty())
+}
+
 /// The devices the pod's selections need, per resource (first-use order).
 pub fn device_needs(selected: &[SelectedNad]) -> Vec<DeviceNeed> {
     needed(
@@ -140,7 +147,11 @@ fn has_resource(container: &Container, resource: &str) -> bool {
 pub fn injection_patch(pod: &Pod, selected: &[SelectedNad]) -> Vec<PatchOperation> {
     let mut patch = Vec::new();
     let spec = pod.spec.clone().unwrap_or_default();
-    let needs = device_needs(selected);
+    let needs = if uses_resource_claims(&spec) {
+        Vec::new()
+    } else {
+        device_needs(selected)
+    };
     if !needs.is_empty() {
         // NRI would fail on a pod without containers; the API server refuses such a pod after admission anyway.
         if let Some(first) = spec.containers.first() {
@@ -309,6 +320,9 @@ pub fn check_requests(
     spec: &PodSpec,
     selected: &[SelectedNad],
 ) -> Result<(), InjectionError> {
+    if uses_resource_claims(spec) {
+        return Ok(());
+    }
     for need in device_needs(selected) {
         let Some(requested) = requested(spec, &need.resource) else {
             continue;
@@ -465,6 +479,24 @@ mod tests {
         let empty = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
         let ops = injection_patch(&empty, &[sriov(), plain]);
         assert!(ops.iter().all(|o| !o.path.contains("resources")), "{ops:?}");
+    }
+
+    /// A DRA pod's devices come from its claims: no extended resource is requested for them and none is counted.
+    #[test]
+    fn a_pod_with_resource_claims_gets_no_requests_and_no_count() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"resourceClaims": [{"name": "nic", "resourceClaimTemplateName": "nic"}],
+                     "containers": [{"name": "app", "resources": {"claims": [{"name": "nic"}]}}]}
+        }))
+        .unwrap();
+        let selected = [nad(
+            "ns/dranic",
+            &[(RESOURCE_NAME_ANNOTATION, "plexus.test/dra-nic")],
+        )
+        .unwrap()];
+        assert_eq!(injection_patch(&pod, &selected), Vec::new());
+        assert!(check_requests("ns/p", pod.spec.as_ref().unwrap(), &selected).is_ok());
     }
 
     #[test]

@@ -23,6 +23,15 @@
 //! polling the API server every 100 ms, so times are ± 0.1 s. Each round deletes its pods and checks that the node is
 //! left with no record, lease or bridge port.
 //!
+//! Device networks (on a node with at least 2 devices per pod, `e2e/cluster up --node --devices 64`): the same pods
+//! each requesting two of the node's device-plugin NICs, with
+//!
+//! * `devices`    — no secondary network (Plexus thin, the cluster network alone): the floor for device pods;
+//! * `plexus-dev`, `thick-dev`, `multus-dev` — two device networks (the NAD's `resourceName` is the node's resource;
+//!   the test delegate hands each its device's link), in each meta-plugin;
+//!
+//! and, per pod, the kubelet's PodResources calls (`kubelet_pod_resources_endpoint_requests_{get,list}`).
+//!
 //! Run: `scripts/bench` (it starts a control plane and a node of its own). `BENCH_NODE_ROUNDS` (default 3) and
 //! `BENCH_NODE_PODS` (default 30) set the size.
 
@@ -34,7 +43,43 @@ use plexus_e2e::node::*;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
-const MODES: [&str; 4] = ["bare", "plexus", "thick", "multus"];
+const MODES: [&str; 8] = [
+    "bare",
+    "plexus",
+    "thick",
+    "multus",
+    "devices",
+    "plexus-dev",
+    "thick-dev",
+    "multus-dev",
+];
+
+/// The modes whose pods request two devices.
+fn with_devices(mode: &str) -> bool {
+    mode == "devices" || mode.ends_with("-dev")
+}
+
+/// The kubelet's PodResources calls so far: (Get, List), from its metrics through the API server's node proxy.
+fn pod_resources_calls(node: &str) -> (f64, f64) {
+    let text = kubectl(
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/metrics"),
+        ],
+        None,
+    );
+    let sum = |metric: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+    (
+        sum("kubelet_pod_resources_endpoint_requests_get"),
+        sum("kubelet_pod_resources_endpoint_requests_list"),
+    )
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -47,13 +92,14 @@ fn env_or(name: &str, default: usize) -> usize {
 fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &str) {
     let dir = nodes.node_dir(0);
     let cluster_net = dir.join("cluster-network/10-pods.conflist");
+    let mode = mode.trim_end_matches("-dev");
     let (file, conf): (&str, Value) = match mode {
         "bare" => (
             "00-bare.conflist",
             serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
         ),
         // Thick pods use the runtime handler whose CNI config is the shim; the node's own config stays plexus.
-        "plexus" | "thick" => ("00-plexus.conf", plexus_conf.clone()),
+        "plexus" | "thick" | "devices" => ("00-plexus.conf", plexus_conf.clone()),
         "multus" => {
             // Multus thin gets the admin kubeconfig (it also updates pods/status, which Plexus's user may not). Its
             // clusterNetwork is the conflist's name, found in confDir (see the top of this file for why not the path).
@@ -192,14 +238,37 @@ fn sandbox_histogram(node: &str) -> Histogram {
     )
 }
 
+/// What one round measured.
+struct Round {
+    ready: Vec<f64>,
+    total: f64,
+    sandboxes: Histogram,
+    /// PodResources (Get, List) calls during the round.
+    pod_resources: (f64, f64),
+}
+
 /// Creates `count` pods at once and returns each one's create→Ready time, the total, in seconds, and the kubelet's
 /// sandbox creation times for them.
-fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) {
-    let ns = KubeNamespace::new(&format!("bench-{mode}"));
+fn round(nodes: &Nodes, mode: &str, count: usize) -> Round {
+    let ns = KubeNamespace::new(&format!("bench-{}", mode.trim_end_matches("-dev")));
     let (s1, _) = node_subnet();
     let (s2, _) = node_subnet();
     let bridges = [unique("bb"), unique("bb")];
+    let resource = std::env::var("NODE_DEVICE_RESOURCE").unwrap_or_default();
     for (name, bridge, subnet) in [("n1", &bridges[0], &s1), ("n2", &bridges[1], &s2)] {
+        if with_devices(mode) {
+            // A device network: the test delegate hands the pod the link of its device (host-device).
+            let delegate = std::env::var("NODE_DEVICE_DELEGATE").expect("NODE_DEVICE_DELEGATE");
+            let nad = json!({
+                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": &ns.name,
+                             "annotations": {"k8s.v1.cni.cncf.io/resourceName": &resource}},
+                "spec": {"config": json!({"cniVersion": "1.0.0", "name": format!("{}-{name}", ns.name),
+                    "plugins": [{"type": delegate, "ipam": {"type": "host-local", "subnet": subnet}}]}).to_string()}
+            });
+            kubectl(&["apply", "-f", "-"], Some(&nad.to_string()));
+            continue;
+        }
         create_nad(
             &ns.name,
             name,
@@ -209,6 +278,11 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) 
             ),
         );
     }
+    let networks = if mode == "devices" {
+        None
+    } else {
+        Some("n1,n2")
+    };
     let items: Vec<Value> = (0..count)
         .map(|i| {
             let mut pod = pod_manifest(
@@ -216,16 +290,28 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) 
                 &format!("p{i}"),
                 nodes.name(0),
                 &nodes.image,
-                Some("n1,n2"),
+                networks,
             );
-            if mode == "thick" {
+            if mode.starts_with("thick") {
                 NodeMode::Thick.apply(&mut pod);
+            }
+            if with_devices(mode) {
+                // The scheduler places it (extended resources are accounted there), on the node.
+                let spec = pod["spec"].as_object_mut().unwrap();
+                spec.remove("nodeName");
+                spec.insert(
+                    "nodeSelector".into(),
+                    json!({"kubernetes.io/hostname": nodes.name(0)}),
+                );
+                pod["spec"]["containers"][0]["resources"] =
+                    json!({"requests": {&resource: "2"}, "limits": {&resource: "2"}});
             }
             pod
         })
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
     let sandboxes_before = sandbox_histogram(nodes.name(0));
+    let calls_before = pod_resources_calls(nodes.name(0));
     let start = Instant::now();
     kubectl(&["create", "-f", "-"], Some(&list));
     let mut ready: Vec<Option<f64>> = vec![None; count];
@@ -256,7 +342,8 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) 
     }
     let total = start.elapsed().as_secs_f64();
     let sandboxes = sandbox_histogram(nodes.name(0)).since(&sandboxes_before);
-    if mode != "bare" {
+    let calls_after = pod_resources_calls(nodes.name(0));
+    if mode != "bare" && mode != "devices" {
         let status = network_status(&ns.name, "p0");
         assert_eq!(status.len(), 3, "{mode}: three networks in {status:?}");
     }
@@ -272,17 +359,36 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> (Vec<f64>, f64, Histogram) 
         ],
         None,
     );
-    // The bare cluster network never creates the NADs' bridges.
-    for bridge in bridges.iter().filter(|_| mode != "bare") {
+    // The bare cluster network never creates the NADs' bridges (nor do device networks).
+    for bridge in bridges
+        .iter()
+        .filter(|_| mode != "bare" && !with_devices(mode))
+    {
         let ports = nodes.exec(0, &["ip", "-o", "link", "show", "master", bridge]);
         assert_eq!(ports, "", "{mode}: ports left on {bridge}");
         let _ = nodes.exec_output(0, &["ip", "link", "del", bridge]);
     }
-    (
-        ready.into_iter().map(Option::unwrap).collect(),
+    if with_devices(mode) {
+        let links = nodes.links(0);
+        let home = links.iter().filter(|l| l.starts_with("dpnic")).count();
+        let k: usize = std::env::var("NODE_DEVICE_COUNT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(
+            home, k,
+            "{mode}: device links not back on the node: {links:?}"
+        );
+    }
+    Round {
+        ready: ready.into_iter().map(Option::unwrap).collect(),
         total,
         sandboxes,
-    )
+        pod_resources: (
+            calls_after.0 - calls_before.0,
+            calls_after.1 - calls_before.1,
+        ),
+    }
 }
 
 fn main() {
@@ -293,7 +399,15 @@ fn main() {
             .into_iter()
             .filter(|m| v.split_whitespace().any(|w| w == *m))
             .collect(),
-        Err(_) => MODES.to_vec(),
+        // Device modes need two devices per pod on the node.
+        Err(_) => {
+            let pods = env_or("BENCH_NODE_PODS", 30);
+            let devices = env_or("NODE_DEVICE_COUNT", 0);
+            MODES
+                .into_iter()
+                .filter(|m| !with_devices(m) || devices >= 2 * pods)
+                .collect()
+        }
     };
     let count = env_or("BENCH_NODE_PODS", 30);
     let nodes = Nodes::from_env();
@@ -317,6 +431,7 @@ fn main() {
     let mut ready: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     let mut totals: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     let mut sandboxes: Vec<Histogram> = vec![Histogram::default(); modes.len()];
+    let mut calls: Vec<(f64, f64)> = vec![(0.0, 0.0); modes.len()];
     for r in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
             switch_mode(
@@ -325,15 +440,24 @@ fn main() {
                 &plexus_conf,
                 &multus_bin.display().to_string(),
             );
-            let (times, total, sandbox) = round(&nodes, mode, count);
+            let Round {
+                ready: times,
+                total,
+                sandboxes: sandbox,
+                pod_resources,
+            } = round(&nodes, mode, count);
             eprintln!(
-                "round {r} {mode}: total {total:.2} s; kubelet: {} sandboxes, mean {:.2} s",
+                "round {r} {mode}: total {total:.2} s; kubelet: {} sandboxes, mean {:.2} s; PodResources Get {}, List {}",
                 sandbox.count,
-                sandbox.sum / sandbox.count
+                sandbox.sum / sandbox.count,
+                pod_resources.0,
+                pod_resources.1
             );
             ready[m].extend(times);
             totals[m].push(total);
             sandboxes[m].add(&sandbox);
+            calls[m].0 += pod_resources.0;
+            calls[m].1 += pod_resources.1;
         }
     }
     switch_mode(
@@ -347,9 +471,9 @@ fn main() {
     // The kubelet's buckets (0.005 s × 2.5ⁿ: … 3.05, 7.63, 19.07 s) are too coarse for percentiles here: the table
     // gives the mean; the JSON keeps the bucket bounds too.
     println!(
-        "| mode | p50 | p90 | total (median of rounds) | kubelet RunPodSandbox mean | sandboxes run |"
+        "| mode | p50 | p90 | total (median of rounds) | kubelet RunPodSandbox mean | sandboxes run | PodResources Get/pod | List/pod |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut json_out = serde_json::Map::new();
     for (m, mode) in modes.iter().enumerate() {
         let mut r = ready[m].clone();
@@ -367,16 +491,36 @@ fn main() {
             sb.percentile_bound(50.0),
             sb.percentile_bound(90.0),
         );
+        let pods = (count * rounds) as f64;
+        let (get, list) = (calls[m].0 / pods, calls[m].1 / pods);
         println!(
-            "| {mode} | {p50:.2} | {p90:.2} | {total:.2} | {sb_mean:.2} | {} |",
+            "| {mode} | {p50:.2} | {p90:.2} | {total:.2} | {sb_mean:.2} | {} | {get:.2} | {list:.2} |",
             sb.count
         );
         json_out.insert(
             (*mode).into(),
             json!({"p50": p50, "p90": p90, "total_median": total, "ready": r, "totals": t,
+                   "pod_resources_per_pod": {"get": get, "list": list},
                    "kubelet_run_podsandbox": {"mean": sb_mean, "p50_le": sb_p50, "p90_le": sb_p90,
                                               "count": sb.count, "sum": sb.sum, "buckets": sb.buckets}}),
         );
+    }
+    // The device-network targets (issue 23): p50 against the same pods without secondary networks, and against Multus.
+    let p50_of = |name: &str| {
+        json_out
+            .get(name)
+            .and_then(|v| v["p50"].as_f64())
+    };
+    for (a, b) in [
+        ("plexus-dev", "devices"),
+        ("thick-dev", "devices"),
+        ("multus-dev", "devices"),
+        ("plexus-dev", "multus-dev"),
+        ("thick-dev", "multus-dev"),
+    ] {
+        if let (Some(x), Some(y)) = (p50_of(a), p50_of(b)) {
+            println!("p50 {a} / {b}: {:.3}", x / y);
+        }
     }
     let out = repo().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();

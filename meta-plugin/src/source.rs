@@ -397,7 +397,7 @@ impl NetworkSource for KubeSource {
         apply: &serde_json::Value,
     ) -> Result<(), SourceError> {
         let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), namespace);
-        let params = PatchParams::apply("plexus").force();
+        let params = PatchParams::apply("plexus");
         self.bounded(
             || format!("APPLY resourceclaim {namespace}/{name} status"),
             api.patch_status(name, &params, &Patch::Apply(apply)),

@@ -506,11 +506,7 @@ fn main() {
         );
     }
     // The device-network targets (issue 23): p50 against the same pods without secondary networks, and against Multus.
-    let p50_of = |name: &str| {
-        json_out
-            .get(name)
-            .and_then(|v| v["p50"].as_f64())
-    };
+    let p50_of = |name: &str| json_out.get(name).and_then(|v| v["p50"].as_f64());
     for (a, b) in [
         ("plexus-dev", "devices"),
         ("thick-dev", "devices"),

@@ -297,12 +297,7 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> Round {
             }
             if with_devices(mode) {
                 // The scheduler places it (extended resources are accounted there), on the node.
-                let spec = pod["spec"].as_object_mut().unwrap();
-                spec.remove("nodeName");
-                spec.insert(
-                    "nodeSelector".into(),
-                    json!({"kubernetes.io/hostname": nodes.name(0)}),
-                );
+                scheduled_on(&mut pod, nodes.name(0));
                 pod["spec"]["containers"][0]["resources"] =
                     json!({"requests": {&resource: "2"}, "limits": {&resource: "2"}});
             }

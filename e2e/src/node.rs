@@ -224,6 +224,19 @@ pub fn pod_manifest(
     })
 }
 
+/// Makes a pod of [`pod_manifest`] placed by the scheduler on `node` (a node selector instead of `nodeName`):
+/// extended resources and ResourceClaims are accounted for and allocated there.
+pub fn scheduled_on(pod: &mut Value, node: &str) {
+    let spec = pod["spec"]
+        .as_object_mut()
+        .expect("a pod manifest has a spec");
+    spec.remove("nodeName");
+    spec.insert(
+        "nodeSelector".into(),
+        json!({"kubernetes.io/hostname": node}),
+    );
+}
+
 /// Gives a pod of [`pod_manifest`] what the ServiceAccount admission plugin gives every pod of a real cluster (the
 /// plugin is off in this control plane, see e2e/README.md): the `default` ServiceAccount and, at the path in-cluster
 /// clients read, a projected volume with its token (requested by the kubelet), the cluster CA and the namespace.
@@ -289,6 +302,38 @@ impl NodeMode {
             pod["spec"]["runtimeClassName"] = json!(THICK_RUNTIME_CLASS);
         }
     }
+}
+
+/// Waits until the pod is Ready, then checks that containerd ran its sandbox with the runtime handler of `mode` (so
+/// the CNI config of that mode networked it).
+pub fn wait_ready_in(mode: NodeMode, nodes: &Nodes, namespace: &str, pod: &str, timeout: Duration) {
+    wait_ready(namespace, pod, timeout);
+    let node = kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            pod,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ],
+        None,
+    );
+    let i = nodes
+        .names
+        .iter()
+        .position(|n| *n == node)
+        .unwrap_or_else(|| panic!("{namespace}/{pod} runs on {node:?}, not a harness node"));
+    let want = match mode {
+        NodeMode::Thin => "",
+        NodeMode::Thick => THICK_RUNTIME_CLASS,
+    };
+    assert_eq!(
+        nodes.sandbox_runtime_handler(i, namespace, pod),
+        want,
+        "runtime handler of {namespace}/{pod}"
+    );
 }
 
 /// Runs each named node test body (`fn name(mode: NodeMode)`) in both modes, as tests `name::thin` and

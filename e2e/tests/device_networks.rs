@@ -63,12 +63,7 @@ fn device_pod(
         &nodes.image,
         Some(networks),
     );
-    let spec = pod["spec"].as_object_mut().unwrap();
-    spec.remove("nodeName");
-    spec.insert(
-        "nodeSelector".into(),
-        json!({"kubernetes.io/hostname": nodes.name(node)}),
-    );
+    scheduled_on(&mut pod, nodes.name(node));
     let template = pod["spec"]["containers"][0].clone();
     let resource = env("NODE_DEVICE_RESOURCE");
     pod["spec"]["containers"] = containers
@@ -166,13 +161,8 @@ fn attachment_info_files(nodes: &Nodes, i: usize) -> Vec<String> {
     files_in(&nodes.node_dir(i).join("run/k8s.cni.cncf.io/devinfo/cni"))
 }
 
-fn ready(mode: NodeMode, nodes: &Nodes, node: usize, namespace: &str, pod: &str) {
-    wait_ready(namespace, pod, READY);
-    let want = match mode {
-        NodeMode::Thin => "",
-        NodeMode::Thick => THICK_RUNTIME_CLASS,
-    };
-    assert_eq!(nodes.sandbox_runtime_handler(node, namespace, pod), want);
+fn ready(mode: NodeMode, nodes: &Nodes, namespace: &str, pod: &str) {
+    wait_ready_in(mode, nodes, namespace, pod, READY);
 }
 
 /// One device network: the pod's one device becomes its net1 (the link leaves the node's namespace), network-status
@@ -184,7 +174,7 @@ fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
     let ns = KubeNamespace::new("dev1");
     device_nad(&ns.name, "nic");
     device_pod(mode, &nodes, 0, &ns.name, "p", "nic", &[("app", 1)]);
-    ready(mode, &nodes, 0, &ns.name, "p");
+    ready(mode, &nodes, &ns.name, "p");
     let allocated = allocated(&nodes, 0, &uid(&ns.name, "p"));
     let device = allocated["app"][0].clone();
     assert_eq!(
@@ -242,7 +232,7 @@ fn devices_follow_the_documented_order_across_containers_and_recreation(mode: No
             &[("zeta", 1), ("alpha", 1)],
         );
         let node = 1 % nodes.names.len();
-        ready(mode, &nodes, node, &ns.name, "p");
+        ready(mode, &nodes, &ns.name, "p");
         let allocated = allocated(&nodes, node, &uid(&ns.name, "p"));
         let got = devices_in_status(&ns.name, "p");
         assert_eq!(
@@ -318,17 +308,12 @@ fn a_dra_claimed_device_becomes_net1_and_its_claim_says_so(mode: NodeMode) {
     });
     kubectl(&["apply", "-f", "-"], Some(&template.to_string()));
     let mut pod = pod_manifest(&ns.name, "p", nodes.name(0), &nodes.image, Some("dranic"));
-    let spec = pod["spec"].as_object_mut().unwrap();
-    spec.remove("nodeName");
-    spec.insert(
-        "nodeSelector".into(),
-        json!({"kubernetes.io/hostname": nodes.name(0)}),
-    );
+    scheduled_on(&mut pod, nodes.name(0));
     pod["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "nic"}]);
     pod["spec"]["containers"][0]["resources"] = json!({"claims": [{"name": "nic"}]});
     mode.apply(&mut pod);
     kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
-    ready(mode, &nodes, 0, &ns.name, "p");
+    ready(mode, &nodes, &ns.name, "p");
 
     let claim_name = kubectl(
         &[
@@ -432,12 +417,12 @@ fn device_pods_outlive_kubelet_and_daemon_restarts(mode: NodeMode) {
     let ns = KubeNamespace::new("devrestart");
     device_nad(&ns.name, "nic");
     device_pod(mode, &nodes, node, &ns.name, "before", "nic", &[("app", 1)]);
-    ready(mode, &nodes, node, &ns.name, "before");
+    ready(mode, &nodes, &ns.name, "before");
     let first = devices_in_status(&ns.name, "before")["net1"].clone();
     nodes.restart(node, "kubelet");
     nodes.restart(node, "plexus-daemon");
     device_pod(mode, &nodes, node, &ns.name, "after", "nic", &[("app", 1)]);
-    ready(mode, &nodes, node, &ns.name, "after");
+    ready(mode, &nodes, &ns.name, "after");
     let second = devices_in_status(&ns.name, "after")["net1"].clone();
     assert_eq!(
         allocated(&nodes, node, &uid(&ns.name, "after"))["app"],

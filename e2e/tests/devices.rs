@@ -52,12 +52,7 @@ impl Devices {
 /// ResourceClaims are accounted for and allocated there.
 fn scheduled_pod(nodes: &Nodes, node: usize, namespace: &str, name: &str) -> Value {
     let mut pod = pod_manifest(namespace, name, nodes.name(node), &nodes.image, None);
-    let spec = pod["spec"].as_object_mut().unwrap();
-    spec.remove("nodeName");
-    spec.insert(
-        "nodeSelector".into(),
-        json!({"kubernetes.io/hostname": nodes.name(node)}),
-    );
+    scheduled_on(&mut pod, nodes.name(node));
     pod
 }
 

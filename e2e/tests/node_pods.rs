@@ -79,29 +79,8 @@ fn assert_status_matches_pod(namespace: &str, pod: &str) -> Vec<Value> {
     status
 }
 
-/// Waits until the pod is Ready, then checks that containerd ran its sandbox with the runtime handler of `mode` (so
-/// the CNI config of that mode networked it).
 fn ready(mode: NodeMode, nodes: &Nodes, namespace: &str, pod: &str) {
-    wait_ready(namespace, pod, READY);
-    let node = kubectl(
-        &[
-            "get",
-            "pod",
-            "-n",
-            namespace,
-            pod,
-            "-o",
-            "jsonpath={.spec.nodeName}",
-        ],
-        None,
-    );
-    let i = nodes.names.iter().position(|n| *n == node).unwrap();
-    let handler = nodes.sandbox_runtime_handler(i, namespace, pod);
-    let want = match mode {
-        NodeMode::Thin => "",
-        NodeMode::Thick => THICK_RUNTIME_CLASS,
-    };
-    assert_eq!(handler, want, "runtime handler of {namespace}/{pod}");
+    wait_ready_in(mode, nodes, namespace, pod, READY);
 }
 
 fn ip_of(status: &[Value], interface: &str) -> String {

@@ -102,8 +102,8 @@ impl Nodes {
             .expect("run nsenter")
     }
 
-    /// The containerd runtime handler of the pod's sandbox on node `i` (empty: the default one), from crictl.
-    pub fn sandbox_runtime_handler(&self, i: usize, namespace: &str, pod: &str) -> String {
+    /// The pod's one ready sandbox on node `i`, as crictl prints it.
+    fn ready_sandbox(&self, i: usize, namespace: &str, pod: &str) -> Value {
         let endpoint = format!(
             "unix://{}",
             self.node_dir(i).join("containerd.sock").display()
@@ -139,9 +139,23 @@ impl Nodes {
             1,
             "one ready sandbox of {namespace}/{pod}: {pods}"
         );
-        items[0]["runtimeHandler"]
+        items[0].clone()
+    }
+
+    /// The containerd runtime handler of the pod's sandbox on node `i` (empty: the default one), from crictl.
+    pub fn sandbox_runtime_handler(&self, i: usize, namespace: &str, pod: &str) -> String {
+        self.ready_sandbox(i, namespace, pod)["runtimeHandler"]
             .as_str()
             .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The ID of the pod's ready sandbox on node `i` (the container ID its CNI calls carry), from crictl.
+    pub fn sandbox_id(&self, i: usize, namespace: &str, pod: &str) -> String {
+        let sandbox = self.ready_sandbox(i, namespace, pod);
+        sandbox["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no sandbox id in {sandbox}"))
             .to_owned()
     }
 

@@ -191,13 +191,11 @@ fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
         !nodes.links(0).contains(&link),
         "{link} is still on the node"
     );
-    let container_id_files: Vec<String> = attachment_info_files(&nodes, 0)
-        .into_iter()
-        .filter(|f| f.starts_with("nic-") && f.ends_with("_net1"))
-        .collect();
+    // This pod's file only: other tests' pods on the same node have files of the same shape.
+    let info_file = format!("nic-{}_net1", nodes.sandbox_id(0, &ns.name, "p"));
     assert!(
-        !container_id_files.is_empty(),
-        "no attachment device-info file"
+        attachment_info_files(&nodes, 0).contains(&info_file),
+        "no attachment device-info file {info_file}"
     );
 
     delete_pod(&ns.name, "p");
@@ -205,12 +203,10 @@ fn one_device_network_gets_the_pods_device_and_gives_it_back(mode: NodeMode) {
         nodes.links(0).contains(&link),
         "{link} did not come back to the node"
     );
-    for f in container_id_files {
-        assert!(
-            !attachment_info_files(&nodes, 0).contains(&f),
-            "{f} left behind after DEL"
-        );
-    }
+    assert!(
+        !attachment_info_files(&nodes, 0).contains(&info_file),
+        "{info_file} left behind after DEL"
+    );
 }
 
 /// Two containers holding one device each and the network selected twice: net1 gets the device of the container

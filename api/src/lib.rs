@@ -8,6 +8,8 @@
 //! * [`status`] — the `k8s.v1.cni.cncf.io/network-status` annotation built from CNI results.
 //! * [`devices`] — device networks: which of the pod's kubelet-allocated devices each attachment gets, and how the
 //!   delegate learns it.
+//! * [`hotplug`] — what an edited networks annotation does to a running pod: the attachments kept, removed and
+//!   added, and the added ones' interface names.
 //! * [`injection`] — resource injection: the JSON patch that makes a pod request the devices its networks need
 //!   (network-resources-injector's contract), and the check that it requests enough.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
@@ -21,6 +23,7 @@
 
 pub mod cni;
 pub mod devices;
+pub mod hotplug;
 pub mod injection;
 pub mod nad;
 pub mod plugin_rules;

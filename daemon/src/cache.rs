@@ -33,6 +33,9 @@ const EVENT_DEFER: Duration = Duration::from_secs(2);
 /// How often a deferred batch looks again whether requests are still in flight.
 const EVENT_POLL: Duration = Duration::from_millis(10);
 
+/// A pod of this node by namespace and name: what the pod watch tells hot-plug about.
+pub type PodKey = (String, String);
+
 /// One ADD's events for one pod, and when they were queued.
 type EventBatch = (PodView, Vec<PodEvent>, tokio::time::Instant);
 
@@ -159,6 +162,7 @@ impl Caches {
         node_name: &str,
         api_timeout: Duration,
         metrics: Arc<Metrics>,
+        pod_changes: std::sync::mpsc::Sender<PodKey>,
     ) -> (Arc<Self>, EventSender) {
         let client = api.client.clone();
         let (pod_reader, pod_writer) = reflector::store();
@@ -174,6 +178,13 @@ impl Caches {
             .reflect(pod_writer)
             .for_each(move |event| {
                 watched("pod", &event, store.len(), &metrics);
+                // After the store has it: hot-plug reads the pod from the cache.
+                if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = &event
+                    && let (Some(namespace), Some(name)) =
+                        (&pod.metadata.namespace, &pod.metadata.name)
+                {
+                    let _ = pod_changes.send((namespace.clone(), name.clone()));
+                }
                 async {}
             })
         };
@@ -248,6 +259,74 @@ impl Caches {
             metrics,
         });
         (caches, EventSender { task, queue })
+    }
+}
+
+impl Caches {
+    /// The cached pod, if the watch has it.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<plexus_cni::plan::PodView> {
+        self.pods
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|p| pod_view(&p.metadata))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The UIDs of the cached pods.
+    pub fn pod_uids(&self) -> std::collections::HashSet<String> {
+        self.pods
+            .state()
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect()
+    }
+
+    /// Whether the pods cache has its first full list.
+    pub fn synced(&self) -> bool {
+        self.metrics.ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pod runs in the node's network namespace (`spec.hostNetwork`), with one GET (the pod cache keeps
+    /// metadata only), within `timeout`.
+    pub fn host_network(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<bool, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let name = name.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let got = tokio::time::timeout(timeout, api.get(&name)).await;
+            let _ = tx.send(got);
+        });
+        match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+            Ok(Ok(Ok(pod))) => Ok(pod.spec.and_then(|s| s.host_network).unwrap_or(false)),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            _ => Err(format!("no answer within {} s", timeout.as_secs_f64())),
+        }
+    }
+
+    /// Queues events for the pod (sent by the event sender, as a request's are).
+    pub fn queue_events(&self, pod: &plexus_cni::plan::PodView, events: &[PodEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if self
+            .events
+            .try_send(Some((
+                pod.clone(),
+                events.to_vec(),
+                tokio::time::Instant::now(),
+            )))
+            .is_err()
+        {
+            warn!(pod = %pod.label(), "the event queue is full: these events are dropped");
+            self.metrics.events("failed", events.len());
+        }
     }
 }
 
@@ -487,22 +566,7 @@ impl NetworkSource for CacheSource {
     /// Queued: sent after the reply by the daemon's event sender, once no request is in flight (at most
     /// [`EVENT_DEFER`] later).
     async fn record_events(&self, pod: &PodView, events: &[PodEvent]) -> Result<(), SourceError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if self
-            .caches
-            .events
-            .try_send(Some((
-                pod.clone(),
-                events.to_vec(),
-                tokio::time::Instant::now(),
-            )))
-            .is_err()
-        {
-            warn!(pod = %pod.label(), "the event queue is full: this ADD's events are dropped");
-            self.caches.metrics.events("failed", events.len());
-        }
+        self.caches.queue_events(pod, events);
         Ok(())
     }
 }

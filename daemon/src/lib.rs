@@ -11,6 +11,7 @@
 //! - [`cache`]: the watch-backed `NetworkSource`;
 //! - [`direct`]: each request thread's own API connection for the network-status PATCH;
 //! - [`server`]: the unix socket;
+//! - [`hotplug`]: networks added to and removed from running pods when their annotation changes;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
 
 // Denied, not forbidden: `server::peer_groups` allows it for one getsockopt (SO_PEERGROUPS).
@@ -19,6 +20,7 @@
 pub mod cache;
 pub mod config;
 pub mod direct;
+pub mod hotplug;
 pub mod metrics;
 pub mod server;
 
@@ -80,12 +82,21 @@ pub async fn run(
     plexus_cni::logging::init_with(&config.plugin.log, Some(PhaseTimer::layer(metrics.clone())));
     let kube_config = client_config(&config).await?;
     let api = cache::ApiThread::start(kube_config).map_err(StartError::Client)?;
+    let (pod_changes, changed_pods) = std::sync::mpsc::channel();
     let (caches, events) = Caches::start(
         api,
         &config.node_name,
         config.plugin.api_timeout,
         metrics.clone(),
+        pod_changes,
     );
+    {
+        let worker = hotplug::Worker::new(caches.clone(), config.plugin.clone());
+        std::thread::Builder::new()
+            .name("plexus-hotplug".into())
+            .spawn(move || worker.run(changed_pods))
+            .map_err(|e| StartError::Client(format!("starting the hot-plug worker: {e}")))?;
+    }
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match config.metrics_address {
         Some(address) => {

@@ -106,6 +106,7 @@ pub struct Metrics {
     pub status_writes: Family<ConnectionLabels, Counter>,
     pub thread_connections: Family<ResultLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub hotplug_syncs: Family<ResultLabels, Counter>,
     pub cached: Family<KindLabels, Gauge>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
@@ -129,6 +130,14 @@ impl Metrics {
         let status_writes = Family::<ConnectionLabels, Counter>::default();
         let thread_connections = Family::<ResultLabels, Counter>::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
+        let hotplug_syncs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "hotplug_syncs",
+            "Hot-plug passes over a running pod whose networks annotation or record asked for one: changed (interfaces \
+             added or removed, network-status written), failed (retried with back-off), not_ready (its ADD had not \
+             completed), refused (a hostNetwork pod)",
+            hotplug_syncs.clone(),
+        );
         registry.register(
             "config_reloads",
             "Changes of the config file seen: applied, or failed (the previous config stays)",
@@ -192,6 +201,7 @@ impl Metrics {
             status_writes,
             thread_connections,
             config_reloads,
+            hotplug_syncs,
             cached,
             in_flight,
             ready: AtomicBool::new(false),
@@ -221,6 +231,12 @@ impl Metrics {
 
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn hotplug(&self, result: &'static str) {
+        self.hotplug_syncs
             .get_or_create(&ResultLabels { result })
             .inc();
     }

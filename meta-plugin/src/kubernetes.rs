@@ -188,13 +188,15 @@ pub(crate) fn add<P: SourceProvider>(
 }
 
 /// Device networks: the pod's devices from the kubelet, its DRA devices by their ResourceSlices' attributes (the pools
-/// of its claimed devices, each read once).
-async fn give_devices<S: NetworkSource>(
+/// of its claimed devices, each read once). Devices in `in_use` (hot-plug: the sandbox's other attachments') are not
+/// given again.
+pub(crate) async fn give_devices<S: NetworkSource>(
     source: &S,
     config: &Config,
     pod: &plan::PodView,
     plan: &mut Plan,
     container_id: &str,
+    in_use: &[(String, String)],
 ) -> Result<(), PlexusError> {
     let found = crate::devices::pod_devices(config, pod).await?;
     let mut devices = found.plugin;
@@ -213,6 +215,13 @@ async fn give_devices<S: NetworkSource>(
             &found.claimed,
             &slices,
         ));
+    }
+    for container in &mut devices {
+        container.device_ids.retain(|id| {
+            !in_use
+                .iter()
+                .any(|(resource, used)| *resource == container.resource_name && used == id)
+        });
     }
     plan.give_devices(config, pod, &devices, container_id)?;
     for attachment in &mut plan.attachments {
@@ -258,7 +267,15 @@ fn add_for_pod<P: SourceProvider>(
             &env_args,
         )?;
         if plan.needs_devices() {
-            give_devices(&source, &ctx.config, &pod, &mut plan, &sandbox.container_id).await?;
+            give_devices(
+                &source,
+                &ctx.config,
+                &pod,
+                &mut plan,
+                &sandbox.container_id,
+                &[],
+            )
+            .await?;
         }
         Ok::<_, PlexusError>((source, pod, plan))
     })?;

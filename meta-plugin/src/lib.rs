@@ -8,6 +8,7 @@
 //!   CNI error ([`error`]) out; [`shim`] forwards it to the node daemon instead in thick mode.
 //! * [`source`] — where pods and NADs come from (the API server, the daemon's caches, the node's files);
 //!   `kubernetes` — the paths that read them (ADD for a pod, DEL without a record, STATUS's networks).
+//! * [`hotplug`] — a running pod's edited networks annotation made true in its sandbox (the node daemon's).
 //! * [`devices`] — device networks: the pod's devices from the kubelet, device-info files.
 //! * [`plan`] — pod + config + NADs → the ordered attachments, by the rules of `plexus_api::policy`.
 //! * [`ops`] — one file per verb over a plan or a record; [`invoke`] runs one delegate; [`record`] keeps what was
@@ -22,6 +23,7 @@ pub mod devices;
 pub mod env;
 pub mod error;
 pub mod files;
+pub mod hotplug;
 pub mod install;
 pub mod invoke;
 mod kubernetes;

@@ -40,6 +40,7 @@ impl RecordedAttachment {
             default_route_requested: planned.default_route_requested,
             default_route: planned.default_route.clone(),
             device: planned.device.clone(),
+            pending: None,
         }
     }
 }
@@ -52,6 +53,8 @@ pub struct Plan {
     pub env_args: String,
     /// What the pod's owner should hear about (Decision 7); recorded as Warning events.
     pub warnings: Vec<PolicyWarning>,
+    /// Kubernetes mode: how many leading attachments do not come from the networks annotation.
+    pub fixed: Option<usize>,
 }
 
 impl Plan {
@@ -77,6 +80,7 @@ impl Plan {
             )?,
             env_args: env_args.to_owned(),
             warnings: Vec::new(),
+            fixed: None,
         })
     }
 
@@ -102,6 +106,7 @@ impl Plan {
             attachments: planned.attachments,
             env_args: env_args.to_owned(),
             warnings: planned.warnings,
+            fixed: Some(requests.iter().filter(|r| r.selection.is_none()).count()),
         })
     }
 }

@@ -69,6 +69,17 @@ pub struct RecordedAttachment {
     /// The device the attachment was given (device networks), with its device-info.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<plexus_api::devices::AssignedDevice>,
+    /// Hot-plug's intent: this attachment is being added or removed in a running sandbox (`crate::ops::change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// What a hot-plug change was doing to an attachment when its intent was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pending {
+    Add,
+    Remove,
 }
 
 impl RecordedAttachment {
@@ -87,6 +98,7 @@ impl RecordedAttachment {
             default_route_requested: false,
             default_route: None,
             device: None,
+            pending: None,
         }
     }
 }
@@ -110,6 +122,17 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
     pub attachments: Vec<RecordedAttachment>,
+    /// Kubernetes mode: the delegates' `CNI_ARGS` before each attachment's own pairs (hot-plug gives them to the
+    /// attachments it adds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub env_args: String,
+    /// Kubernetes mode: how many leading attachments do not come from the networks annotation (the default network
+    /// and `defaultNetworks`); hot-plug never touches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<usize>,
+    /// Hot-plug changed the attachments and the pod's network-status does not say so yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub status_stale: bool,
 }
 
 /// The pod a record belongs to.
@@ -140,6 +163,8 @@ pub struct SandboxLock {
 
 /// What reading a record found.
 #[derive(Debug)]
+// One at a time, on the request's stack: boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     Found(Record),
     Missing,
@@ -382,6 +407,37 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Every record in `dir`, of any network, each with the store it is in (hot-plug: the node daemon finds a pod's
+    /// sandbox by its UID). Unreadable ones are left out.
+    pub fn list_all(dir: &Path) -> Vec<(RecordStore, Record)> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut networks: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !name.ends_with(".json") {
+                    return None;
+                }
+                Some(match name.split_once(NETWORK_SEPARATOR) {
+                    Some((network, _)) => network.to_owned(),
+                    None => String::new(),
+                })
+            })
+            .collect();
+        networks.sort();
+        networks.dedup();
+        networks
+            .into_iter()
+            .flat_map(|network| {
+                let store = RecordStore::new(dir, &network);
+                let (records, _) = store.list();
+                records.into_iter().map(move |r| (store.clone(), r))
+            })
+            .collect()
+    }
+
     /// Every record of this network on the node (for GC): never another network's. Unreadable ones are returned as
     /// errors with their file names.
     pub fn list(&self) -> (Vec<Record>, Vec<String>) {
@@ -445,7 +501,11 @@ mod tests {
                 default_route_requested: false,
                 default_route: None,
                 device: None,
+                pending: None,
             }],
+            env_args: String::new(),
+            fixed: None,
+            status_stale: false,
         }
     }
 

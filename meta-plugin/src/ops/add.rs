@@ -93,6 +93,9 @@ fn attach(
         path: ctx.path.clone(),
         pod,
         attachments: plan.to_records(),
+        env_args: plan.env_args.clone(),
+        fixed: plan.fixed,
+        status_stale: false,
     };
     ctx.store.save(&record)?;
 

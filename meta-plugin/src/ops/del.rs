@@ -97,5 +97,8 @@ pub(super) fn derived_record(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> R
         path: ctx.path.clone(),
         pod: None,
         attachments: plan.to_records(),
+        env_args: plan.env_args.clone(),
+        fixed: plan.fixed,
+        status_stale: false,
     }
 }

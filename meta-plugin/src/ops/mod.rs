@@ -1,6 +1,6 @@
-//! ADD, DEL, CHECK, STATUS and GC over a plan or a record: ordering, prevResult chaining, rollback, and the
+//! ADD, DEL, CHECK, STATUS, GC and hot-plug's CHANGE over a plan or a record: ordering, prevResult chaining, rollback, and the
 //! best-effort teardown rules of the CNI and multi-network specs. One file per verb (`add`, `del`, `check`, `status`,
-//! `gc`); `delegate` runs one attachment's plugin list, `rollback` undoes what an ADD attached.
+//! `gc`, `change`); `delegate` runs one attachment's plugin list, `rollback` undoes what an ADD attached.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -74,6 +74,7 @@ impl Context {
 }
 
 mod add;
+mod change;
 mod check;
 mod del;
 mod delegate;
@@ -82,6 +83,7 @@ mod rollback;
 mod status;
 
 pub use add::{Added, add};
+pub use change::{Changed, change, recover};
 pub use check::check;
 pub use del::{DerivedPlan, del, static_fallback};
 pub use gc::gc;

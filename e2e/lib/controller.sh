@@ -100,12 +100,14 @@ webhooks:
 - name: pods.plexus.k8s.cni.cncf.io
   clientConfig: {url: "https://127.0.0.1:$port/validate", caBundle: "$ca"}
   rules:
-  - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}
+  - {apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods], scope: Namespaced}
   namespaceSelector:
     matchExpressions: [{key: plexus/admission, operator: NotIn, values: ["off"]}]
   matchConditions:
   - name: has-networks-annotation
     expression: "has(object.metadata.annotations) && ('k8s.v1.cni.cncf.io/networks' in object.metadata.annotations || 'v1.multus-cni.io/default-network' in object.metadata.annotations)"
+  - name: networks-changed
+    expression: "request.operation == 'CREATE' || (has(object.metadata.annotations) && 'k8s.v1.cni.cncf.io/networks' in object.metadata.annotations && (!has(oldObject.metadata.annotations) || !('k8s.v1.cni.cncf.io/networks' in oldObject.metadata.annotations) || oldObject.metadata.annotations['k8s.v1.cni.cncf.io/networks'] != object.metadata.annotations['k8s.v1.cni.cncf.io/networks']))"
   failurePolicy: Ignore
   sideEffects: None
   admissionReviewVersions: [v1]

@@ -178,10 +178,43 @@ impl LoggedDelegate {
     }
 }
 
+impl LoggedDelegate {
+    /// A logged delegate whose first ADD runs `plugin`, then creates `<log>.reached` and waits (up to a minute) for
+    /// `<log>.go`; later calls run straight through.
+    fn holding_first_add(nodes: &Nodes, i: usize, plugin: &str) -> Self {
+        let d = Self::new(nodes, i, plugin);
+        let bin = nodes.node_dir(i).join("cni-bin");
+        let log = d.log.display().to_string();
+        std::fs::write(
+            &d.path,
+            format!(
+                "#!/bin/sh\necho \"$CNI_COMMAND $CNI_IFNAME\" >> {log}\n\
+                 if [ \"$CNI_COMMAND\" = ADD ] && [ ! -e {log}.once ]; then\n\
+                 touch {log}.once\n\
+                 out=$({plugin} \"$@\") || exit 1\n\
+                 touch {log}.reached\n\
+                 for i in $(seq 600); do [ -e {log}.go ] && break; sleep 0.1; done\n\
+                 echo \"$out\"; exit 0\nfi\n\
+                 exec {plugin} \"$@\"\n",
+                plugin = bin.join(plugin).display()
+            ),
+        )
+        .unwrap();
+        d
+    }
+
+    fn reached(&self) -> bool {
+        self.log.with_extension("calls.reached").exists()
+    }
+}
+
 impl Drop for LoggedDelegate {
     fn drop(&mut self) {
+        let _ = std::fs::write(self.log.with_extension("calls.go"), "");
         let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(&self.log);
+        for ext in ["calls", "calls.once", "calls.reached"] {
+            let _ = std::fs::remove_file(self.log.with_extension(ext));
+        }
     }
 }
 
@@ -314,6 +347,80 @@ fn changes_survive_a_daemon_restart() {
     annotate(&ns.name, "p", Some("x, y"));
     nodes.restart(0, "plexus-daemon");
     wait_interfaces(&ns.name, "p", &["eth0", "net1", "net2"]);
+}
+
+/// The daemon stopped while a delegate of a change is running (its ADD done, the change's record still the intent):
+/// the restarted daemon rolls the unfinished addition back (DEL), then makes the change again; nothing is left
+/// half-done and the pod ends with what its annotation asks for.
+#[test]
+fn a_daemon_stopped_in_the_middle_of_a_change_finishes_it_on_restart() {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("hp-kill");
+    let held = LoggedDelegate::holding_first_add(&nodes, 0, "bridge");
+    let (subnet, _) = node_subnet();
+    let network = unique("hpn");
+    create_nad(
+        &ns.name,
+        "x",
+        Some(&json!({"cniVersion": "1.0.0", "name": network, "plugins": [
+            {"type": held.name(), "bridge": unique("hb"), "ipam": {"type": "host-local", "subnet": subnet}}
+        ]})),
+    );
+    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
+    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    annotate(&ns.name, "p", Some("x"));
+    wait_until(
+        "the change's delegate to be held",
+        CHANGE,
+        || held.reached().then_some(()),
+        || format!("{:?}", held.calls()),
+    );
+    assert_eq!(
+        interfaces_in_pod(&ns.name, "p"),
+        ["eth0", "net1"],
+        "the held ADD attached net1"
+    );
+    nodes.restart(0, "plexus-daemon");
+    wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
+    assert_eq!(held.calls(), ["ADD net1", "DEL net1", "ADD net1"]);
+    assert_eq!(leases(&nodes, 0, &network).len(), 1, "one address, not two");
+}
+
+/// The validating webhook checks an edit of the networks annotation as it checks a create: a malformed annotation or
+/// a NAD that does not exist is refused, and the pod keeps its interfaces.
+#[test]
+fn the_webhook_checks_annotation_edits_as_it_checks_creates() {
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("hp-webhook");
+    bridge_nad(&ns.name, "x");
+    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", Some("x"));
+    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    for (annotation, refusal) in [("x@", "interface"), ("x, missing", "missing")] {
+        let out = kubectl_output(
+            &[
+                "annotate",
+                "--overwrite",
+                "pod",
+                "-n",
+                &ns.name,
+                "p",
+                &format!("{NETWORKS}={annotation}"),
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{annotation:?} was accepted");
+        assert!(
+            stderr.contains("denied the request") && stderr.contains(refusal),
+            "{annotation:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        pod_annotations(&ns.name, "p")[NETWORKS],
+        "x",
+        "a refused edit changed the annotation"
+    );
+    wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
 }
 
 /// A network-status write the API server refuses (a ValidatingAdmissionPolicy denying the daemon's pod updates): the

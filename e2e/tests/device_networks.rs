@@ -443,3 +443,64 @@ on_nodes_in_both_modes!(
     devices_follow_the_documented_order_across_containers_and_recreation,
     too_few_devices_hold_the_pod_and_run_nothing,
 );
+
+/// Hot-plug of a device network (thick mode: the node's daemon does hot-plug): a pod holding two devices starts with
+/// one device network; the annotation edited to select it twice gives the new `net2` the pod's other device (never
+/// the one `net1` holds); edited back, `net2` goes and its device returns to the node, `net1` untouched.
+#[test]
+fn a_device_network_hot_plugged_into_a_running_pod_gets_its_free_device() {
+    let _shared = shared();
+    let mode = NodeMode::Thick;
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("dev-hp");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, 0, &ns.name, "p", "nic", &[("app", 2)]);
+    ready(mode, &nodes, &ns.name, "p");
+    let devices = allocated(&nodes, 0, &uid(&ns.name, "p"))["app"].clone();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    assert_eq!(
+        devices_in_status(&ns.name, "p"),
+        BTreeMap::from([("net1".to_owned(), devices[0].clone())])
+    );
+    let annotate = |networks: &str| {
+        kubectl(
+            &[
+                "annotate",
+                "--overwrite",
+                "pod",
+                "-n",
+                &ns.name,
+                "p",
+                &format!("k8s.v1.cni.cncf.io/networks={networks}"),
+            ],
+            None,
+        )
+    };
+    annotate("nic, nic");
+    let both = BTreeMap::from([
+        ("net1".to_owned(), devices[0].clone()),
+        ("net2".to_owned(), devices[1].clone()),
+    ]);
+    wait_until(
+        "net2 with the pod's other device",
+        READY,
+        || (devices_in_status(&ns.name, "p") == both).then_some(()),
+        || format!("{:?}, events {:?}", devices_in_status(&ns.name, "p"), pod_events(&ns.name, "p")),
+    );
+    assert!(!nodes.links(0).contains(&link_of(&devices[1])));
+    annotate("nic");
+    wait_until(
+        "net2 gone",
+        READY,
+        || {
+            (devices_in_status(&ns.name, "p").len() == 1
+                && nodes.links(0).contains(&link_of(&devices[1])))
+            .then_some(())
+        },
+        || format!("{:?}", devices_in_status(&ns.name, "p")),
+    );
+    assert_eq!(
+        devices_in_status(&ns.name, "p"),
+        BTreeMap::from([("net1".to_owned(), devices[0].clone())])
+    );
+}

@@ -40,6 +40,7 @@ impl RecordedAttachment {
             default_route_requested: planned.default_route_requested,
             default_route: planned.default_route.clone(),
             device: planned.device.clone(),
+            ipam_claim_reference: planned.ipam_claim_reference.clone(),
         }
     }
 }

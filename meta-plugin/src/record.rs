@@ -69,6 +69,10 @@ pub struct RecordedAttachment {
     /// The device the attachment was given (device networks), with its device-info.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<plexus_api::devices::AssignedDevice>,
+    /// The selection's `ipam-claim-reference` (the IPAMClaim's name, in the pod's namespace). What the delegates get
+    /// of it is in `cni_args` and `capability_args`, so DEL passes it on as ADD did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_claim_reference: Option<String>,
 }
 
 impl RecordedAttachment {
@@ -87,6 +91,7 @@ impl RecordedAttachment {
             default_route_requested: false,
             default_route: None,
             device: None,
+            ipam_claim_reference: None,
         }
     }
 }
@@ -445,8 +450,23 @@ mod tests {
                 default_route_requested: false,
                 default_route: None,
                 device: None,
+                ipam_claim_reference: None,
             }],
         }
+    }
+
+    #[test]
+    fn the_ipam_claim_is_kept_under_its_own_key() {
+        let mut r = record("c1");
+        let plain = serde_json::to_value(&r).unwrap();
+        assert!(plain["attachments"][0].get("ipamClaimReference").is_none());
+        r.attachments[0].ipam_claim_reference = Some("vm-1.blue".into());
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""ipamClaimReference":"vm-1.blue""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
     }
 
     #[test]

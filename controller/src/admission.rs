@@ -528,7 +528,13 @@ mod tests {
             &policy,
         );
         assert!(
-            got.starts_with(&format!("metadata.annotations[{NETWORKS_ANNOTATION}]: pod ns/p: network ns/static asks for both \"ips\" and \"ipam-claim-reference\"")),
+            got.starts_with(&format!(
+                "metadata.annotations[{NETWORKS_ANNOTATION}]: pod ns/p: network ns/static"
+            )) && got
+                .contains("asks for both \"ips\" and \"ipam-claim-reference\" (\"for-plain\")")
+                && got.contains(
+                    "; the spec makes that an error (R38): the addresses come from the IPAMClaim"
+                ),
             "{got}"
         );
         let warned = |claim: &str| {

@@ -12,6 +12,8 @@
 //!   added, and the added ones' interface names.
 //! * [`injection`] — resource injection: the JSON patch that makes a pod request the devices its networks need
 //!   (network-resources-injector's contract), and the check that it requests enough.
+//! * [`ipam_claim`] — persistent IPs: the `IPAMClaim` custom resource, how a selection's `ipam-claim-reference`
+//!   reaches the delegates, and the webhook's checks of it.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
 //!   NAD must pass at admission.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
@@ -25,6 +27,7 @@ pub mod cni;
 pub mod devices;
 pub mod hotplug;
 pub mod injection;
+pub mod ipam_claim;
 pub mod nad;
 pub mod plugin_rules;
 pub mod policy;

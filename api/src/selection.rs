@@ -1209,7 +1209,18 @@ mod tests {
                 .as_deref(),
             Some("vm-1.net-a.eth1")
         );
-        for bad in ["", "Claim", "a_b"] {
+        // At most 253 characters, like every object name.
+        let longest = format!("{}.{}", "a".repeat(63), "b".repeat(189));
+        assert_eq!(
+            one(&format!(
+                r#"[{{"name":"a","ipam-claim-reference":"{longest}"}}]"#
+            ))
+            .ipam_claim_reference
+            .map(|c| c.len()),
+            Some(253)
+        );
+        let too_long = format!("{longest}c");
+        for bad in ["", "Claim", "a_b", "a..b", ".a", "a.", too_long.as_str()] {
             assert_eq!(
                 element_error(
                     &format!(r#"[{{"name":"a","ipam-claim-reference":"{bad}"}}]"#),
@@ -1218,6 +1229,13 @@ mod tests {
                 ElementError::InvalidClaimReference(bad.into())
             );
         }
+        assert!(matches!(
+            element_error(r#"[{"name":"a","ipam-claim-reference":7}]"#, 0),
+            ElementError::WrongType {
+                field: "ipam-claim-reference",
+                ..
+            }
+        ));
     }
 
     #[test]

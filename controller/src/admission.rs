@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::PodSpec;
 use plexus_api::cni::NetworkConfigList;
 use plexus_api::injection::{SelectedNad, check_requests};
+use plexus_api::ipam_claim::{ClaimLookup, check_claim, claim_warning};
 use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, nad_warnings, validate_nad};
 use plexus_api::plugin_rules::PluginTypeRules;
 use plexus_api::policy::{
@@ -63,6 +64,10 @@ pub trait NadLookup {
         &self,
         namespace: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, String>, LookupError>> + Send;
+
+    /// An IPAMClaim, for the warnings about a selection's `ipam-claim-reference`. Never fails: what could not be
+    /// read is [`ClaimLookup::Unreadable`] or [`ClaimLookup::NotServed`].
+    fn ipam_claim(&self, namespace: &str, name: &str) -> impl Future<Output = ClaimLookup> + Send;
 }
 
 /// The admin's rules the webhook applies beyond the plugin's config keys.
@@ -223,15 +228,34 @@ pub async fn review_pod(
         Ok(r) => r,
         Err(e) => return Verdict::deny(format!("{field}: {e}")),
     };
+    for request in &requests {
+        if let Some(sel) = &request.selection
+            && let Err(e) = check_claim(&pod.label(), &request.reference.label(), sel)
+        {
+            return Verdict::deny(format!("{field}: {e}"));
+        }
+    }
     let found = match find_nads(&field, &requests, nads).await {
         Ok(found) => found,
         Err(denial) => return Verdict::deny(denial),
     };
+    // Each NAD's network name (its config's `name`), for the claims' `spec.network`.
+    let mut network_names = HashMap::new();
     let verdict = validate_pod(policy, pod, RUNTIME_IFNAME, |reference| match reference {
         NetworkRef::Nad { namespace, name } => {
             match found.get(&(namespace.clone(), name.clone())) {
                 Some(Some(nad)) => {
-                    delegate_from_nad(policy, pod, namespace, name, nad.spec.config.as_deref())
+                    let resolved = delegate_from_nad(
+                        policy,
+                        pod,
+                        namespace,
+                        name,
+                        nad.spec.config.as_deref(),
+                    )?;
+                    if let Some(network) = &resolved {
+                        network_names.insert(reference.clone(), network.config.name.clone());
+                    }
+                    Ok(resolved)
                 }
                 _ => Err(PolicyError::NoSuchNad {
                     pod: pod.label(),
@@ -242,17 +266,47 @@ pub async fn review_pod(
         // On-disk configs and paths live on the nodes: the plugin judges them.
         _ => Ok(None),
     });
-    let warnings = match verdict {
-        Ok(warnings) => warnings,
+    let mut warnings: Vec<String> = match verdict {
+        Ok(warnings) => warnings.iter().map(ToString::to_string).collect(),
         Err(e) => return Verdict::deny(format!("{field}: {e}")),
     };
     let devices = selected_nads(&field, pod, &requests, &found).and_then(|selected| {
         check_requests(&pod.label(), spec, &selected).map_err(|e| format!("{field}: {e}"))
     });
-    match devices {
-        Ok(()) => Verdict::allow(warnings.iter().map(ToString::to_string).collect()),
-        Err(denial) => Verdict::deny(denial),
+    if let Err(denial) = devices {
+        return Verdict::deny(denial);
     }
+    warnings.extend(claim_warnings(pod, &requests, &network_names, nads).await);
+    Verdict::allow(warnings)
+}
+
+/// The warnings about the pod's IPAMClaims (`ipam-claim-reference`, in the pod's namespace): one that does not
+/// exist, one for another network than the selected NAD's, one that could not be checked ([`claim_warning`]).
+async fn claim_warnings(
+    pod: &PodView,
+    requests: &[NetworkRequest],
+    network_names: &HashMap<NetworkRef, String>,
+    nads: &impl NadLookup,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for request in requests {
+        let Some(claim) = request
+            .selection
+            .as_ref()
+            .and_then(|s| s.ipam_claim_reference.as_deref())
+        else {
+            continue;
+        };
+        let lookup = nads.ipam_claim(&pod.namespace, claim).await;
+        warnings.extend(claim_warning(
+            &request.reference.label(),
+            &pod.namespace,
+            claim,
+            network_names.get(&request.reference).map(String::as_str),
+            &lookup,
+        ));
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -293,6 +347,22 @@ mod tests {
                 "unreadable" => return Err(LookupError("connection refused".into())),
                 _ => BTreeMap::new(),
             })
+        }
+
+        /// Claims `ns/for-plain` (network `plain`) and `ns/for-red` (network `red`); `ns/forbidden` can't be read;
+        /// namespace `nocrd` has no IPAMClaim CRD.
+        async fn ipam_claim(&self, namespace: &str, name: &str) -> ClaimLookup {
+            match (namespace, name) {
+                ("nocrd", _) => ClaimLookup::NotServed,
+                ("ns", "for-plain") => ClaimLookup::Found {
+                    network: "plain".into(),
+                },
+                ("ns", "for-red") => ClaimLookup::Found {
+                    network: "red".into(),
+                },
+                ("ns", "forbidden") => ClaimLookup::Unreadable("forbidden".into()),
+                _ => ClaimLookup::Missing,
+            }
         }
     }
 
@@ -448,6 +518,75 @@ mod tests {
             assert!(got.starts_with(&field), "{got}");
             assert!(got.contains(want), "{annotation}: {got}\nwanted: {want}");
         }
+    }
+
+    #[test]
+    fn ipam_claims_with_ips_are_refused_and_missing_or_mismatched_claims_warned() {
+        let policy = default_policy();
+        let got = denial(
+            r#"[{"name":"static","ips":["198.18.0.5/24"],"ipam-claim-reference":"for-plain"}]"#,
+            &policy,
+        );
+        assert!(
+            got.starts_with(&format!(
+                "metadata.annotations[{NETWORKS_ANNOTATION}]: pod ns/p: network ns/static"
+            )) && got
+                .contains("asks for both \"ips\" and \"ipam-claim-reference\" (\"for-plain\")")
+                && got.contains(
+                    "; the spec makes that an error (R38): the addresses come from the IPAMClaim"
+                ),
+            "{got}"
+        );
+        let warned = |claim: &str| {
+            let v = pod(
+                &format!(r#"[{{"name":"plain","ipam-claim-reference":"{claim}"}}]"#),
+                &policy,
+            );
+            assert_eq!(v.denial, None, "{v:?}");
+            v.warnings
+        };
+        assert_eq!(warned("for-plain"), Vec::<String>::new());
+        let other = warned("for-red");
+        assert!(
+            other.len() == 1
+                && other[0]
+                    .contains("network ns/plain: IPAMClaim ns/for-red is for network \"red\"")
+                && other[0].contains("network is \"plain\""),
+            "{other:?}"
+        );
+        let missing = warned("nothing");
+        assert!(
+            missing.len() == 1 && missing[0].contains("IPAMClaim ns/nothing does not exist"),
+            "{missing:?}"
+        );
+        let forbidden = warned("forbidden");
+        assert!(
+            forbidden[0].ends_with("can't be checked: forbidden"),
+            "{forbidden:?}"
+        );
+        // A NAD with no config (an on-disk network): the claim's network is not judged, its existence is.
+        let v = pod(
+            r#"[{"name":"ondisk","ipam-claim-reference":"for-red"}]"#,
+            &policy,
+        );
+        assert_eq!(v, Verdict::default());
+        // Without the CRD: admitted, with the warning that the claim can't be checked.
+        let mut nocrd = view(r#"[{"name":"plain","namespace":"ns","ipam-claim-reference":"c"}]"#);
+        nocrd.namespace = "nocrd".into();
+        let v = futures::executor::block_on(review_pod(
+            &nocrd,
+            &PodSpec::default(),
+            &nads(),
+            &rules(&policy),
+        ));
+        assert_eq!(v.denial, None);
+        assert_eq!(
+            v.warnings,
+            [
+                "network ns/plain: IPAMClaim nocrd/c can't be checked: the IPAMClaim CRD \
+              (ipamclaims.k8s.cni.cncf.io) is not installed"
+            ]
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub async fn inject_pod(
 mod tests {
     use super::*;
     use crate::admission::LookupError;
+    use plexus_api::ipam_claim::ClaimLookup;
     use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
     use plexus_api::policy::Policy;
     use serde_json::{Value, json};
@@ -104,6 +105,10 @@ mod tests {
             _namespace: &str,
         ) -> Result<BTreeMap<String, String>, LookupError> {
             Ok(BTreeMap::new())
+        }
+
+        async fn ipam_claim(&self, _namespace: &str, _name: &str) -> ClaimLookup {
+            ClaimLookup::Missing
         }
     }
 

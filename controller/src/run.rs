@@ -17,10 +17,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Resource as _;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use plexus_api::ipam_claim::{ClaimLookup, IpamClaim};
 use plexus_api::nad::NetworkAttachmentDefinition;
 use tokio::sync::watch;
 
@@ -240,6 +242,42 @@ impl NadLookup for CachedNads {
                 .map(|ns| ns.metadata),
         };
         Ok(meta.and_then(|m| m.labels).unwrap_or_default())
+    }
+
+    /// One GET of the claim (the chart grants `get` on ipamclaims, nothing more). A 404 is either no such claim or
+    /// no such resource: the API group's discovery document (readable by every authenticated client) tells which.
+    async fn ipam_claim(&self, namespace: &str, name: &str) -> ClaimLookup {
+        let api: Api<IpamClaim> = Api::namespaced(self.client.clone(), namespace);
+        let found = api.get_opt(name).await;
+        let not_found = match &found {
+            Ok(None) => true,
+            // Without the CRD the path is not served at all: a 404 whose body is not even a Status.
+            Err(kube::Error::Api(status)) => status.code == 404,
+            _ => false,
+        };
+        if not_found {
+            let version = IpamClaim::api_version(&());
+            return match self.client.list_api_group_resources(&version).await {
+                Ok(list)
+                    if list
+                        .resources
+                        .iter()
+                        .any(|r| r.name == IpamClaim::plural(&())) =>
+                {
+                    ClaimLookup::Missing
+                }
+                Ok(_) => ClaimLookup::NotServed,
+                Err(kube::Error::Api(status)) if status.code == 404 => ClaimLookup::NotServed,
+                Err(e) => ClaimLookup::Unreadable(e.to_string()),
+            };
+        }
+        match found {
+            Ok(Some(claim)) => ClaimLookup::Found {
+                network: claim.spec.network,
+            },
+            Ok(None) => ClaimLookup::Missing,
+            Err(e) => ClaimLookup::Unreadable(e.to_string()),
+        }
     }
 }
 

@@ -397,6 +397,7 @@ mod tests {
     use super::*;
     use crate::admission::LookupError;
     use axum::body::Body;
+    use plexus_api::ipam_claim::ClaimLookup;
     use plexus_api::policy::Policy;
     use tower::ServiceExt;
 
@@ -434,6 +435,10 @@ mod tests {
             _namespace: &str,
         ) -> Result<std::collections::BTreeMap<String, String>, LookupError> {
             Ok(Default::default())
+        }
+
+        async fn ipam_claim(&self, _namespace: &str, _name: &str) -> ClaimLookup {
+            ClaimLookup::Missing
         }
     }
 
@@ -586,6 +591,10 @@ mod tests {
             _namespace: &str,
         ) -> Result<std::collections::BTreeMap<String, String>, LookupError> {
             Ok(Default::default())
+        }
+
+        async fn ipam_claim(&self, _namespace: &str, _name: &str) -> ClaimLookup {
+            ClaimLookup::Missing
         }
     }
 

@@ -178,6 +178,8 @@ fn helm_lint_strict() {
         "cni.readinessIndicatorFile=/run/ready",
         "--set",
         "controller.resourceInjection.enabled=true",
+        "--set",
+        "ipamClaims.installCRD=true",
     ]);
     assert!(out.contains("0 chart(s) failed"), "{out}");
     // The schema refuses a typo and an out-of-range value.
@@ -347,6 +349,78 @@ fn the_mutating_webhook_renders_only_with_resource_injection() {
         &chart(),
         "--set",
         "controller.resourceInjection.enabeld=true",
+    ]);
+    assert!(!out.status.success(), "a typo passed lint");
+}
+
+/// The IPAMClaim CRD is opt-in (`ipamClaims.installCRD`): rendered only then, exactly the committed
+/// `crds/optional/ipamclaims.yaml` (generated from the Rust type), kept by helm on uninstall; the controller's
+/// ClusterRole may only `get` IPAMClaims, with or without it.
+#[test]
+fn the_ipam_claim_crd_renders_only_when_asked_for_and_the_controller_may_only_get_claims() {
+    let render = |set: &[&str]| -> Vec<Value> {
+        let chart = chart();
+        let mut args = vec!["template", "plexus", chart.as_str(), "-n", NAMESPACE];
+        args.extend(set);
+        serde_saphyr::from_multiple(&helm(&args)).expect("the rendered chart parses")
+    };
+    let claim_crds = |documents: &[Value]| -> Vec<Value> {
+        documents
+            .iter()
+            .filter(|d| {
+                d["kind"] == "CustomResourceDefinition"
+                    && d["metadata"]["name"] == "ipamclaims.k8s.cni.cncf.io"
+            })
+            .cloned()
+            .collect()
+    };
+    let controller_claim_rules = |documents: &[Value]| -> Vec<Value> {
+        documents
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "plexus-controller")
+            .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|rule| {
+                rule["resources"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .any(|r| r.as_str().is_some_and(|r| r.starts_with("ipamclaims")))
+                })
+            })
+            .collect()
+    };
+    let get_only = serde_json::json!([
+        {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["ipamclaims"], "verbs": ["get"]}
+    ]);
+
+    let default = render(&[]);
+    assert_eq!(
+        claim_crds(&default),
+        Vec::<Value>::new(),
+        "installed by default"
+    );
+    assert_eq!(Value::Array(controller_claim_rules(&default)), get_only);
+
+    let on = render(&["--set", "ipamClaims.installCRD=true"]);
+    let crds = claim_crds(&on);
+    assert_eq!(crds.len(), 1, "one IPAMClaim CRD");
+    assert_eq!(
+        crds[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "{:#}",
+        crds[0]["metadata"]
+    );
+    let committed: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join("crds/optional/ipamclaims.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(crds[0]["spec"], committed["spec"]);
+    assert_eq!(Value::Array(controller_claim_rules(&on)), get_only);
+
+    // The schema knows the key and refuses a typo under it.
+    let out = helm_output(&[
+        "lint",
+        "--strict",
+        &chart(),
+        "--set",
+        "ipamClaims.installCrd=true",
     ]);
     assert!(!out.status.success(), "a typo passed lint");
 }

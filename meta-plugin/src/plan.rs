@@ -41,6 +41,7 @@ impl RecordedAttachment {
             default_route: planned.default_route.clone(),
             device: planned.device.clone(),
             pending: None,
+            ipam_claim_reference: planned.ipam_claim_reference.clone(),
         }
     }
 }

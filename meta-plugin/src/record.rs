@@ -72,6 +72,10 @@ pub struct RecordedAttachment {
     /// Hot-plug's intent: this attachment is being added or removed in a running sandbox (`crate::ops::change`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The selection's `ipam-claim-reference` (the IPAMClaim's name, in the pod's namespace). What the delegates get
+    /// of it is in `cni_args` and `capability_args`, so DEL passes it on as ADD did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_claim_reference: Option<String>,
 }
 
 /// What a hot-plug change was doing to an attachment when its intent was written.
@@ -99,6 +103,7 @@ impl RecordedAttachment {
             default_route: None,
             device: None,
             pending: None,
+            ipam_claim_reference: None,
         }
     }
 }
@@ -502,11 +507,26 @@ mod tests {
                 default_route: None,
                 device: None,
                 pending: None,
+                ipam_claim_reference: None,
             }],
             env_args: String::new(),
             fixed: None,
             status_stale: false,
         }
+    }
+
+    #[test]
+    fn the_ipam_claim_is_kept_under_its_own_key() {
+        let mut r = record("c1");
+        let plain = serde_json::to_value(&r).unwrap();
+        assert!(plain["attachments"][0].get("ipamClaimReference").is_none());
+        r.attachments[0].ipam_claim_reference = Some("vm-1.blue".into());
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""ipamClaimReference":"vm-1.blue""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
     }
 
     #[test]

@@ -295,6 +295,38 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A test-only IPAM plugin `<dir>/<name>` that records what it was given, then execs the pinned host-local with the
+/// same stdin and environment, so the address really comes from host-local. Each call writes its stdin to
+/// `<dir>/<name>.<CNI_COMMAND>.<CNI_IFNAME>.stdin` and its `CNI_ARGS` to `... .args` ([`recorded_ipam_call`]).
+pub fn recording_ipam(dir: &Path, name: &str) -> PathBuf {
+    let base = dir.join(name);
+    let body = format!(
+        "base=\"{base}.$CNI_COMMAND.$CNI_IFNAME\"\n\
+         cat > \"$base.stdin\"\n\
+         printf '%s' \"$CNI_ARGS\" > \"$base.args\"\n\
+         exec {host_local} < \"$base.stdin\"",
+        base = base.display(),
+        host_local = plugins_dir().join("host-local").display(),
+    );
+    script(dir, name, &body)
+}
+
+/// What a [`recording_ipam`] got for one call: its stdin (parsed) and its `CNI_ARGS`; `None` when it was not called.
+pub fn recorded_ipam_call(
+    dir: &Path,
+    name: &str,
+    command: &str,
+    ifname: &str,
+) -> Option<(Value, String)> {
+    let base = format!("{name}.{command}.{ifname}");
+    let stdin = std::fs::read(dir.join(format!("{base}.stdin"))).ok()?;
+    let args = std::fs::read_to_string(dir.join(format!("{base}.args"))).unwrap_or_default();
+    Some((
+        serde_json::from_slice(&stdin).expect("the IPAM's stdin is JSON"),
+        args,
+    ))
+}
+
 /// What runs with the stdin of every `plexus` a [`Call`] starts, before it starts ([`set_before_call`]).
 static BEFORE_CALL: OnceLock<fn(&[u8])> = OnceLock::new();
 

@@ -99,7 +99,7 @@ pub struct NetworkAttachmentDefinitionStatus {
     pub attached_pods: Option<u32>,
 }
 
-/// One condition of a NAD, in the shape of Kubernetes' `metav1.Condition`.
+/// One condition (of a NAD, of an IPAMClaim), in the shape of Kubernetes' `metav1.Condition`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NadCondition {

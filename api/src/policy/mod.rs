@@ -14,7 +14,8 @@
 //! 4. NAD → delegate config ([`delegate_from_nad`], [`delegate_from_disk`], R7–R9);
 //! 5. interface names: the runtime's for the default network, the requested one or `net<i>` for the others, each
 //!    valid for the kernel and unique in the pod ([`interface_name`], [`check_interface_names`]);
-//! 6. the capability gate (R18–R36, Decision 7): [`grant_capabilities`].
+//! 6. the capability gate (R18–R36, Decision 7): [`grant_capabilities`]; a selection's `ipam-claim-reference` is
+//!    passed on beside it ([`crate::ipam_claim::pass_claim`]).
 //!
 //! [`plan_pod`] applies them all to one pod and its resolved networks, exactly as the plugin's ADD does;
 //! [`validate_pod`] does the same for a caller that may not know every network's config (the webhook).
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::cni::config::{ConfigError, NetworkConfigList};
 use crate::devices::{AssignedDevice, DeviceError};
+use crate::ipam_claim::pass_claim;
 use crate::nad::NadError;
 use crate::selection::{DEFAULT_NETWORK_ANNOTATION, NetworkSelection, SelectionError};
 
@@ -376,6 +378,9 @@ pub struct PlannedAttachment {
     pub resource_name: Option<String>,
     /// The device given to it ([`give_devices`]).
     pub device: Option<AssignedDevice>,
+    /// The selection's `ipam-claim-reference`: an IPAMClaim in the pod's namespace (already in `cni_args`, and in
+    /// `capability_args` when a plugin declares the capability; [`crate::ipam_claim::pass_claim`]).
+    pub ipam_claim_reference: Option<String>,
 }
 
 /// The rules' answer for one pod: its attachments in order, and what to warn about.
@@ -415,6 +420,7 @@ pub fn plan_static(
             default_route: None,
             resource_name: None,
             device: None,
+            ipam_claim_reference: None,
         })
         .collect();
     check_interface_names(
@@ -467,14 +473,25 @@ pub fn plan_pod(
             Some(sel) => grant_capabilities(policy, pod, &network.display, sel, &network.config)?,
         };
         plan.warnings.extend(grant.warnings);
+        let mut capability_args = grant.capability_args;
+        let mut cni_args = sel.and_then(|s| s.cni_args.clone()).unwrap_or_default();
+        if let Some(sel) = sel {
+            pass_claim(
+                sel,
+                &pod.namespace,
+                &network.config,
+                &mut capability_args,
+                &mut cni_args,
+            );
+        }
         plan.attachments.push(PlannedAttachment {
             index,
             network: network.display.clone(),
             ifname,
             is_default: index == 0,
             delegate: network.config.clone(),
-            capability_args: grant.capability_args,
-            cni_args: sel.and_then(|s| s.cni_args.clone()).unwrap_or_default(),
+            capability_args,
+            cni_args,
             env_args: grant.env_args,
             default_route_requested: if index == 0 {
                 !default_route_taken
@@ -484,6 +501,7 @@ pub fn plan_pod(
             default_route: sel.and_then(|s| s.default_route.clone()),
             resource_name: network.resource_name.clone(),
             device: None,
+            ipam_claim_reference: sel.and_then(|s| s.ipam_claim_reference.clone()),
         });
     }
     check_interface_names(
@@ -921,6 +939,49 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_ipam_claim_is_kept_in_the_plan_and_never_gated_even_in_strict_mode() {
+        let strict = Policy {
+            strict_capabilities: true,
+            ..policy()
+        };
+        let pod = pod(
+            "a",
+            &[(
+                NETWORKS_ANNOTATION,
+                r#"[{"name":"x","ipam-claim-reference":"vm.x"},{"name":"y"}]"#,
+            )],
+        );
+        let requests = pod_requests(&strict, &pod).unwrap();
+        for (caps, runtime) in [("", None), (r#""ipamClaimReference":true"#, Some("vm.x"))] {
+            let plan = plan_pod(
+                &strict,
+                &pod,
+                &requests,
+                &resolve_all(&requests, caps),
+                "eth0",
+                &Map::new(),
+            )
+            .unwrap();
+            let claimed = &plan.attachments[1];
+            assert_eq!(claimed.ipam_claim_reference.as_deref(), Some("vm.x"));
+            assert_eq!(
+                Value::Object(claimed.cni_args.clone()),
+                serde_json::json!({"ipam-claim-reference":"vm.x","ipam-claim-namespace":"a"})
+            );
+            assert_eq!(
+                claimed
+                    .capability_args
+                    .get("ipamClaimReference")
+                    .and_then(Value::as_str),
+                runtime
+            );
+            assert!(plan.warnings.is_empty());
+            let plain = &plan.attachments[2];
+            assert!(plain.ipam_claim_reference.is_none() && plain.cni_args.is_empty());
+        }
     }
 
     #[test]

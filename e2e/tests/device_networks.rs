@@ -485,7 +485,13 @@ fn a_device_network_hot_plugged_into_a_running_pod_gets_its_free_device() {
         "net2 with the pod's other device",
         READY,
         || (devices_in_status(&ns.name, "p") == both).then_some(()),
-        || format!("{:?}, events {:?}", devices_in_status(&ns.name, "p"), pod_events(&ns.name, "p")),
+        || {
+            format!(
+                "{:?}, events {:?}",
+                devices_in_status(&ns.name, "p"),
+                pod_events(&ns.name, "p")
+            )
+        },
     );
     assert!(!nodes.links(0).contains(&link_of(&devices[1])));
     annotate("nic");

@@ -17,6 +17,18 @@ const CHANGE: Duration = Duration::from_secs(60);
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const MODE: NodeMode = NodeMode::Thick;
 
+/// The tests that restart node 1's daemon hold this for writing; the others for reading (a pod created while the
+/// daemon is down would wait for the kubelet's retry, and a change would wait for the daemon's resync).
+static NODE_DAEMONS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    NODE_DAEMONS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    NODE_DAEMONS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A bridge + host-local NAD `name` on its own bridge and subnet; returns its config's network name (unique: the
 /// directory of its leases on the node).
 fn bridge_nad(namespace: &str, name: &str) -> String {
@@ -223,6 +235,7 @@ impl Drop for LoggedDelegate {
 /// it carries traffic to a pod on the other node; removed again, it is gone from both, with a `RemovedInterface` event.
 #[test]
 fn a_network_added_to_a_running_pod_carries_traffic_across_nodes_and_goes_again() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     assert!(nodes.names.len() >= 2, "needs two nodes: {:?}", nodes.names);
     let ns = KubeNamespace::new("hp-add");
@@ -287,6 +300,7 @@ fn a_network_added_to_a_running_pod_carries_traffic_across_nodes_and_goes_again(
 /// without `interface` takes the lowest free `netN`; the removed network's address lease is given back.
 #[test]
 fn interfaces_from_creation_can_be_removed_and_no_interface_is_renamed() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-names");
     let x = bridge_nad(&ns.name, "x");
@@ -319,6 +333,7 @@ fn interfaces_from_creation_can_be_removed_and_no_interface_is_renamed() {
 /// Two edits in quick succession end in what the last one asks for.
 #[test]
 fn two_quick_changes_end_in_the_last_one() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-quick");
     bridge_nad(&ns.name, "x");
@@ -334,6 +349,7 @@ fn two_quick_changes_end_in_the_last_one() {
 /// of is finished or rolled back and then made, never left half-done.
 #[test]
 fn changes_survive_a_daemon_restart() {
+    let _daemons = exclusive();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-restart");
     bridge_nad(&ns.name, "x");
@@ -354,6 +370,7 @@ fn changes_survive_a_daemon_restart() {
 /// half-done and the pod ends with what its annotation asks for.
 #[test]
 fn a_daemon_stopped_in_the_middle_of_a_change_finishes_it_on_restart() {
+    let _daemons = exclusive();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-kill");
     let held = LoggedDelegate::holding_first_add(&nodes, 0, "bridge");
@@ -390,6 +407,7 @@ fn a_daemon_stopped_in_the_middle_of_a_change_finishes_it_on_restart() {
 /// a NAD that does not exist is refused, and the pod keeps its interfaces.
 #[test]
 fn the_webhook_checks_annotation_edits_as_it_checks_creates() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-webhook");
     bridge_nad(&ns.name, "x");
@@ -428,6 +446,7 @@ fn the_webhook_checks_annotation_edits_as_it_checks_creates() {
 /// through once the policy is gone.
 #[test]
 fn a_refused_status_write_is_retried_without_running_the_delegate_again() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-status");
     let logged = LoggedDelegate::new(&nodes, 0, "bridge");
@@ -534,6 +553,7 @@ fn a_refused_status_write_is_retried_without_running_the_delegate_again() {
 /// the network, and the change is retried until the NAD is fixed.
 #[test]
 fn a_failing_delegate_is_rolled_back_reported_and_retried() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-fail");
     let (subnet, _) = node_subnet();
@@ -596,6 +616,7 @@ fn a_failing_delegate_is_rolled_back_reported_and_retried() {
 /// Deleting a pod after hot-plugs deletes what they attached: no link, lease or record is left.
 #[test]
 fn deleting_a_pod_after_hot_plugs_leaves_nothing() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-del");
     let (subnet, _) = node_subnet();
@@ -645,6 +666,7 @@ fn deleting_a_pod_after_hot_plugs_leaves_nothing() {
 /// and nothing else happens.
 #[test]
 fn a_host_network_pod_is_refused_with_an_event() {
+    let _daemons = shared();
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-host");
     bridge_nad(&ns.name, "x");
@@ -670,4 +692,74 @@ fn a_host_network_pod_is_refused_with_an_event() {
         "{refused:?}"
     );
     assert!(status_interfaces(&ns.name, "p").is_empty());
+}
+
+/// `ipam-claim-reference` of a hot-plugged selection reaches its IPAM as at creation: in `args.cni` (the claim and the
+/// pod's namespace) and, the bridge declaring the capability, in `runtimeConfig.ipamClaimReference`; the address comes
+/// from the real host-local under the recording IPAM.
+#[test]
+fn an_ipam_claim_reaches_the_ipam_of_a_hot_plugged_attachment() {
+    use std::os::unix::fs::PermissionsExt;
+    let _daemons = shared();
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("hp-claim");
+    let bin = nodes.node_dir(0).join("cni-bin");
+    let ipam = LoggedDelegate::new(&nodes, 0, "host-local");
+    let stdin = ipam.log.with_extension("calls.stdin");
+    std::fs::write(
+        &ipam.path,
+        format!(
+            "#!/bin/sh\ncat > {stdin}.$CNI_COMMAND\necho \"$CNI_COMMAND\" >> {log}\nexec {host_local} < {stdin}.$CNI_COMMAND\n",
+            stdin = stdin.display(),
+            log = ipam.log.display(),
+            host_local = bin.join("host-local").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ipam.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (subnet, prefix) = node_subnet();
+    create_nad(
+        &ns.name,
+        "x",
+        Some(
+            &json!({"cniVersion": "1.0.0", "name": unique("hpn"), "plugins": [
+                {"type": "bridge", "bridge": unique("hb"), "capabilities": {"ipamClaimReference": true},
+                 "ipam": {"type": ipam.name(), "subnet": subnet}}
+            ]}),
+        ),
+    );
+    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
+    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    annotate(
+        &ns.name,
+        "p",
+        Some(&json!([{"name": "x", "ipam-claim-reference": "vm-1.x"}]).to_string()),
+    );
+    wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
+    assert!(ip_of(&ns.name, "p", "net1").starts_with(&format!("{prefix}.")));
+    let add: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.ADD", stdin.display())).unwrap())
+            .unwrap();
+    assert_eq!(
+        add["args"]["cni"],
+        json!({"ipam-claim-reference": "vm-1.x", "ipam-claim-namespace": ns.name}),
+        "{add}"
+    );
+    assert_eq!(
+        add["runtimeConfig"],
+        json!({"ipamClaimReference": "vm-1.x"}),
+        "{add}"
+    );
+    annotate(&ns.name, "p", None);
+    wait_interfaces(&ns.name, "p", &["eth0"]);
+    let del: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.DEL", stdin.display())).unwrap())
+            .unwrap();
+    assert_eq!(
+        del["args"]["cni"]["ipam-claim-reference"], "vm-1.x",
+        "{del}"
+    );
+    for command in ["ADD", "DEL"] {
+        let _ = std::fs::remove_file(format!("{}.{command}", stdin.display()));
+    }
 }

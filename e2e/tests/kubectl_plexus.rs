@@ -406,7 +406,7 @@ fn why_on_a_real_node_names_a_missing_nad_and_a_failing_delegate_and_passes_a_he
             .all(|r| !r.contains("does not exist"))
     );
 
-    sandbox_failed(n, "failing", "nope0");
+    sandbox_failed(n, "failing", "delegate \"macvlan\" ADD failed");
     let (code, text, report) = why(n, "failing");
     assert_eq!(code, 1, "{text}");
     let found = reasons(&report, &format!("{n}/nomaster"));
@@ -414,7 +414,9 @@ fn why_on_a_real_node_names_a_missing_nad_and_a_failing_delegate_and_passes_a_he
         found.iter().any(|r| r.starts_with(&format!(
             "the node ({}) could not attach it: ",
             nodes.name(0)
-        )) && r.contains("nope0")),
+        )) && r.ends_with(&format!(
+            "network \"{n}/nomaster\" (interface net1): delegate \"macvlan\" ADD failed: Link not found"
+        ))),
         "{found:?}"
     );
 

@@ -72,21 +72,20 @@ pub fn read(path: &Path) -> Result<Vec<Manifest>, ReadError> {
 
 /// The objects in `text` (the contents of `file`).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ReadError> {
-    let documents: Vec<Value> = if text.trim_start().starts_with(['{', '[']) {
-        let value: Value = serde_json::from_str(text).map_err(|e| ReadError::Syntax {
+    // JSON first (one document), then YAML, which also reads JSON documents separated by `---`.
+    let json = text
+        .trim_start()
+        .starts_with(['{', '['])
+        .then(|| serde_json::from_str::<Value>(text).ok())
+        .flatten();
+    let documents: Vec<Value> = match json {
+        // A bare JSON array of objects, as some tools write.
+        Some(Value::Array(items)) => items,
+        Some(other) => vec![other],
+        None => serde_saphyr::from_multiple::<Value>(text).map_err(|e| ReadError::Syntax {
             file: file.to_owned(),
             message: e.to_string(),
-        })?;
-        match value {
-            // A bare JSON array of objects, as some tools write.
-            Value::Array(items) => items,
-            other => vec![other],
-        }
-    } else {
-        serde_saphyr::from_multiple::<Value>(text).map_err(|e| ReadError::Syntax {
-            file: file.to_owned(),
-            message: e.to_string(),
-        })?
+        })?,
     };
     let documents: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
     let several = documents.len() > 1;
@@ -140,6 +139,13 @@ mod tests {
         let got = parse("f.json", json).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].source, "f.json[0]");
+        // JSON documents separated as YAML documents.
+        let got = parse(
+            "f.yaml",
+            "{\"kind\":\"Pod\"}\n---\n{\"kind\":\"Namespace\"}",
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2);
     }
 
     #[test]

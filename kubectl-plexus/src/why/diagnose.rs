@@ -353,7 +353,23 @@ pub fn diagnose(facts: &Facts) -> Report {
             });
         }
         if !attached && findings.is_empty() {
-            findings.push(not_attached_yet(facts));
+            // Plexus attaches all of a sandbox's networks or none: another network's failure holds this one.
+            let other = sandbox_failures.first().and_then(|failure| {
+                selections
+                    .iter()
+                    .map(|s| format!("{}/{}", s.namespace, s.name))
+                    .find(|other| *other != network && names_network(&failure.message, other))
+            });
+            findings.push(match other {
+                Some(other) => Finding {
+                    reason: format!(
+                        "held by {other}: the pod's sandbox fails on that network, and Plexus attaches all of a \
+                         pod's networks or none"
+                    ),
+                    fix: format!("fix {other}; this one is attached with it"),
+                },
+                None => not_attached_yet(facts),
+            });
         }
         if !attached || !findings.is_empty() {
             report.ok = false;
@@ -433,6 +449,37 @@ mod tests {
         assert!(!names_network("network ns/lan2: x", "ns/lan"));
         assert!(!names_network("network xns/lan", "ns/lan"));
         assert!(!names_network("", "ns/lan"));
+    }
+
+    #[test]
+    fn a_network_held_by_anothers_failure_says_which() {
+        let facts = Facts {
+            namespace: "ns".into(),
+            name: "p".into(),
+            node: Some("n1".into()),
+            networks: Some("lan, gone".into()),
+            nads: BTreeMap::from([("ns/gone".to_owned(), NadFact::Missing)]),
+            events: vec![EventFact {
+                reason: SANDBOX_FAILED.into(),
+                message: "... failed (add): pod ns/p: network ns/gone: no such NetworkAttachmentDefinition".into(),
+                warning: true,
+                from: "kubelet".into(),
+                count: 1,
+                last: None,
+            }],
+            ..Facts::default()
+        };
+        let report = diagnose(&facts);
+        assert!(!report.ok);
+        assert_eq!(report.networks[0].findings.len(), 1);
+        assert!(
+            report.networks[0].findings[0]
+                .reason
+                .starts_with("held by ns/gone: "),
+            "{report:?}"
+        );
+        assert_eq!(report.networks[1].findings.len(), 2, "{report:?}");
+        assert!(report.findings.is_empty(), "{report:?}");
     }
 
     #[test]

@@ -20,12 +20,18 @@ const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 /// Covers the kubelet's first sandbox attempt and its retries.
 const ON_NODE: Duration = Duration::from_secs(120);
 
-/// The built `kubectl-plexus` (`PLEXUS_KUBECTL_PLEXUS_BIN`, or next to `plexus`).
+/// The built `kubectl-plexus`: `PLEXUS_KUBECTL_PLEXUS_BIN`, or the one next to the test executable
+/// (target/<profile>/kubectl-plexus, which `scripts/test`'s `cargo build --workspace --bins` makes).
 fn bin() -> PathBuf {
     if let Ok(p) = std::env::var("PLEXUS_KUBECTL_PLEXUS_BIN") {
         return PathBuf::from(p);
     }
-    let bin = plexus_bin().with_file_name("kubectl-plexus");
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join("kubectl-plexus");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p kubectl-plexus` first",

@@ -2,6 +2,8 @@
 //!
 //! Everything here is pure: no I/O, no async, no clock. The plugin, the controller and the tests share it.
 //!
+//! * [`admission`] — what the admission webhook decides for a NAD or a pod (and `kubectl plexus validate`), without
+//!   I/O: the rules ask for the NADs and namespace labels they need.
 //! * [`cni`] — the CNI specification: network configs and config lists, results of every version and the
 //!   conversions between them, version negotiation and the error object.
 //! * [`selection`] — the pod's `k8s.v1.cni.cncf.io/networks` annotation (both forms).
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cni;
 pub mod devices;
 pub mod hotplug;

@@ -1,49 +1,18 @@
 //! What the webhook decides for one object: a NetworkAttachmentDefinition (CREATE, UPDATE) or a pod that carries
-//! the networks annotation (CREATE). The rules are `plexus_api`'s, the ones the plugin applies at ADD, so the
-//! webhook refuses at `kubectl apply` what the plugin would refuse on the node.
+//! the networks annotation (CREATE). The rules are `plexus_api::admission`'s (the plugin's rules, and the ones
+//! `kubectl plexus validate` runs on files); this module answers the lookups they ask for from [`NadLookup`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use plexus_api::cni::NetworkConfigList;
-use plexus_api::injection::{SelectedNad, check_requests};
-use plexus_api::ipam_claim::{ClaimLookup, check_claim, claim_warning};
-use plexus_api::nad::{NetworkAttachmentDefinition, nad_config, nad_warnings, validate_nad};
-use plexus_api::plugin_rules::PluginTypeRules;
-use plexus_api::policy::{
-    NetworkRef, NetworkRequest, PodView, Policy, PolicyError, check_plugin_types,
-    delegate_from_nad, host_ports_refused_in, pod_requests, validate_pod,
-};
-use plexus_api::selection::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
+use plexus_api::admission::{self, Answers, Decision, Question};
+use plexus_api::ipam_claim::{ClaimLookup, claim_warning};
+use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_api::policy::PodView;
+use plexus_api::policy::{NetworkRef, delegate_from_nad, pod_requests};
 
-/// The interface name kubelet gives the default network (CNI_IFNAME).
-pub const RUNTIME_IFNAME: &str = "eth0";
-
-/// The webhook's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Verdict {
-    /// `None`: allowed. `Some(message)`: denied, with a message naming the field or element.
-    pub denial: Option<String>,
-    /// Shown by `kubectl` as `Warning: ...` whether or not the object is admitted.
-    pub warnings: Vec<String>,
-}
-
-impl Verdict {
-    pub fn allow(warnings: Vec<String>) -> Self {
-        Self {
-            denial: None,
-            warnings,
-        }
-    }
-
-    pub fn deny(message: String) -> Self {
-        Self {
-            denial: Some(message),
-            warnings: Vec::new(),
-        }
-    }
-}
+pub use plexus_api::admission::{RUNTIME_IFNAME, Rules, Verdict};
 
 /// Why a NAD could not be looked up (the API server did not answer).
 #[derive(Debug, thiserror::Error)]
@@ -70,226 +39,71 @@ pub trait NadLookup {
     fn ipam_claim(&self, namespace: &str, name: &str) -> impl Future<Output = ClaimLookup> + Send;
 }
 
-/// The admin's rules the webhook applies beyond the plugin's config keys.
-#[derive(Debug, Clone, Default)]
-pub struct Rules {
-    /// The plugin's config keys the pod and NAD rules read (shared with the plugin).
-    pub policy: Policy,
-    /// Which plugin types NADs in which namespaces may use.
-    pub plugin_types: PluginTypeRules,
+/// Runs `rule`, answering what it asks from `lookup`, until it decides (the asynchronous twin of
+/// [`plexus_api::admission::decide`]; [`Answers::open`] makes each round answer something new or close).
+pub async fn decide<T>(lookup: &impl NadLookup, rule: impl Fn(&Answers) -> Decision<T>) -> T {
+    let mut answers = Answers::default();
+    loop {
+        match rule(&answers) {
+            Ok(decided) => return decided,
+            Err(asked) => {
+                for question in answers.open(asked) {
+                    match question {
+                        Question::Nad { namespace, name } => {
+                            let answer = lookup.get(&namespace, &name).await;
+                            answers.set_nad(&namespace, &name, answer.map_err(|e| e.to_string()));
+                        }
+                        Question::NamespaceLabels { namespace } => {
+                            let answer = lookup.namespace_labels(&namespace).await;
+                            answers.set_namespace_labels(
+                                &namespace,
+                                answer.map_err(|e| e.to_string()),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
-/// A NAD: denied when [`validate_nad`] finds problems (all are listed, each naming its field), when a plugin type is
-/// not in `allowedPluginTypes`, or when the cluster's plugin type rules do not allow one of its plugins in its
-/// namespace; warnings from [`nad_warnings`].
+/// [`plexus_api::admission::review_nad`] with its lookups answered by `lookup`.
 pub async fn review_nad(
     nad: &NetworkAttachmentDefinition,
     lookup: &impl NadLookup,
     rules: &Rules,
 ) -> Verdict {
-    if let Err(problems) = validate_nad(nad) {
-        return Verdict::deny(problems.join("; "));
-    }
-    let name = nad.metadata.name.as_deref().unwrap_or_default();
-    let namespace = nad.metadata.namespace.as_deref().unwrap_or("default");
-    // validate_nad has read it: a config that is there parses.
-    let config = nad_config(name, nad.spec.config.as_deref())
-        .ok()
-        .flatten()
-        .and_then(|v| NetworkConfigList::from_value(v).ok());
-    if let Some(config) = config {
-        let mut problems = Vec::new();
-        if let Err(e) = check_plugin_types(&rules.policy, &format!("{namespace}/{name}"), &config) {
-            problems.push(e.to_string());
-        }
-        if rules.plugin_types.governs(&config) {
-            match lookup.namespace_labels(namespace).await {
-                Ok(labels) => problems.extend(rules.plugin_types.problems(namespace, &labels, &config)),
-                Err(e) => problems.push(format!(
-                    "the plugin type rules need namespace {namespace}'s labels, which could not be read: {e}"
-                )),
-            }
-        }
-        if !problems.is_empty() {
-            return Verdict::deny(problems.join("; "));
-        }
-    }
-    Verdict::allow(nad_warnings(nad))
+    decide(lookup, |answers| admission::review_nad(nad, rules, answers)).await
 }
 
-/// The annotation a pod's denial starts with (`metadata.annotations[...]`), or `None` when the pod carries neither
-/// the networks nor the default-network annotation (then there is nothing to review or inject).
-pub fn networks_field(pod: &PodView) -> Option<String> {
-    let field = if pod.annotations.contains_key(NETWORKS_ANNOTATION) {
-        NETWORKS_ANNOTATION
-    } else if pod.annotations.contains_key(DEFAULT_NETWORK_ANNOTATION) {
-        DEFAULT_NETWORK_ANNOTATION
-    } else {
-        return None;
-    };
-    Some(format!("metadata.annotations[{field}]"))
-}
-
-/// The NADs a pod's requests name, keyed by (namespace, name), each looked up once (`None`: it does not exist).
-/// `Err` is the denial when one could not be looked up.
-pub type FoundNads = HashMap<(String, String), Option<Arc<NetworkAttachmentDefinition>>>;
-
-pub async fn find_nads(
-    field: &str,
-    requests: &[NetworkRequest],
-    nads: &impl NadLookup,
-) -> Result<FoundNads, String> {
-    let mut found = FoundNads::new();
-    for request in requests {
-        if let NetworkRef::Nad { namespace, name } = &request.reference {
-            let key = (namespace.clone(), name.clone());
-            if found.contains_key(&key) {
-                continue;
-            }
-            let nad = nads.get(namespace, name).await.map_err(|e| {
-                format!(
-                    "{field}: network {namespace}/{name}: could not look up the NetworkAttachmentDefinition: {e}"
-                )
-            })?;
-            found.insert(key, nad);
-        }
-    }
-    Ok(found)
-}
-
-/// What resource injection reads from each NAD the pod selects (the networks annotation and the default-network
-/// annotation; not `clusterNetwork` or `defaultNetworks`), once per selection, in order. `Err` is the denial: a NAD
-/// that does not exist (as network-resources-injector), a bad resourceName or nodeSelector annotation.
-pub fn selected_nads(
-    field: &str,
-    pod: &PodView,
-    requests: &[NetworkRequest],
-    found: &FoundNads,
-) -> Result<Vec<SelectedNad>, String> {
-    let mut selected = Vec::new();
-    for request in requests {
-        let NetworkRef::Nad { namespace, name } = &request.reference else {
-            continue;
-        };
-        let network = format!("{namespace}/{name}");
-        let Some(Some(nad)) = found.get(&(namespace.clone(), name.clone())) else {
-            let e = PolicyError::NoSuchNad {
-                pod: pod.label(),
-                network,
-            };
-            return Err(format!("{field}: {e}"));
-        };
-        selected.push(
-            SelectedNad::from_annotations(&network, nad.metadata.annotations.as_ref())
-                .map_err(|e| format!("{field}: {e}"))?,
-        );
-    }
-    Ok(selected)
-}
-
-/// A pod that carries the networks (or default-network) annotation: every rule of the plugin's plan
-/// ([`validate_pod`]) with the NADs it names fetched first, then the device count ([`check_requests`]): the pod's
-/// containers (`spec`) must request at least one device of each NAD's resourceName per selection. A network the
-/// webhook cannot judge (an on-disk config named by `clusterNetwork` or `defaultNetworks`) is left to the plugin.
-/// The denial starts with the annotation and names the network or element; the plugin's warnings (Decision 7) come
-/// back as admission warnings.
-///
-/// `portMappings` are refused as the node refuses them (`allowPortMappings`), and in a namespace whose Pod Security
-/// level forbids host ports ([`host_ports_refused_in`]).
+/// [`plexus_api::admission::review_pod`] with its lookups answered by `nads`.
 pub async fn review_pod(
     pod: &PodView,
     spec: &PodSpec,
     nads: &impl NadLookup,
     rules: &Rules,
 ) -> Verdict {
-    let Some(field) = networks_field(pod) else {
-        return Verdict::default();
-    };
-    let namespace_policy;
-    let policy = if rules.policy.port_mappings_refused.is_none() {
-        let labels = match nads.namespace_labels(&pod.namespace).await {
-            Ok(labels) => labels,
-            Err(e) => {
-                return Verdict::deny(format!(
-                    "{field}: namespace {} could not be read to apply its Pod Security level: {e}",
-                    pod.namespace
-                ));
-            }
-        };
-        namespace_policy = Policy {
-            port_mappings_refused: host_ports_refused_in(&pod.namespace, &labels),
-            ..rules.policy.clone()
-        };
-        &namespace_policy
-    } else {
-        &rules.policy
-    };
-    let requests = match pod_requests(policy, pod) {
-        Ok(r) => r,
-        Err(e) => return Verdict::deny(format!("{field}: {e}")),
-    };
-    for request in &requests {
-        if let Some(sel) = &request.selection
-            && let Err(e) = check_claim(&pod.label(), &request.reference.label(), sel)
-        {
-            return Verdict::deny(format!("{field}: {e}"));
-        }
+    let mut verdict = decide(nads, |answers| {
+        admission::review_pod(pod, spec, rules, answers)
+    })
+    .await;
+    if verdict.denial.is_none() {
+        verdict
+            .warnings
+            .extend(claim_warnings(pod, rules, nads).await);
     }
-    let found = match find_nads(&field, &requests, nads).await {
-        Ok(found) => found,
-        Err(denial) => return Verdict::deny(denial),
-    };
-    // Each NAD's network name (its config's `name`), for the claims' `spec.network`.
-    let mut network_names = HashMap::new();
-    let verdict = validate_pod(policy, pod, RUNTIME_IFNAME, |reference| match reference {
-        NetworkRef::Nad { namespace, name } => {
-            match found.get(&(namespace.clone(), name.clone())) {
-                Some(Some(nad)) => {
-                    let resolved = delegate_from_nad(
-                        policy,
-                        pod,
-                        namespace,
-                        name,
-                        nad.spec.config.as_deref(),
-                    )?;
-                    if let Some(network) = &resolved {
-                        network_names.insert(reference.clone(), network.config.name.clone());
-                    }
-                    Ok(resolved)
-                }
-                _ => Err(PolicyError::NoSuchNad {
-                    pod: pod.label(),
-                    network: format!("{namespace}/{name}"),
-                }),
-            }
-        }
-        // On-disk configs and paths live on the nodes: the plugin judges them.
-        _ => Ok(None),
-    });
-    let mut warnings: Vec<String> = match verdict {
-        Ok(warnings) => warnings.iter().map(ToString::to_string).collect(),
-        Err(e) => return Verdict::deny(format!("{field}: {e}")),
-    };
-    let devices = selected_nads(&field, pod, &requests, &found).and_then(|selected| {
-        check_requests(&pod.label(), spec, &selected).map_err(|e| format!("{field}: {e}"))
-    });
-    if let Err(denial) = devices {
-        return Verdict::deny(denial);
-    }
-    warnings.extend(claim_warnings(pod, &requests, &network_names, nads).await);
-    Verdict::allow(warnings)
+    verdict
 }
 
 /// The warnings about the pod's IPAMClaims (`ipam-claim-reference`, in the pod's namespace): one that does not
-/// exist, one for another network than the selected NAD's, one that could not be checked ([`claim_warning`]).
-async fn claim_warnings(
-    pod: &PodView,
-    requests: &[NetworkRequest],
-    network_names: &HashMap<NetworkRef, String>,
-    nads: &impl NadLookup,
-) -> Vec<String> {
+/// exist, one for another network than the selected NAD's, one that could not be checked ([`claim_warning`]). They
+/// need the cluster (the claims), so they are the webhook's, beside the shared rules (which refuse `ips` with a claim).
+async fn claim_warnings(pod: &PodView, rules: &Rules, nads: &impl NadLookup) -> Vec<String> {
+    let Ok(requests) = pod_requests(&rules.policy, pod) else {
+        return Vec::new();
+    };
     let mut warnings = Vec::new();
-    for request in requests {
+    for request in &requests {
         let Some(claim) = request
             .selection
             .as_ref()
@@ -297,12 +111,29 @@ async fn claim_warnings(
         else {
             continue;
         };
+        // The selected NAD's network name (its config's `name`), for the claim's `spec.network`.
+        let network_name = match &request.reference {
+            NetworkRef::Nad { namespace, name } => match nads.get(namespace, name).await {
+                Ok(Some(nad)) => delegate_from_nad(
+                    &rules.policy,
+                    pod,
+                    namespace,
+                    name,
+                    nad.spec.config.as_deref(),
+                )
+                .ok()
+                .flatten()
+                .map(|n| n.config.name),
+                _ => None,
+            },
+            _ => None,
+        };
         let lookup = nads.ipam_claim(&pod.namespace, claim).await;
         warnings.extend(claim_warning(
             &request.reference.label(),
             &pod.namespace,
             claim,
-            network_names.get(&request.reference).map(String::as_str),
+            network_name.as_deref(),
             &lookup,
         ));
     }
@@ -313,6 +144,10 @@ async fn claim_warnings(
 mod tests {
     use super::*;
     use plexus_api::nad::NetworkAttachmentDefinitionSpec;
+    use plexus_api::plugin_rules::PluginTypeRules;
+    use plexus_api::policy::Policy;
+    use plexus_api::selection::NETWORKS_ANNOTATION;
+    use std::collections::HashMap;
 
     /// NADs held in memory: the lookup's contract (found, absent, API error) without an API server.
     struct Nads(HashMap<(String, String), Arc<NetworkAttachmentDefinition>>);

@@ -5,9 +5,9 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use plexus_api::injection::{PatchOperation, injection_patch};
-use plexus_api::policy::{PodView, pod_requests};
+use plexus_api::policy::PodView;
 
-use crate::admission::{NadLookup, Rules, find_nads, networks_field, selected_nads};
+use crate::admission::{NadLookup, Rules, decide};
 
 /// The mutating webhook's answer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,16 +37,13 @@ pub async fn inject_pod(
     nads: &impl NadLookup,
     rules: &Rules,
 ) -> Injection {
-    let Some(field) = networks_field(view) else {
+    if plexus_api::admission::networks_field(view).is_none() {
         return Injection::default();
-    };
-    let requests = match pod_requests(&rules.policy, view) {
-        Ok(r) => r,
-        Err(e) => return Injection::deny(format!("{field}: {e}")),
-    };
-    let selected = match find_nads(&field, &requests, nads)
-        .await
-        .and_then(|found| selected_nads(&field, view, &requests, &found))
+    }
+    let selected = match decide(nads, |answers| {
+        plexus_api::admission::injected_nads(view, rules, answers)
+    })
+    .await
     {
         Ok(selected) => selected,
         Err(denial) => return Injection::deny(denial),

@@ -2,7 +2,9 @@
 //! that adds the device requests a pod's networks need (resource injection), and reconcilers that report
 //! NAD status and whether each pod got the networks it asked for.
 //!
-//! * [`admission`] — what the webhook decides for one NAD or pod (the rules are `plexus_api`'s).
+//! * [`admission`] — what the webhook decides for one NAD or pod (the rules are `plexus_api::admission`'s; this
+//!   answers their lookups); [`rule_args`] — the flags that choose the rules (`kubectl plexus validate` takes them
+//!   too).
 //! * [`injection`] — the mutating webhook's resource injection for one pod (the patch is `plexus_api`'s).
 //! * [`webhook`] — the HTTPS endpoints (`POST /validate`, `POST /mutate`) the API server calls, with their limits;
 //!   [`tls`] reloads its certificate; [`connection`] closes connections that stall.
@@ -20,6 +22,7 @@ pub mod injection;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod rule_args;
 pub mod run;
 pub mod tls;
 pub mod webhook;

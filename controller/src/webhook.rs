@@ -21,7 +21,6 @@ use axum::routing::post;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use tokio::sync::Semaphore;
 
 use plexus_api::injection::PatchOperation;
@@ -280,28 +279,7 @@ fn pod_of(
     request: &AdmissionRequest<DynamicObject>,
     object: &DynamicObject,
 ) -> Result<(PodView, Pod), String> {
-    let namespace = request
-        .namespace
-        .as_deref()
-        .or(object.metadata.namespace.as_deref())
-        .unwrap_or("default");
-    let view = PodView {
-        namespace: namespace.to_owned(),
-        name: object
-            .metadata
-            .name
-            .clone()
-            .or_else(|| {
-                object
-                    .metadata
-                    .generate_name
-                    .as_ref()
-                    .map(|g| format!("{g}*"))
-            })
-            .unwrap_or_default(),
-        uid: String::new(),
-        annotations: object.metadata.annotations.clone().unwrap_or_default(),
-    };
+    let view = plexus_api::admission::pod_view(request.namespace.as_deref(), &object.metadata);
     let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     if let Some(map) = value.as_object_mut() {
         // The review's object may carry another apiVersion spelling; only its fields matter here.
@@ -347,25 +325,13 @@ async fn decide<L: NadLookup>(
     };
     match request.kind.kind.as_str() {
         "NetworkAttachmentDefinition" => {
-            let spec = match object.data.get("spec") {
-                None => Ok(NetworkAttachmentDefinitionSpec::default()),
-                Some(spec) => serde_json::from_value(spec.clone()),
-            };
-            let verdict = match spec {
-                Ok(spec) => {
-                    let mut nad = NetworkAttachmentDefinition {
-                        metadata: object.metadata.clone(),
-                        spec,
-                        status: None,
-                    };
-                    if nad.metadata.namespace.is_none() {
-                        nad.metadata.namespace = request.namespace.clone();
-                    }
-                    review_nad(&nad, &state.nads, &state.rules).await
-                }
-                Err(e) => Verdict::deny(format!(
-                    "spec is not a NetworkAttachmentDefinition spec: {e}"
-                )),
+            let verdict = match plexus_api::admission::nad_of(
+                object.metadata.clone(),
+                request.namespace.as_deref(),
+                object.data.get("spec"),
+            ) {
+                Ok(nad) => review_nad(&nad, &state.nads, &state.rules).await,
+                Err(denial) => Verdict::deny(denial),
             };
             ("nad", verdict)
         }
@@ -398,6 +364,7 @@ mod tests {
     use crate::admission::LookupError;
     use axum::body::Body;
     use plexus_api::ipam_claim::ClaimLookup;
+    use plexus_api::nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
     use plexus_api::policy::Policy;
     use tower::ServiceExt;
 

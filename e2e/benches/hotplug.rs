@@ -71,20 +71,31 @@ fn main() {
     create_nad(
         &ns.name,
         "hp",
-        Some(&json!({"cniVersion": "1.0.0", "name": unique("hpb"), "plugins": [
-            {"type": "bridge", "bridge": unique("hb"), "ipam": {"type": "host-local", "subnet": subnet}}
-        ]})),
+        Some(
+            &json!({"cniVersion": "1.0.0", "name": unique("hpb"), "plugins": [
+                {"type": "bridge", "bridge": unique("hb"), "ipam": {"type": "host-local", "subnet": subnet}}
+            ]}),
+        ),
     );
     create_node_pod_in(NodeMode::Thick, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(NodeMode::Thick, &nodes, &ns.name, "p", Duration::from_secs(120));
+    wait_ready_in(
+        NodeMode::Thick,
+        &nodes,
+        &ns.name,
+        "p",
+        Duration::from_secs(120),
+    );
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (plug, unplug) = runtime.block_on(async {
         let client = kube::Client::try_default().await.unwrap();
         let pods: Api<Pod> = Api::namespaced(client, &ns.name);
         let (latest, mut seen) = tokio::sync::watch::channel(Vec::<String>::new());
-        let stream = watcher(pods.clone(), watcher::Config::default().fields("metadata.name=p"))
-            .applied_objects();
+        let stream = watcher(
+            pods.clone(),
+            watcher::Config::default().fields("metadata.name=p"),
+        )
+        .applied_objects();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(Ok(pod)) = stream.next().await {
@@ -119,7 +130,9 @@ fn main() {
         }
         (plug, unplug)
     });
-    println!("hot-plug on one node, thick mode: annotation PATCH → network-status (interface in the pod)");
+    println!(
+        "hot-plug on one node, thick mode: annotation PATCH → network-status (interface in the pod)"
+    );
     let report = json!({
         "changes": changes,
         "plug": summary("plug", plug),
@@ -127,5 +140,9 @@ fn main() {
     });
     let dir = repo().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hotplug.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("hotplug.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
 }

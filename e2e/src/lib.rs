@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod node;
 pub mod oci;
 pub mod rbac;

@@ -6,28 +6,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use plexus_e2e::controller::*;
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 const READY: &str = "k8s.cni.cncf.io/NetworksReady";
-
-/// Polls `f` every 200 ms until it returns `Some`, for at most 60 s; panics with `what` otherwise.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// `kubectl apply` of one object: Ok(stderr) when admitted (warnings are on stderr), Err(stderr) when refused.
 fn apply(object: &Value) -> Result<String, String> {
@@ -474,154 +462,6 @@ fn a_nad_changed_or_deleted_under_pods_is_reported() {
     });
 }
 
-/// The state dir of the control plane the tests run against (where its kubeconfig lives).
-fn state_dir() -> PathBuf {
-    kubeconfig().parent().unwrap().to_path_buf()
-}
-
-/// The controller binary the control plane runs (so the tests use exactly the release build `up` started).
-fn controller_bin() -> PathBuf {
-    let pid = std::fs::read_to_string(state_dir().join("plexus-controller.pid"))
-        .expect("the controller runs");
-    std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap()
-}
-
-/// One more controller process, killed on drop.
-struct Replica {
-    child: Child,
-    probe: u16,
-    webhook: u16,
-    identity: String,
-}
-
-impl Replica {
-    fn start(identity: &str, lease: &str, cert: &std::path::Path, key: &std::path::Path) -> Self {
-        Self::start_with(identity, lease, cert, key, &[])
-    }
-
-    /// With more flags.
-    fn start_with(
-        identity: &str,
-        lease: &str,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        extra: &[&str],
-    ) -> Self {
-        let (probe, webhook) = (free_port(), free_port());
-        let child = Command::new(controller_bin())
-            .args(["run", "--kubeconfig"])
-            .arg(kubeconfig())
-            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
-            .args(["--probe-addr", &format!("127.0.0.1:{probe}")])
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .args([
-                "--tls-reload-seconds",
-                "0.2",
-                "--lease-seconds",
-                "3",
-                "--lease-name",
-                lease,
-                "--identity",
-                identity,
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start plexus-controller");
-        let replica = Self {
-            child,
-            probe,
-            webhook,
-            identity: identity.to_owned(),
-        };
-        eventually("the replica to be ready", || {
-            replica.get("/readyz").filter(|r| r == "ok")
-        });
-        replica
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        let out = Command::new("curl")
-            .args([
-                "-fsS",
-                "--max-time",
-                "2",
-                &format!("http://127.0.0.1:{}{path}", self.probe),
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn leading(&self) -> Option<bool> {
-        let metrics = self.get("/metrics")?;
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with("plexus_controller_leader "))?;
-        Some(line.ends_with(" 1"))
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{} exited with {status}", self.identity);
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A self-signed certificate for 127.0.0.1 (it is its own CA), written as `<name>.crt` and `<name>.key`.
-fn self_signed(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (crt, key)
-}
-
 fn lease_holder(lease: &str) -> Option<String> {
     let out = kubectl_output(
         &[
@@ -707,51 +547,6 @@ fn a_rotated_certificate_is_served_without_a_restart() {
         served_by(replica.webhook, &new_crt).then_some(())
     });
     assert!(!served_by(replica.webhook, &old_crt));
-}
-
-/// The registered ValidatingWebhookConfiguration, copied under another name, pointed at `port` on 127.0.0.1 (with
-/// `ca` as its caBundle when given) and scoped to namespaces labelled `key=value`; deleted on drop.
-struct WebhookCopy {
-    name: String,
-}
-
-impl WebhookCopy {
-    fn new(key: &str, value: &str, port: u16, ca: Option<&std::path::Path>) -> Self {
-        let mut config: Value = serde_json::from_str(&kubectl(
-            &[
-                "get",
-                "validatingwebhookconfiguration",
-                "plexus",
-                "-o",
-                "json",
-            ],
-            None,
-        ))
-        .unwrap();
-        let name = unique("plexus-copy-");
-        config["metadata"] = json!({ "name": name });
-        let url = format!("https://127.0.0.1:{port}/validate");
-        for webhook in config["webhooks"].as_array_mut().unwrap() {
-            webhook["clientConfig"]["url"] = json!(url);
-            if let Some(ca) = ca {
-                let out = Command::new("base64").arg("-w0").arg(ca).output().unwrap();
-                assert!(out.status.success(), "base64 {}", ca.display());
-                webhook["clientConfig"]["caBundle"] = json!(String::from_utf8(out.stdout).unwrap());
-            }
-            webhook["namespaceSelector"] = json!({"matchLabels": {key: value}});
-        }
-        kubectl(&["apply", "-f", "-"], Some(&config.to_string()));
-        Self { name }
-    }
-}
-
-impl Drop for WebhookCopy {
-    fn drop(&mut self) {
-        let _ = kubectl_output(
-            &["delete", "validatingwebhookconfiguration", &self.name],
-            None,
-        );
-    }
 }
 
 #[test]

@@ -118,6 +118,8 @@ fn every_binary_names_its_version_and_commit() {
         (plexus_bin(), "plexus"),
         (dir.join("plexus-daemon"), "plexus-daemon"),
         (dir.join("plexus-controller"), "plexus-controller"),
+        // A kubectl plugin names itself as kubectl shows it.
+        (dir.join("kubectl-plexus"), "kubectl plexus"),
     ] {
         let out = std::process::Command::new(&bin)
             .arg("--version")

@@ -763,3 +763,39 @@ fn an_ipam_claim_reaches_the_ipam_of_a_hot_plugged_attachment() {
         let _ = std::fs::remove_file(format!("{}.{command}", stdin.display()));
     }
 }
+
+/// In a namespace the webhook does not check, an annotation edited into something unusable changes nothing: the pod
+/// keeps its interfaces and gets a `HotplugFailed` event saying why; fixed, the edit is made.
+#[test]
+fn an_unusable_annotation_changes_nothing_and_says_why() {
+    let _daemons = shared();
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::without_admission("hp-bad");
+    bridge_nad(&ns.name, "x");
+    bridge_nad(&ns.name, "y");
+    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", Some("x"));
+    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    annotate(&ns.name, "p", Some("[{\"name\": "));
+    let said = wait_until(
+        "the HotplugFailed event",
+        CHANGE,
+        || {
+            let e = events_with(&ns.name, "p", "HotplugFailed");
+            (!e.is_empty()).then_some(e)
+        },
+        || format!("{:?}", pod_events(&ns.name, "p")),
+    );
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("the networks annotation can't be used, nothing changed: ")),
+        "{said:?}"
+    );
+    wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
+    annotate(&ns.name, "p", Some("y"));
+    wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
+    let status = network_status(&ns.name, "p");
+    assert_eq!(
+        status.iter().find(|e| e["interface"] == "net1").unwrap()["name"],
+        format!("{}/y", ns.name)
+    );
+}

@@ -28,12 +28,15 @@ pub struct Synced {
     /// Whether network-status says what the sandbox has (false: the write failed; the next sync retries it, without
     /// running any delegate).
     pub status_current: bool,
+    /// The annotation can't be used (reported once; nothing to retry until it changes).
+    pub unusable_annotation: bool,
 }
 
 impl Synced {
-    /// Nothing more to do until the pod or its NADs change.
+    /// Nothing more to do until the pod or its NADs change: everything done, or only an unusable annotation (which
+    /// trying again would not fix).
     pub fn settled(&self) -> bool {
-        self.failed.is_empty() && self.status_current
+        self.status_current && (self.failed.is_empty() || self.unusable_annotation)
     }
 }
 
@@ -140,6 +143,7 @@ async fn sync_locked<P: SourceProvider>(
             let msg = format!("the networks annotation can't be used, nothing changed: {e}");
             events.push(failure_event(&msg));
             synced.failed.push(msg);
+            synced.unusable_annotation = true;
             hotplug::Change::default()
         }
     };

@@ -436,7 +436,35 @@ fn device_pods_outlive_kubelet_and_daemon_restarts(mode: NodeMode) {
     }
 }
 
+/// A device pod whose record is gone (a node's disk wiped, a record corrupted): DEL works out the pod's networks from
+/// the pod and its NADs, and its device from the kubelet, so the delegate's DEL gets the `deviceID` and the device
+/// comes back to the node.
+fn a_device_pod_deleted_without_its_record_gives_its_device_back(mode: NodeMode) {
+    let _shared = shared();
+    let nodes = Nodes::from_env();
+    let ns = KubeNamespace::new("dev-norec");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, 0, &ns.name, "p", "nic", &[("app", 1)]);
+    ready(mode, &nodes, &ns.name, "p");
+    let device = allocated(&nodes, 0, &uid(&ns.name, "p"))["app"][0].clone();
+    let link = link_of(&device);
+    assert!(!nodes.links(0).contains(&link), "{link} is still on the node");
+    let sandbox = nodes.sandbox_id(0, &ns.name, "p");
+    let records: Vec<String> = files_in(&nodes.records_dir(0))
+        .into_iter()
+        .filter(|f| f.contains(&sandbox) && f.ends_with(".json"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    std::fs::remove_file(nodes.records_dir(0).join(&records[0])).unwrap();
+    delete_pod(&ns.name, "p");
+    assert!(
+        nodes.links(0).contains(&link),
+        "{link} did not come back to the node"
+    );
+}
+
 on_nodes_in_both_modes!(
+    a_device_pod_deleted_without_its_record_gives_its_device_back,
     device_pods_outlive_kubelet_and_daemon_restarts,
     a_dra_claimed_device_becomes_net1_and_its_claim_says_so,
     one_device_network_gets_the_pods_device_and_gives_it_back,

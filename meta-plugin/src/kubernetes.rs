@@ -84,7 +84,24 @@ fn derive_from_api<P: SourceProvider>(
                 }
             }
             let env_args = plan::delegate_cni_args(&sandbox.args, &pod, &sandbox.container_id);
-            Plan::for_pod_partial(&ctx.config, &pod, &requests, resolved, &sandbox.ifname, &env_args)
+            let mut plan = Plan::for_pod_partial(
+                &ctx.config,
+                &pod,
+                &requests,
+                resolved,
+                &sandbox.ifname,
+                &env_args,
+            )?;
+            // Device networks: the delegates' DEL needs the device (the kubelet still knows the pod's devices until
+            // the pod is gone, and its checkpoint after).
+            if plan.needs_devices()
+                && let Err(e) =
+                    give_devices(&source, &ctx.config, &pod, &mut plan, &sandbox.container_id, &[])
+                        .await
+            {
+                warn!(error = %e, "DEL: the pod's devices can't be known; device networks are deleted without them");
+            }
+            Ok(plan)
         };
         match tokio::time::timeout(ctx.config.api_timeout, lookup).await {
             Ok(result) => result,

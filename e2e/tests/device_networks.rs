@@ -448,7 +448,10 @@ fn a_device_pod_deleted_without_its_record_gives_its_device_back(mode: NodeMode)
     ready(mode, &nodes, &ns.name, "p");
     let device = allocated(&nodes, 0, &uid(&ns.name, "p"))["app"][0].clone();
     let link = link_of(&device);
-    assert!(!nodes.links(0).contains(&link), "{link} is still on the node");
+    assert!(
+        !nodes.links(0).contains(&link),
+        "{link} is still on the node"
+    );
     let sandbox = nodes.sandbox_id(0, &ns.name, "p");
     let records: Vec<String> = files_in(&nodes.records_dir(0))
         .into_iter()

@@ -63,6 +63,34 @@ fn annotate(namespace: &str, pod: &str, networks: Option<&str>) {
     );
 }
 
+/// Pod `p` on node 0 in thick mode, with `networks` (or none), once Ready.
+fn running_pod(nodes: &Nodes, namespace: &str, networks: Option<&str>) {
+    create_node_pod_in(MODE, nodes, 0, namespace, "p", networks);
+    wait_ready_in(MODE, nodes, namespace, "p", READY);
+}
+
+/// Waits for a `HotplugFailed` event on pod `p` and returns the messages of those there are.
+fn hotplug_failures(namespace: &str) -> Vec<String> {
+    wait_until(
+        "a HotplugFailed event",
+        CHANGE,
+        || {
+            let e = events_with(namespace, "p", "HotplugFailed");
+            (!e.is_empty()).then_some(e)
+        },
+        || format!("{:?}", pod_events(namespace, "p")),
+    )
+}
+
+/// The pod (on node 0) was not restarted since `before` ([`incarnation`]).
+fn assert_not_restarted(nodes: &Nodes, namespace: &str, pod: &str, before: &(String, String)) {
+    assert_eq!(
+        &incarnation(nodes, 0, namespace, pod),
+        before,
+        "the pod was restarted"
+    );
+}
+
 /// The interfaces network-status names, in order.
 fn status_interfaces(namespace: &str, pod: &str) -> Vec<String> {
     let annotations = pod_annotations(namespace, pod);
@@ -267,11 +295,7 @@ fn a_network_added_to_a_running_pod_carries_traffic_across_nodes_and_goes_again(
         &["ping", "-c", "2", "-W", "5", &format!("{m}.11")],
     );
     assert!(out.contains("2 packets received"), "a → b over net1: {out}");
-    assert_eq!(
-        incarnation(&nodes, 0, &ns.name, "a"),
-        before,
-        "the pod was restarted"
-    );
+    assert_not_restarted(&nodes, &ns.name, "a", &before);
     let added = events_with(&ns.name, "a", "AddedInterface");
     assert!(
         added
@@ -282,11 +306,7 @@ fn a_network_added_to_a_running_pod_carries_traffic_across_nodes_and_goes_again(
 
     annotate(&ns.name, "a", None);
     wait_interfaces(&ns.name, "a", &["eth0"]);
-    assert_eq!(
-        incarnation(&nodes, 0, &ns.name, "a"),
-        before,
-        "the pod was restarted"
-    );
+    assert_not_restarted(&nodes, &ns.name, "a", &before);
     let removed = events_with(&ns.name, "a", "RemovedInterface");
     assert!(
         removed
@@ -306,8 +326,7 @@ fn interfaces_from_creation_can_be_removed_and_no_interface_is_renamed() {
     let x = bridge_nad(&ns.name, "x");
     bridge_nad(&ns.name, "y");
     bridge_nad(&ns.name, "z");
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", Some("x, y"));
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, Some("x, y"));
     wait_interfaces(&ns.name, "p", &["eth0", "net1", "net2"]);
     let before = incarnation(&nodes, 0, &ns.name, "p");
     let y_ip = ip_of(&ns.name, "p", "net2");
@@ -323,11 +342,7 @@ fn interfaces_from_creation_can_be_removed_and_no_interface_is_renamed() {
     let status = network_status(&ns.name, "p");
     let z = status.iter().find(|e| e["interface"] == "net1").unwrap();
     assert_eq!(z["name"], format!("{}/z", ns.name), "{status:?}");
-    assert_eq!(
-        incarnation(&nodes, 0, &ns.name, "p"),
-        before,
-        "the pod was restarted"
-    );
+    assert_not_restarted(&nodes, &ns.name, "p", &before);
 }
 
 /// Two edits in quick succession end in what the last one asks for.
@@ -338,8 +353,7 @@ fn two_quick_changes_end_in_the_last_one() {
     let ns = KubeNamespace::new("hp-quick");
     bridge_nad(&ns.name, "x");
     bridge_nad(&ns.name, "y");
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     annotate(&ns.name, "p", Some("x"));
     annotate(&ns.name, "p", Some("x, y@fast0"));
     wait_interfaces(&ns.name, "p", &["eth0", "fast0", "net1"]);
@@ -354,8 +368,7 @@ fn changes_survive_a_daemon_restart() {
     let ns = KubeNamespace::new("hp-restart");
     bridge_nad(&ns.name, "x");
     bridge_nad(&ns.name, "y");
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     annotate(&ns.name, "p", Some("x"));
     // Restarted right after the edit: the change is made before, during or after the restart.
     nodes.restart(0, "plexus-daemon");
@@ -383,8 +396,7 @@ fn a_daemon_stopped_in_the_middle_of_a_change_finishes_it_on_restart() {
             {"type": held.name(), "bridge": unique("hb"), "ipam": {"type": "host-local", "subnet": subnet}}
         ]})),
     );
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     annotate(&ns.name, "p", Some("x"));
     wait_until(
         "the change's delegate to be held",
@@ -411,8 +423,7 @@ fn the_webhook_checks_annotation_edits_as_it_checks_creates() {
     let nodes = Nodes::from_env();
     let ns = KubeNamespace::new("hp-webhook");
     bridge_nad(&ns.name, "x");
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", Some("x"));
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, Some("x"));
     for (annotation, refusal) in [("x@", "interface"), ("x, missing", "missing")] {
         let out = kubectl_output(
             &[
@@ -460,8 +471,7 @@ fn a_refused_status_write_is_retried_without_running_the_delegate_again() {
             ]}),
         ),
     );
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     let policy = format!("{}-deny-daemon", ns.name);
     let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
@@ -565,19 +575,10 @@ fn a_failing_delegate_is_rolled_back_reported_and_retried() {
             {"type": "macvlan", "master": "nosuchlink0", "ipam": {"type": "host-local", "subnet": subnet}}
         ]})),
     );
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     let before = incarnation(&nodes, 0, &ns.name, "p");
     annotate(&ns.name, "p", Some("x"));
-    let failed = wait_until(
-        "a HotplugFailed event",
-        CHANGE,
-        || {
-            let e = events_with(&ns.name, "p", "HotplugFailed");
-            (!e.is_empty()).then_some(e)
-        },
-        || format!("{:?}", pod_events(&ns.name, "p")),
-    );
+    let failed = hotplug_failures(&ns.name);
     assert!(
         failed
             .iter()
@@ -606,11 +607,7 @@ fn a_failing_delegate_is_rolled_back_reported_and_retried() {
         None,
     );
     wait_interfaces(&ns.name, "p", &["eth0", "net1"]);
-    assert_eq!(
-        incarnation(&nodes, 0, &ns.name, "p"),
-        before,
-        "the pod was restarted"
-    );
+    assert_not_restarted(&nodes, &ns.name, "p", &before);
 }
 
 /// Deleting a pod after hot-plugs deletes what they attached: no link, lease or record is left.
@@ -628,8 +625,7 @@ fn deleting_a_pod_after_hot_plugs_leaves_nothing() {
             {"type": "bridge", "bridge": bridge, "ipam": {"type": "host-local", "subnet": subnet}}
         ]})),
     );
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     annotate(&ns.name, "p", Some("x, x"));
     wait_interfaces(&ns.name, "p", &["eth0", "net1", "net2"]);
     let uid = kubectl(
@@ -678,15 +674,7 @@ fn a_host_network_pod_is_refused_with_an_event() {
     // Seen by the daemon without the annotation first, then edited.
     std::thread::sleep(Duration::from_secs(2));
     annotate(&ns.name, "p", Some("x"));
-    let refused = wait_until(
-        "the hostNetwork refusal",
-        CHANGE,
-        || {
-            let e = events_with(&ns.name, "p", "HotplugFailed");
-            (!e.is_empty()).then_some(e)
-        },
-        || format!("{:?}", pod_events(&ns.name, "p")),
-    );
+    let refused = hotplug_failures(&ns.name);
     assert!(
         refused.iter().any(|m| m.contains("hostNetwork")),
         "{refused:?}"
@@ -728,8 +716,7 @@ fn an_ipam_claim_reaches_the_ipam_of_a_hot_plugged_attachment() {
             ]}),
         ),
     );
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", None);
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, None);
     annotate(
         &ns.name,
         "p",
@@ -773,18 +760,9 @@ fn an_unusable_annotation_changes_nothing_and_says_why() {
     let ns = KubeNamespace::without_admission("hp-bad");
     bridge_nad(&ns.name, "x");
     bridge_nad(&ns.name, "y");
-    create_node_pod_in(MODE, &nodes, 0, &ns.name, "p", Some("x"));
-    wait_ready_in(MODE, &nodes, &ns.name, "p", READY);
+    running_pod(&nodes, &ns.name, Some("x"));
     annotate(&ns.name, "p", Some("[{\"name\": "));
-    let said = wait_until(
-        "the HotplugFailed event",
-        CHANGE,
-        || {
-            let e = events_with(&ns.name, "p", "HotplugFailed");
-            (!e.is_empty()).then_some(e)
-        },
-        || format!("{:?}", pod_events(&ns.name, "p")),
-    );
+    let said = hotplug_failures(&ns.name);
     assert!(
         said.iter()
             .any(|m| m.starts_with("the networks annotation can't be used, nothing changed: ")),

@@ -15,13 +15,17 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9464";
 /// How many requests run at once unless `maxConcurrentDelegates` says otherwise; more wait their turn.
 pub const DEFAULT_MAX_CONCURRENT: usize = 32;
 
+/// The socket of Multus thick's HTTP API in `multusApiSocketDir` (the name multus-daemon gives it).
+pub const MULTUS_SOCKET_NAME: &str = "multus.sock";
+
 /// The daemon's own keys, removed before the rest is used as a plugin config.
-const DAEMON_KEYS: [&str; 5] = [
+const DAEMON_KEYS: [&str; 6] = [
     "daemonSocketDir",
     "nodeName",
     "metricsAddress",
     "maxConcurrentDelegates",
     "socketGroup",
+    "multusApiSocketDir",
 ];
 /// Keys of a request's stdin config that belong to that request (the runtime's conf file and what the runtime adds
 /// per call), besides every `cni.dev/` key (GC's attachments): the only keys a request's config takes from its
@@ -58,6 +62,8 @@ pub struct DaemonConfig {
     pub max_concurrent: usize,
     /// With a group, the socket is mode 0660 and that group's members may call; otherwise 0600, root only.
     pub socket_group: Option<u32>,
+    /// Where Multus thick's HTTP API is served too (`multus.sock` in it), when set (`crate::multus_api`).
+    pub multus_api_socket_dir: Option<PathBuf>,
     /// The plugin keys of the file: each request's config (see [`DaemonConfig::request_config`]).
     pub plugin_keys: Map<String, Value>,
     /// The same keys, validated with the plugin's rules.
@@ -130,6 +136,17 @@ impl DaemonConfig {
                     .ok_or_else(|| format!("socketGroup must be a numeric group id, not {v}"))?,
             ),
         };
+        let multus_api_socket_dir = text_key(&keys, "multusApiSocketDir")?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if let Some(dir) = &multus_api_socket_dir
+            && !dir.is_absolute()
+        {
+            return Err(format!(
+                "multusApiSocketDir {:?} must be an absolute path",
+                dir.display().to_string()
+            ));
+        }
         for key in DAEMON_KEYS {
             keys.remove(key);
         }
@@ -141,6 +158,7 @@ impl DaemonConfig {
             metrics_address,
             max_concurrent,
             socket_group,
+            multus_api_socket_dir,
             plugin_keys: keys,
             plugin,
             source: None,
@@ -150,6 +168,13 @@ impl DaemonConfig {
     /// The socket's path.
     pub fn socket_path(&self) -> PathBuf {
         self.socket_dir.join(plexus_cni::shim::SOCKET_NAME)
+    }
+
+    /// The path of Multus's API socket, when `multusApiSocketDir` is set.
+    pub fn multus_socket_path(&self) -> Option<PathBuf> {
+        self.multus_api_socket_dir
+            .as_ref()
+            .map(|d| d.join(MULTUS_SOCKET_NAME))
     }
 
     /// The config one request runs with: the daemon file's plugin keys (a key the file does not set takes its
@@ -187,12 +212,14 @@ impl DaemonConfig {
             self.metrics_address,
             self.max_concurrent,
             self.socket_group,
+            &self.multus_api_socket_dir,
         ) != (
             &other.socket_dir,
             &other.node_name,
             other.metrics_address,
             other.max_concurrent,
             other.socket_group,
+            &other.multus_api_socket_dir,
         )
     }
 }
@@ -288,14 +315,19 @@ mod tests {
         assert_eq!(c.node_name, "node-a");
         assert_eq!(c.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.max_concurrent, DEFAULT_MAX_CONCURRENT);
+        assert_eq!(c.multus_socket_path(), None, "Multus's API is opt-in");
         let c = DaemonConfig::parse(
             br#"{"nodeName":"n","metricsAddress":"","daemonSocketDir":"/x","maxConcurrentDelegates":4,
-                 "socketGroup":7,"logLevel":"debug"}"#,
+                 "socketGroup":7,"logLevel":"debug","multusApiSocketDir":"/run/multus"}"#,
             None,
         )
         .unwrap();
         assert_eq!(c.metrics_address, None);
         assert_eq!(c.socket_path(), Path::new("/x/plexus.sock"));
+        assert_eq!(
+            c.multus_socket_path().as_deref(),
+            Some(Path::new("/run/multus/multus.sock"))
+        );
         assert_eq!((c.max_concurrent, c.socket_group), (4, Some(7)));
         assert_eq!(c.plugin.log.level, "debug");
         assert!(
@@ -319,6 +351,8 @@ mod tests {
         assert!(bad(r#"{"socketGroup":"wheel"}"#).contains("socketGroup"));
         assert!(bad(r#"{"logLevel":"loud"}"#).contains("logLevel"));
         assert!(bad(r#"{"daemonSocketDir":"run/plexus"}"#).contains("daemonSocketDir"));
+        assert!(bad(r#"{"multusApiSocketDir":"run/multus"}"#).contains("multusApiSocketDir"));
+        assert!(bad(r#"{"multusApiSocketDir":7}"#).contains("multusApiSocketDir"));
         assert!(bad(r#"{"cniDir":"records"}"#).contains("cniDir"));
     }
 

@@ -7,10 +7,12 @@
 //! the binary the runtime execs for every request, which stays small and starts fast. The daemon reuses the
 //! library's config, plan, ops, record and source code; it adds only what is its own:
 //! - [`config`]: the daemon's file (the plugin's keys plus `daemonSocketDir`, `nodeName`, `metricsAddress`,
-//!   `maxConcurrentDelegates`, `socketGroup`) and how it is laid over each request's config;
+//!   `maxConcurrentDelegates`, `socketGroup`, `multusApiSocketDir`) and how it is laid over each request's config;
 //! - [`cache`]: the watch-backed `NetworkSource`;
 //! - [`direct`]: each request thread's own API connection for the network-status PATCH;
 //! - [`server`]: the unix socket;
+//! - [`multus_api`]: Multus thick's HTTP API on a second socket (`multusApiSocketDir`), for multus-shim and
+//!   multus-dynamic-networks-controller;
 //! - [`hotplug`]: networks added to and removed from running pods when their annotation changes;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
 
@@ -22,6 +24,7 @@ pub mod config;
 pub mod direct;
 pub mod hotplug;
 pub mod metrics;
+pub mod multus_api;
 pub mod server;
 
 use std::sync::Arc;
@@ -120,16 +123,31 @@ pub async fn run(
     let listener = server::bind(&config)?;
     let socket = config.socket_path();
     info!(socket = %socket.display(), node = %config.node_name, "serving");
+    let multus = match config.multus_socket_path() {
+        Some(path) => {
+            let listener = server::bind_at(&path, config.socket_group)?;
+            info!(socket = %path.display(), "serving Multus's API");
+            Some((listener, path))
+        }
+        None => None,
+    };
     let config = Arc::new(config);
-    server::serve(
+    let shared = Arc::new(server::Shared::new(config, CacheProvider(caches), metrics));
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let plexus = server::serve(
         listener,
         socket,
-        config,
-        CacheProvider(caches),
-        metrics,
-        shutdown,
-    )
-    .await;
+        server::PLEXUS,
+        shared.clone(),
+        shutdown.clone(),
+    );
+    match multus {
+        Some((listener, path)) => {
+            let multus = server::serve(listener, path, multus_api::MULTUS, shared, shutdown);
+            futures::future::join(plexus, multus).await;
+        }
+        None => plexus.await,
+    }
     events.flush(Duration::from_secs(10)).await;
     let _ = stop_metrics.send(());
     if let Some(server) = metrics_server {

@@ -16,8 +16,10 @@ use plexus_daemon::config::DaemonConfig;
 struct Cli {
     /// The daemon's config file (JSON): every key of the plexus plugin config, plus daemonSocketDir (default
     /// /run/plexus; the socket is plexus.sock in it), nodeName (default: the environment variable NODE_NAME),
-    /// metricsAddress (default 127.0.0.1:9464; empty disables), maxConcurrentDelegates (default 32) and socketGroup
-    /// (a numeric group id allowed to call besides root). See docs/configuration.md.
+    /// metricsAddress (default 127.0.0.1:9464; empty disables), maxConcurrentDelegates (default 32), socketGroup
+    /// (a numeric group id allowed to call besides root) and multusApiSocketDir (also serve Multus thick's HTTP API,
+    /// for multus-shim and multus-dynamic-networks-controller, on multus.sock in it; unset: not served). See
+    /// docs/configuration.md.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
 }

@@ -1,12 +1,14 @@
-//! The unix socket: who may call (file mode, `SO_PEERCRED` and `SO_PEERGROUPS`), how many requests run at once (a
-//! pool of worker threads, see [`serve`]), and each request run by `plexus_cni::run_until` on the worker that
-//! accepted it (namespace work calls `setns`, which is per thread: never on a tokio worker), answered with exactly
-//! what thin mode would print.
+//! The unix sockets: who may call (file mode, `SO_PEERCRED` and `SO_PEERGROUPS`), how many requests run at once (a
+//! pool of worker threads per socket, see [`serve`], bounded together), and each request run by
+//! `plexus_cni::run_until` on the worker that accepted it (namespace work calls `setns`, which is per thread: never on
+//! a tokio worker), answered with exactly what thin mode would print. The socket `plexus.sock` speaks the shim's
+//! protocol; the optional `multus.sock` speaks Multus thick's HTTP API ([`crate::multus_api`]) over the same
+//! workers, caller checks and per-sandbox order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,13 +43,13 @@ pub enum SocketError {
     },
 }
 
-/// Makes sure of the socket's directory: created mode 0750, owned by this process's user (root) and group
-/// `socketGroup` (else its own group) when missing; refused when it is a symbolic link, is not a directory, is owned
-/// by another user, or is writable by its group or others. So nobody else can put a file or a symbolic link where the
-/// socket goes, and what the daemon does there (remove, bind, change owner and mode) touches its own socket only.
-fn socket_dir(config: &DaemonConfig) -> Result<(), SocketError> {
+/// Makes sure of a socket's directory `dir`: created mode 0750, owned by this process's user (root) and group
+/// `group` (`socketGroup`, else its own group) when missing; refused when it is a symbolic link, is not a directory,
+/// is owned by another user, or is writable by its group or others. So nobody else can put a file or a symbolic link
+/// where the socket goes, and what the daemon does there (remove, bind, change owner and mode) touches its own socket
+/// only.
+fn socket_dir(dir: &Path, group: Option<u32>) -> Result<(), SocketError> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = &config.socket_dir;
     let err = |what: &'static str, source: std::io::Error| SocketError::Io {
         path: dir.display().to_string(),
         what,
@@ -59,8 +61,7 @@ fn socket_dir(config: &DaemonConfig) -> Result<(), SocketError> {
     }
     match std::fs::DirBuilder::new().mode(0o750).create(dir) {
         Ok(()) => {
-            std::os::unix::fs::lchown(dir, None, config.socket_group)
-                .map_err(|e| err("setting its group", e))?;
+            std::os::unix::fs::lchown(dir, None, group).map_err(|e| err("setting its group", e))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
                 .map_err(|e| err("setting its mode", e))?;
         }
@@ -89,15 +90,20 @@ fn socket_dir(config: &DaemonConfig) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// Binds `<daemonSocketDir>/plexus.sock` in a directory [`socket_dir`] accepts, replacing a socket a killed daemon
-/// left behind: mode 0600 (root only), or 0660 owned by `socketGroup`.
+/// Binds `<daemonSocketDir>/plexus.sock` ([`bind_at`]).
 pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
-    let path = config.socket_path();
+    bind_at(&config.socket_path(), config.socket_group)
+}
+
+/// Binds the socket `path` in a directory [`socket_dir`] accepts, replacing a socket a killed daemon left behind:
+/// mode 0600 (root only), or 0660 owned by `group` (`socketGroup`).
+pub fn bind_at(path: &Path, group: Option<u32>) -> Result<UnixListener, SocketError> {
+    let path = path.to_owned();
     let io = |what: &'static str| {
         let path = path.display().to_string();
         move |source| SocketError::Io { path, what, source }
     };
-    socket_dir(config)?;
+    socket_dir(path.parent().unwrap_or(Path::new("/")), group)?;
     match std::fs::remove_file(&path) {
         Ok(()) => info!(socket = %path.display(), "replaced a socket left behind"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,7 +114,7 @@ pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
     let bound = UnixListener::bind(&path);
     nix::sys::stat::umask(old);
     let listener = bound.map_err(io("binding"))?;
-    if let Some(gid) = config.socket_group {
+    if let Some(gid) = group {
         // Nobody else writes in the directory, so this is the socket just bound; lchown follows no link anyway.
         std::os::unix::fs::lchown(&path, None, Some(gid)).map_err(io("setting its group"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
@@ -123,14 +129,14 @@ pub fn bind(config: &DaemonConfig) -> Result<UnixListener, SocketError> {
 /// Requests are served by worker threads that each block in `accept` and run the request they accepted on their own
 /// thread (namespace work calls `setns`, which is per thread: never on a tokio worker): a connection wakes one
 /// waiting worker and nothing else. The pool starts with one worker and grows while every worker is busy (the worker
-/// that took the last idle place starts one more before its request), up to `maxConcurrentDelegates`; beyond that, callers wait in the socket's
+/// that took the last idle place starts one more before its request), up to `maxConcurrentDelegates` workers for all
+/// the sockets of `shared` together (each socket keeps its first worker); beyond that, callers wait in the socket's
 /// backlog until a worker is free (within the shim's timeout).
 pub async fn serve(
     listener: UnixListener,
     socket: PathBuf,
-    config: Arc<DaemonConfig>,
-    provider: CacheProvider,
-    metrics: Arc<Metrics>,
+    protocol: Protocol,
+    shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
     let listener = match listener
@@ -145,11 +151,8 @@ pub async fn serve(
     };
     let pool = Arc::new(Pool {
         listener,
-        file: ConfigFile::new(config.clone()),
-        config,
-        provider,
-        metrics,
-        sandboxes: SandboxOrder::default(),
+        protocol,
+        shared,
         idle: AtomicUsize::new(0),
         workers: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
@@ -160,7 +163,10 @@ pub async fn serve(
     pool.stopping.store(true, Ordering::SeqCst);
     // Workers blocked in accept are woken by connections of the daemon's own (each sees `stopping` and ends; busy
     // ones end after their request), through a second name of the socket, so that the public one goes now.
-    let wake = socket.with_file_name(format!(".{SOCKET_NAME}.stopping"));
+    let name = socket
+        .file_name()
+        .map_or_else(|| SOCKET_NAME.into(), |n| n.to_string_lossy().into_owned());
+    let wake = socket.with_file_name(format!(".{name}.stopping"));
     let _ = std::fs::remove_file(&wake);
     let wake = match std::fs::hard_link(&socket, &wake) {
         Ok(()) => wake,
@@ -206,9 +212,30 @@ fn wake_one(socket: &std::path::Path) {
     }
 }
 
-/// The worker threads and what they share.
-struct Pool {
-    listener: std::os::unix::net::UnixListener,
+/// What a socket speaks: how a worker reads, runs and answers the request of a caller it accepted, and how it answers
+/// one it does not run. [`PLEXUS`] for `plexus.sock`; `crate::multus_api::MULTUS` for `multus.sock`.
+#[derive(Clone, Copy)]
+pub struct Protocol {
+    /// Reads one request, runs it (through [`Runner`]) and answers it.
+    pub(crate) handle: fn(std::os::unix::net::UnixStream, &Runner<'_>),
+    /// The reply to a request that is not run, after reading the request from `reader` (briefly); `None`: no reply
+    /// (nothing was sent: the daemon's own wake-up connections).
+    pub(crate) refusal: fn(&mut UntilDeadline<'_>, &CniError, Refusal) -> Option<Vec<u8>>,
+}
+
+/// The `plexus` shim's protocol (`plexus_cni::shim`).
+pub const PLEXUS: Protocol = Protocol {
+    handle,
+    refusal: |reader, error, why| match (read_request(reader), why) {
+        // The daemon's own wake-up connections send nothing and get nothing.
+        (Err(_), Refusal::Stopping) => None,
+        _ => Some(encode_reply(false, &error.to_json())),
+    },
+};
+
+/// What the sockets' worker pools share: the config, the source, the metrics, one order per sandbox and the bound on
+/// the workers.
+pub struct Shared {
     /// The config as started: the daemon's own keys.
     config: Arc<DaemonConfig>,
     /// The config the requests run with (read again when the file changes).
@@ -216,28 +243,54 @@ struct Pool {
     provider: CacheProvider,
     metrics: Arc<Metrics>,
     sandboxes: SandboxOrder,
+    /// Workers started, all sockets together.
+    workers: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(config: Arc<DaemonConfig>, provider: CacheProvider, metrics: Arc<Metrics>) -> Self {
+        Self {
+            file: ConfigFile::new(config.clone()),
+            config,
+            provider,
+            metrics,
+            sandboxes: SandboxOrder::default(),
+            workers: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The worker threads of one socket.
+struct Pool {
+    listener: std::os::unix::net::UnixListener,
+    protocol: Protocol,
+    shared: Arc<Shared>,
     /// Workers waiting in `accept`.
     idle: AtomicUsize,
-    /// Workers started.
+    /// Workers started for this socket.
     workers: AtomicUsize,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Pool {
-    /// Starts one more worker unless there are `maxConcurrentDelegates` already.
+    /// Starts one more worker unless there are `maxConcurrentDelegates` already (all sockets together), or the
+    /// first one of this socket.
     fn grow(pool: &Arc<Self>) {
-        let max = pool.config.max_concurrent;
+        let max = pool.shared.config.max_concurrent;
+        let first = pool.workers.load(Ordering::SeqCst) == 0;
         if pool.stopping.load(Ordering::SeqCst)
             || pool
+                .shared
                 .workers
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < max).then_some(n + 1)
+                    (n < max || first).then_some(n + 1)
                 })
                 .is_err()
         {
             return;
         }
+        pool.workers.fetch_add(1, Ordering::SeqCst);
         let worker = pool.clone();
         match std::thread::Builder::new()
             .name("plexus-request".into())
@@ -250,6 +303,7 @@ impl Pool {
                 .push(thread),
             Err(e) => {
                 pool.workers.fetch_sub(1, Ordering::SeqCst);
+                pool.shared.workers.fetch_sub(1, Ordering::SeqCst);
                 error!(error = %e, "cannot start a request thread");
             }
         }
@@ -258,6 +312,7 @@ impl Pool {
     fn work(self: Arc<Self>) {
         self.serve_until_stopped();
         self.workers.fetch_sub(1, Ordering::SeqCst);
+        self.shared.workers.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn serve_until_stopped(self: &Arc<Self>) {
@@ -278,65 +333,73 @@ impl Pool {
             if self.stopping.load(Ordering::SeqCst) {
                 // A caller that came in as the daemon stops: code 11, nothing ran (the daemon's own wake-up
                 // connections send nothing and get nothing).
-                if read_request(&mut UntilDeadline {
-                    stream: &stream,
-                    deadline: Instant::now() + REFUSED_READ_DEADLINE,
-                })
-                .is_ok()
-                {
-                    let e = CniError::new(
-                        ErrorCode::TryAgainLater,
-                        "the plexus daemon is stopping; it did not run this request",
-                    );
-                    let _ = stream.write_all(&encode_reply(false, &e.to_json()));
-                }
+                let e = CniError::new(
+                    ErrorCode::TryAgainLater,
+                    "the plexus daemon is stopping; it did not run this request",
+                );
+                self.refuse(&mut stream, &e, Refusal::Stopping);
                 return;
             }
             // Keep one worker waiting for the next caller while this one works.
             if idle == 0 {
                 Self::grow(self);
             }
-            let refused = match caller(&stream, self.config.socket_group) {
-                Ok(c) if allowed(&c, self.config.socket_group) => None,
+            let group = self.shared.config.socket_group;
+            let refused = match caller(&stream, group) {
+                Ok(c) if allowed(&c, group) => None,
                 Ok(c) => Some(format!(
                     "uid {} gid {} (groups {:?}) may not use the plexus daemon socket (root{} only)",
                     c.uid,
                     c.gid,
                     c.groups,
-                    self.config
-                        .socket_group
-                        .map(|g| format!(" and group {g}"))
-                        .unwrap_or_default()
+                    group.map(|g| format!(" and group {g}")).unwrap_or_default()
                 )),
                 Err(e) => Some(format!("the caller can't be identified: {e}")),
             };
             if let Some(why) = refused {
                 warn!(reason = %why, "caller refused");
-                // Read the request first: closing with it unread would reset the connection before the caller
-                // reads why. Briefly: a refused caller must not hold a worker.
-                let _ = read_request(&mut UntilDeadline {
-                    stream: &stream,
-                    deadline: Instant::now() + REFUSED_READ_DEADLINE,
-                });
                 let e = CniError::new(ErrorCode::InvalidEnvironment, why);
-                let _ = stream.write_all(&encode_reply(false, &e.to_json()));
+                self.refuse(&mut stream, &e, Refusal::Caller);
                 continue;
             }
-            let (config, reload) = self.file.current();
+            let shared = &self.shared;
+            let (config, reload) = shared.file.current();
             match reload {
-                Some(Reload::Applied) => self.metrics.config_reload("applied"),
-                Some(Reload::Failed(_)) => self.metrics.config_reload("failed"),
+                Some(Reload::Applied) => shared.metrics.config_reload("applied"),
+                Some(Reload::Failed(_)) => shared.metrics.config_reload("failed"),
                 None => {}
             }
-            handle(
-                stream,
-                &config,
-                &self.provider,
-                &self.metrics,
-                &self.sandboxes,
-            );
+            let runner = Runner {
+                config: &config,
+                provider: &shared.provider,
+                metrics: &shared.metrics,
+                sandboxes: &shared.sandboxes,
+            };
+            (self.protocol.handle)(stream, &runner);
         }
     }
+
+    /// Answers a request that is not run with `error`, in the socket's protocol. The request is read first (briefly:
+    /// a refused caller must not hold a worker), since closing with it unread would reset the connection before the
+    /// caller reads why.
+    fn refuse(&self, stream: &mut std::os::unix::net::UnixStream, error: &CniError, why: Refusal) {
+        let mut reader = UntilDeadline {
+            stream: &*stream,
+            deadline: Instant::now() + REFUSED_READ_DEADLINE,
+        };
+        if let Some(reply) = (self.protocol.refusal)(&mut reader, error, why) {
+            let _ = stream.write_all(&reply);
+        }
+    }
+}
+
+/// Why a request is not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The daemon is stopping.
+    Stopping,
+    /// The caller may not use the socket.
+    Caller,
 }
 
 /// Who is at the other end of a connection, as the kernel recorded it when it connected.
@@ -409,7 +472,7 @@ fn allowed(caller: &Caller, group: Option<u32>) -> bool {
 /// Code 4 when `netns` (a request's `CNI_NETNS`) is the network namespace of the daemon or of PID 1, the node's
 /// own: a caller of the socket never makes the daemon's delegates add or delete interfaces, addresses or routes of
 /// the node itself. Another path (a pod's namespace, or one that does not exist) is left to the request.
-fn node_netns(netns: &str) -> Option<CniError> {
+pub(crate) fn node_netns(netns: &str) -> Option<CniError> {
     use std::os::unix::fs::MetadataExt;
     if netns.is_empty() {
         return None;
@@ -430,7 +493,7 @@ fn node_netns(netns: &str) -> Option<CniError> {
 }
 
 /// The `command` label of a request: one of the CNI commands, or `other` for whatever else a caller sends.
-fn command_label(command: &str) -> &'static str {
+pub(crate) fn command_label(command: &str) -> &'static str {
     CniCommand::parse(command).map_or("other", CniCommand::as_str)
 }
 
@@ -447,10 +510,10 @@ fn code_label(code: u32) -> String {
 /// duration: with the check that the shim still waits ([`plexus_cni::shim::Request::abandoned`]), an ADD whose shim
 /// gave up either runs to its end before the runtime's following DEL, or does not run at all.
 #[derive(Default)]
-struct SandboxOrder(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+pub(crate) struct SandboxOrder(Mutex<HashMap<String, Arc<Mutex<()>>>>);
 
 impl SandboxOrder {
-    fn run<T>(&self, key: String, request: impl FnOnce() -> T) -> T {
+    pub(crate) fn run<T>(&self, key: String, request: impl FnOnce() -> T) -> T {
         let lock = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key.clone()).or_default().clone()
@@ -468,18 +531,99 @@ impl SandboxOrder {
     }
 }
 
-/// Runs one request and answers it.
-fn handle(
-    mut stream: std::os::unix::net::UnixStream,
-    config: &DaemonConfig,
-    provider: &CacheProvider,
-    metrics: &Metrics,
-    sandboxes: &SandboxOrder,
-) {
-    let started = Instant::now();
+/// What a worker runs a request with: the config of the moment and what the workers share.
+pub(crate) struct Runner<'a> {
+    pub(crate) config: &'a DaemonConfig,
+    pub(crate) provider: &'a CacheProvider,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) sandboxes: &'a SandboxOrder,
+}
+
+/// What a CNI request ends with: what `plexus` would print, or its CNI error.
+pub(crate) type Outcome = Result<Option<String>, CniError>;
+
+impl Runner<'_> {
+    /// Runs one CNI request (`env`, the stdin config `stdin`) as the daemon runs every request, whichever socket it
+    /// came in on: with the daemon's config ([`DaemonConfig::request_config`]: the caller chooses no directory,
+    /// binary or delegate), the node's own network namespace refused, one request at a time per sandbox, not started
+    /// once `deadline` (when the caller stops waiting) has passed, by `plexus_cni::run_until`; then `reply` answers
+    /// the caller, and the request is counted.
+    pub(crate) fn cni_request(
+        &self,
+        env: &BTreeMap<String, String>,
+        stdin: &[u8],
+        deadline: Instant,
+        reply: impl FnOnce(&Outcome),
+    ) {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let var = |k: &str| env.get(k).map(String::as_str).unwrap_or_default();
+        let command = command_label(var("CNI_COMMAND"));
+        let stdin = self.config.request_config(stdin);
+        let sandbox = format!("{}/{}", var("CNI_CONTAINERID"), var("CNI_IFNAME"));
+        let outcome = self.sandboxes.run(sandbox, || {
+            if let Some(refused) = node_netns(var("CNI_NETNS")) {
+                warn!(command = %command, netns = var("CNI_NETNS"), "refused: the node's own network namespace");
+                return Err(refused);
+            }
+            if Instant::now() >= deadline {
+                warn!(command = %command, container = var("CNI_CONTAINERID"), "the caller stopped waiting before this request started: not run");
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    "the plexus daemon got to this request after its caller stopped waiting; it was not run",
+                ));
+            }
+            plexus_cni::guard(|| {
+                plexus_cni::run_until(
+                    self.provider,
+                    Logging::Installed,
+                    // The caller's CNI_PATH is not used: delegates are found in the file's binDir only.
+                    |k| (k != "CNI_PATH").then(|| env.get(k).cloned()).flatten(),
+                    &stdin,
+                    Some(deadline),
+                )
+            })
+        });
+        reply(&outcome);
+        self.counted(command, &outcome, started);
+    }
+
+    /// Counts a request that ended with `outcome` (in flight until now).
+    pub(crate) fn counted<T>(
+        &self,
+        command: &'static str,
+        outcome: &Result<T, CniError>,
+        started: Instant,
+    ) {
+        let labels = match outcome {
+            Ok(_) => OutcomeLabels {
+                command: command.into(),
+                outcome: "success",
+                code: "0".into(),
+            },
+            Err(e) => OutcomeLabels {
+                command: command.into(),
+                outcome: "error",
+                code: code_label(e.code),
+            },
+        };
+        self.metrics.in_flight.dec();
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .request_duration
+            .get_or_create(&CommandLabels {
+                command: command.into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.provider.after_reply();
+    }
+}
+
+/// Reads one request of the shim's, runs it and answers it.
+fn handle(mut stream: std::os::unix::net::UnixStream, runner: &Runner<'_>) {
     let request = match read_request(&mut UntilDeadline {
         stream: &stream,
-        deadline: started + REQUEST_READ_DEADLINE,
+        deadline: Instant::now() + REQUEST_READ_DEADLINE,
     }) {
         Ok(r) => r,
         Err(e) => {
@@ -489,71 +633,22 @@ fn handle(
             return;
         }
     };
-    metrics.in_flight.inc();
-    let command = command_label(
-        request
-            .env
-            .get("CNI_COMMAND")
-            .map(String::as_str)
-            .unwrap_or_default(),
+    // The shim's deadline: a request it gave up on before it started does not start.
+    runner.cni_request(
+        &request.env,
+        &request.stdin,
+        request.deadline(),
+        |outcome| {
+            let reply = match outcome {
+                Ok(output) => encode_reply(true, output.as_deref().unwrap_or_default()),
+                Err(e) => encode_reply(false, &e.to_json()),
+            };
+            if let Err(e) = stream.write_all(&reply) {
+                warn!(error = %e, "the caller left before the reply");
+            }
+            drop(stream);
+        },
     );
-    let stdin = config.request_config(&request.stdin);
-    let var = |k: &str| request.env.get(k).map(String::as_str).unwrap_or_default();
-    let sandbox = format!("{}/{}", var("CNI_CONTAINERID"), var("CNI_IFNAME"));
-    let outcome = sandboxes.run(sandbox, || {
-        if let Some(refused) = node_netns(var("CNI_NETNS")) {
-            warn!(command = %command, netns = var("CNI_NETNS"), "refused: the node's own network namespace");
-            return Err(refused);
-        }
-        if request.abandoned() {
-            warn!(command = %command, container = var("CNI_CONTAINERID"), "the shim stopped waiting before this request started: not run");
-            return Err(CniError::new(
-                ErrorCode::TryAgainLater,
-                "the plexus daemon got to this request after the shim stopped waiting; it was not run",
-            ));
-        }
-        plexus_cni::guard(|| {
-            plexus_cni::run_until(
-                provider,
-                Logging::Installed,
-                // The caller's CNI_PATH is not used: delegates are found in the file's binDir only.
-                |k| (k != "CNI_PATH").then(|| request.env.get(k).cloned()).flatten(),
-                &stdin,
-                Some(request.deadline()),
-            )
-        })
-    });
-    let (reply, labels) = match outcome {
-        Ok(output) => (
-            encode_reply(true, output.as_deref().unwrap_or_default()),
-            OutcomeLabels {
-                command: command.into(),
-                outcome: "success",
-                code: "0".into(),
-            },
-        ),
-        Err(e) => (
-            encode_reply(false, &e.to_json()),
-            OutcomeLabels {
-                command: command.into(),
-                outcome: "error",
-                code: code_label(e.code),
-            },
-        ),
-    };
-    if let Err(e) = stream.write_all(&reply) {
-        warn!(error = %e, command = %command, "the caller left before the reply");
-    }
-    drop(stream);
-    metrics.in_flight.dec();
-    metrics.requests.get_or_create(&labels).inc();
-    metrics
-        .request_duration
-        .get_or_create(&CommandLabels {
-            command: command.into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    provider.after_reply();
 }
 
 #[cfg(test)]
@@ -593,34 +688,28 @@ mod tests {
     #[test]
     fn the_socket_directory_is_made_0750_and_a_link_or_a_writable_one_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = |socket_dir: &std::path::Path| {
-            let mut c = DaemonConfig::parse(b"{}", Some("n".into())).unwrap();
-            c.socket_dir = socket_dir.to_owned();
-            c.socket_group = Some(4243);
-            c
-        };
         let made = dir.path().join("a/run");
-        socket_dir(&config(&made)).unwrap();
+        socket_dir(&made, Some(4243)).unwrap();
         let meta = std::fs::symlink_metadata(&made).unwrap();
         assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4243));
         // Made again by the next start: accepted as it is.
-        socket_dir(&config(&made)).unwrap();
+        socket_dir(&made, Some(4243)).unwrap();
 
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&made, &link).unwrap();
-        let e = socket_dir(&config(&link)).unwrap_err().to_string();
+        let e = socket_dir(&link, Some(4243)).unwrap_err().to_string();
         assert!(e.contains("not a directory"), "{e}");
 
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let e = socket_dir(&config(&open)).unwrap_err().to_string();
+        let e = socket_dir(&open, Some(4243)).unwrap_err().to_string();
         assert!(e.contains("lets its group or others write"), "{e}");
 
         let theirs = dir.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
-        let e = socket_dir(&config(&theirs)).unwrap_err().to_string();
+        let e = socket_dir(&theirs, Some(4243)).unwrap_err().to_string();
         assert!(e.contains("owned by uid 65534"), "{e}");
     }
 

@@ -7,7 +7,7 @@
 //!   too).
 //! * [`injection`] — the mutating webhook's resource injection for one pod (the patch is `plexus_api`'s).
 //! * [`webhook`] — the HTTPS endpoints (`POST /validate`, `POST /mutate`) the API server calls, with their limits;
-//!   [`tls`] reloads its certificate; [`connection`] closes connections that stall.
+//!   [`tls`] reloads its certificate; `plexus_serve::connection` closes connections that stall.
 //! * [`reconcile`] — NAD status, the pod condition `k8s.cni.cncf.io/NetworksReady`, Events; [`index`] tracks which
 //!   pods use which NAD.
 //! * [`leader`] — Lease-based leader election: only the leader reconciles; every replica serves the webhook.
@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod connection;
 pub mod index;
 pub mod injection;
 pub mod leader;

@@ -127,6 +127,26 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// docs/operations.md's metrics reference holds one row for each metric, with the HELP text the code exports.
+    #[test]
+    fn the_operations_doc_lists_every_metric_with_its_help() {
+        let metrics = Metrics::new();
+        // A family is printed once it has a series: one each.
+        let review = ReviewLabels {
+            kind: "pod",
+            outcome: "allowed",
+        };
+        let _ = metrics.webhook_requests.get_or_create(&review);
+        let _ = metrics.webhook_duration.get_or_create(&review);
+        let controller = ControllerLabels { controller: "nad" };
+        let _ = metrics.reconciles.get_or_create(&controller);
+        let _ = metrics.reconcile_errors.get_or_create(&controller);
+        let _ = metrics
+            .networks_changed_under_pods
+            .get_or_create(&ChangeLabels { change: "deleted" });
+        plexus_tests::metrics_reference::assert_documented(&metrics.encode());
+    }
+
     #[test]
     fn encodes_families_with_labels() {
         let m = Metrics::new();

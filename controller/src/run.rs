@@ -27,12 +27,12 @@ use plexus_api::nad::NetworkAttachmentDefinition;
 use tokio::sync::watch;
 
 use crate::admission::{LookupError, NadLookup};
-use crate::connection::IdleLimitAcceptor;
 use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 pub use crate::rule_args::RuleArgs;
 use crate::webhook::{Limits, WebhookState, router};
+use plexus_serve::connection::IdleLimitAcceptor;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -325,7 +325,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // loopback address) a response is several TLS records, and with Nagle's algorithm the later ones wait for the
     // API server's ACK of the first. Measured with `scripts/bench controller` (e2e/benches/controller.rs) on a loaded
     // machine, reviews over one HTTP/2 connection at concurrency 16: p99 9.7 ms without it.
-    // Below TLS, each connection is closed after `idle` without a byte either way (connection.rs); the handshake and,
+    // Below TLS, each connection is closed after `idle` without a byte either way (plexus_serve::connection); the handshake and,
     // for HTTP/1.1, a request's headers have timeouts of their own.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
         .handshake_timeout(limits.handshake)

@@ -6,7 +6,7 @@
 //! Anyone who reaches the port can send requests, so each one is bounded ([`Limits`]): at most `max_concurrent`
 //! reviews are decided at once (more wait for a turn), and a request that is not answered within `request_timeout`
 //! (reading its body, waiting for a turn and deciding, together) gets `503 Service Unavailable`, on which the API
-//! server applies the webhook's failurePolicy. The connections are bounded too (`connection.rs`).
+//! server applies the webhook's failurePolicy. The connections are bounded too (`plexus_serve::connection`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -19,13 +19,15 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 32;
 pub const MULTUS_SOCKET_NAME: &str = "multus.sock";
 
 /// The daemon's own keys, removed before the rest is used as a plugin config.
-const DAEMON_KEYS: [&str; 6] = [
+const DAEMON_KEYS: [&str; 8] = [
     "daemonSocketDir",
     "nodeName",
     "metricsAddress",
     "maxConcurrentDelegates",
     "socketGroup",
     "multusApiSocketDir",
+    "secureMetricsAddress",
+    "runtimeConfDir",
 ];
 /// Keys of a request's stdin config that belong to that request (the runtime's conf file and what the runtime adds
 /// per call), besides every `cni.dev/` key (GC's attachments): the only keys a request's config takes from its
@@ -64,6 +66,12 @@ pub struct DaemonConfig {
     pub socket_group: Option<u32>,
     /// Where Multus thick's HTTP API is served too (`multus.sock` in it), when set (`crate::multus_api`).
     pub multus_api_socket_dir: Option<PathBuf>,
+    /// Where `/metrics` is also served to scrapers off the node, over TLS and only to a bearer token the API server
+    /// authorizes for it (`crate::secure_metrics`), when set.
+    pub secure_metrics_address: Option<SocketAddr>,
+    /// The container runtime's CNI conf dir, when set: `plexus_daemon_runtime_conf` says whether the conf the runtime
+    /// uses there is Plexus's.
+    pub runtime_conf_dir: Option<PathBuf>,
     /// The plugin keys of the file: each request's config (see [`DaemonConfig::request_config`]).
     pub plugin_keys: Map<String, Value>,
     /// The same keys, validated with the plugin's rules.
@@ -147,6 +155,24 @@ impl DaemonConfig {
                 dir.display().to_string()
             ));
         }
+        let secure_metrics_address = match text_key(&keys, "secureMetricsAddress")? {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(s.parse().map_err(|e| {
+                format!("secureMetricsAddress {s:?} is not an address like 0.0.0.0:9466: {e}")
+            })?),
+        };
+        let runtime_conf_dir = text_key(&keys, "runtimeConfDir")?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if let Some(dir) = &runtime_conf_dir
+            && !dir.is_absolute()
+        {
+            return Err(format!(
+                "runtimeConfDir {:?} must be an absolute path",
+                dir.display().to_string()
+            ));
+        }
         for key in DAEMON_KEYS {
             keys.remove(key);
         }
@@ -159,6 +185,8 @@ impl DaemonConfig {
             max_concurrent,
             socket_group,
             multus_api_socket_dir,
+            secure_metrics_address,
+            runtime_conf_dir,
             plugin_keys: keys,
             plugin,
             source: None,
@@ -213,6 +241,8 @@ impl DaemonConfig {
             self.max_concurrent,
             self.socket_group,
             &self.multus_api_socket_dir,
+            self.secure_metrics_address,
+            &self.runtime_conf_dir,
         ) != (
             &other.socket_dir,
             &other.node_name,
@@ -220,6 +250,8 @@ impl DaemonConfig {
             other.max_concurrent,
             other.socket_group,
             &other.multus_api_socket_dir,
+            other.secure_metrics_address,
+            &other.runtime_conf_dir,
         )
     }
 }
@@ -290,6 +322,9 @@ impl ConfigFile {
                 new.metrics_address = old.metrics_address;
                 new.max_concurrent = old.max_concurrent;
                 new.socket_group = old.socket_group;
+                new.multus_api_socket_dir = old.multus_api_socket_dir.clone();
+                new.secure_metrics_address = old.secure_metrics_address;
+                new.runtime_conf_dir = old.runtime_conf_dir.clone();
                 tracing::info!(file = %path.display(), "config file changed: its plugin keys apply from now on");
                 current.1 = Arc::new(new);
                 Reload::Applied
@@ -316,9 +351,12 @@ mod tests {
         assert_eq!(c.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.max_concurrent, DEFAULT_MAX_CONCURRENT);
         assert_eq!(c.multus_socket_path(), None, "Multus's API is opt-in");
+        assert_eq!(c.secure_metrics_address, None, "secure metrics are opt-in");
+        assert_eq!(c.runtime_conf_dir, None);
         let c = DaemonConfig::parse(
             br#"{"nodeName":"n","metricsAddress":"","daemonSocketDir":"/x","maxConcurrentDelegates":4,
-                 "socketGroup":7,"logLevel":"debug","multusApiSocketDir":"/run/multus"}"#,
+                 "socketGroup":7,"logLevel":"debug","multusApiSocketDir":"/run/multus",
+                 "secureMetricsAddress":"0.0.0.0:9466","runtimeConfDir":"/etc/cni/net.d"}"#,
             None,
         )
         .unwrap();
@@ -329,6 +367,14 @@ mod tests {
             Some(Path::new("/run/multus/multus.sock"))
         );
         assert_eq!((c.max_concurrent, c.socket_group), (4, Some(7)));
+        assert_eq!(
+            c.secure_metrics_address,
+            Some("0.0.0.0:9466".parse().unwrap())
+        );
+        assert_eq!(
+            c.runtime_conf_dir.as_deref(),
+            Some(Path::new("/etc/cni/net.d"))
+        );
         assert_eq!(c.plugin.log.level, "debug");
         assert!(
             c.plugin.ignored_keys.is_empty(),
@@ -348,6 +394,8 @@ mod tests {
         );
         assert!(bad(r#"{"metricsAddress":"nowhere"}"#).contains("metricsAddress"));
         assert!(bad(r#"{"maxConcurrentDelegates":0}"#).contains("maxConcurrentDelegates"));
+        assert!(bad(r#"{"secureMetricsAddress":"all"}"#).contains("secureMetricsAddress"));
+        assert!(bad(r#"{"runtimeConfDir":"net.d"}"#).contains("runtimeConfDir"));
         assert!(bad(r#"{"socketGroup":"wheel"}"#).contains("socketGroup"));
         assert!(bad(r#"{"logLevel":"loud"}"#).contains("logLevel"));
         assert!(bad(r#"{"daemonSocketDir":"run/plexus"}"#).contains("daemonSocketDir"));

@@ -14,7 +14,8 @@
 //! - [`multus_api`]: Multus thick's HTTP API on a second socket (`multusApiSocketDir`), for multus-shim and
 //!   multus-dynamic-networks-controller;
 //! - [`hotplug`]: networks added to and removed from running pods when their annotation changes;
-//! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`;
+//! - [`secure_metrics`]: `/metrics` over HTTPS for scrapers off the node, to tokens the API server authorizes.
 
 // Denied, not forbidden: `server::peer_groups` allows it for one getsockopt (SO_PEERGROUPS).
 #![deny(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod direct;
 pub mod hotplug;
 pub mod metrics;
 pub mod multus_api;
+pub mod secure_metrics;
 pub mod server;
 
 use std::sync::Arc;
@@ -83,7 +85,25 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let metrics = Metrics::new();
     plexus_cni::logging::init_with(&config.plugin.log, Some(PhaseTimer::layer(metrics.clone())));
+    metrics.watch_node(metrics::NodePaths {
+        records: config.plugin.cni_dir.clone(),
+        runtime_conf: config.runtime_conf_dir.clone(),
+    });
     let kube_config = client_config(&config).await?;
+    let secure_metrics = match config.secure_metrics_address {
+        Some(address) => {
+            let listener = secure_metrics::Listener::bind(address, &config.node_name)
+                .await
+                .map_err(|e| StartError::Metrics {
+                    address: address.to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            let client = kube::Client::try_from(kube_config.clone())
+                .map_err(|e| StartError::Client(e.to_string()))?;
+            Some((listener, client))
+        }
+        None => None,
+    };
     let api = cache::ApiThread::start(kube_config).map_err(StartError::Client)?;
     let (pod_changes, changed_pods) = std::sync::mpsc::channel();
     let (caches, events) = Caches::start(
@@ -120,6 +140,13 @@ pub async fn run(
         }
         None => None,
     };
+    let (stop_secure, secure_stopped) = tokio::sync::oneshot::channel::<()>();
+    let secure_metrics = secure_metrics.map(|(listener, client)| {
+        info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "secure metrics");
+        tokio::spawn(listener.serve(metrics.clone(), client, async {
+            let _ = secure_stopped.await;
+        }))
+    });
     let listener = server::bind(&config)?;
     let socket = config.socket_path();
     info!(socket = %socket.display(), node = %config.node_name, "serving");
@@ -150,7 +177,11 @@ pub async fn run(
     }
     events.flush(Duration::from_secs(10)).await;
     let _ = stop_metrics.send(());
+    let _ = stop_secure.send(());
     if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    if let Some(server) = secure_metrics {
         let _ = server.await;
     }
     info!("stopped");

@@ -2,8 +2,9 @@
 //! phase spans (`plexus_cni::PHASE_SPANS`), and the HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -83,6 +84,21 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `plexus`, `other` or `none` (`plexus_cni::install::RuntimeConf`).
+    pub state: &'static str,
+}
+
+/// The node's paths that the scrape-time gauges look at.
+#[derive(Debug, Clone)]
+pub struct NodePaths {
+    /// Plexus's records (`cniDir`).
+    pub records: PathBuf,
+    /// The runtime's CNI conf dir (`runtimeConfDir`), when set.
+    pub runtime_conf: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// Events: `sent` or `failed` (not accepted by the API server, or dropped because the queue was full).
     /// Thread connections: `made` (after a reply), `failed` (could not be made), `broken` (a PATCH on it got no
@@ -110,6 +126,10 @@ pub struct Metrics {
     pub cached: Family<KindLabels, Gauge>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
+    ready_gauge: Gauge,
+    records: Gauge,
+    runtime_conf: Family<StateLabels, Gauge>,
+    node: OnceLock<NodePaths>,
 }
 
 impl Metrics {
@@ -155,6 +175,26 @@ impl Metrics {
             thread_connections.clone(),
         );
         let in_flight = Gauge::default();
+        let ready_gauge = Gauge::default();
+        let records = Gauge::default();
+        let runtime_conf = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "ready",
+            "1 once the watch caches have synced (the daemon answers /readyz), else 0",
+            ready_gauge.clone(),
+        );
+        registry.register(
+            "records",
+            "Records on the node (one for each sandbox and network it attached): far more than the node's pods means \
+             DELs or GC are not removing them",
+            records.clone(),
+        );
+        registry.register(
+            "runtime_conf",
+            "1 for what the container runtime's CNI conf dir (runtimeConfDir) holds first: plexus (Plexus's conf), \
+             other (pods would skip Plexus) or none; absent without runtimeConfDir",
+            runtime_conf.clone(),
+        );
         registry.register(
             "cached_objects",
             "Objects in the watch caches: this node's pods, all NADs",
@@ -205,7 +245,35 @@ impl Metrics {
             cached,
             in_flight,
             ready: AtomicBool::new(false),
+            ready_gauge,
+            records,
+            runtime_conf,
+            node: OnceLock::new(),
         })
+    }
+
+    /// The paths the node's gauges (`records`, `runtime_conf`) are read from at each scrape; set once.
+    pub fn watch_node(&self, paths: NodePaths) {
+        let _ = self.node.set(paths);
+    }
+
+    /// Reads the gauges that are looked up rather than counted: readiness, the records dir and the runtime's conf.
+    fn refresh(&self) {
+        self.ready_gauge
+            .set(i64::from(self.ready.load(Ordering::Relaxed)));
+        let Some(node) = self.node.get() else { return };
+        let records = plexus_cni::record::RecordStore::count_all(&node.records);
+        self.records.set(i64::try_from(records).unwrap_or(i64::MAX));
+        if let Some(dir) = &node.runtime_conf {
+            let now = plexus_cni::install::RuntimeConf::of(dir);
+            for state in plexus_cni::install::RuntimeConf::ALL {
+                self.runtime_conf
+                    .get_or_create(&StateLabels {
+                        state: state.label(),
+                    })
+                    .set(i64::from(state == now));
+            }
+        }
     }
 
     pub fn cache(&self, kind: &'static str, hit: bool) {
@@ -249,6 +317,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        self.refresh();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
@@ -400,6 +469,72 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/operations.md's metrics reference holds one row for each metric, with the HELP text the code exports.
+    #[test]
+    fn the_operations_doc_lists_every_metric_with_its_help() {
+        let metrics = Metrics::new();
+        // A family is printed once it has a series: one each.
+        let _ = metrics.requests.get_or_create(&OutcomeLabels {
+            command: "ADD".into(),
+            outcome: "success",
+            code: "0".into(),
+        });
+        let _ = metrics.request_duration.get_or_create(&CommandLabels {
+            command: "ADD".into(),
+        });
+        let _ = metrics.phase_duration.get_or_create(&PhaseLabels {
+            phase: "lookup",
+            plugin: String::new(),
+            command: "ADD".into(),
+        });
+        metrics.cache("pod", true);
+        metrics.events("sent", 1);
+        metrics.status_write("thread");
+        metrics.thread_connection("made");
+        metrics.config_reload("applied");
+        metrics.hotplug("changed");
+        let _ = metrics.cached.get_or_create(&KindLabels { kind: "pod" });
+        let _ = metrics
+            .runtime_conf
+            .get_or_create(&StateLabels { state: "plexus" });
+        plexus_tests::metrics_reference::assert_documented(&metrics.encode());
+    }
+
+    #[test]
+    fn the_node_gauges_are_read_at_each_scrape() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(text.contains("plexus_daemon_ready 0\n"), "{text}");
+        assert!(!text.contains("plexus_daemon_runtime_conf{"), "{text}");
+        let records = tempfile::tempdir().unwrap();
+        let conf = tempfile::tempdir().unwrap();
+        metrics.watch_node(NodePaths {
+            records: records.path().to_owned(),
+            runtime_conf: Some(conf.path().to_owned()),
+        });
+        let text = metrics.encode();
+        assert!(text.contains("plexus_daemon_records 0\n"), "{text}");
+        assert!(
+            text.contains("plexus_daemon_runtime_conf{state=\"none\"} 1\n"),
+            "{text}"
+        );
+        std::fs::write(records.path().join("pods~c1-eth0.json"), "{}").unwrap();
+        std::fs::write(records.path().join(".pods~c1.lock"), "").unwrap();
+        std::fs::write(conf.path().join("00-plexus.conf"), r#"{"type":"plexus"}"#).unwrap();
+        metrics.ready.store(true, Ordering::Relaxed);
+        let text = metrics.encode();
+        assert!(text.contains("plexus_daemon_ready 1\n"), "{text}");
+        assert!(text.contains("plexus_daemon_records 1\n"), "{text}");
+        assert!(
+            text.contains("plexus_daemon_runtime_conf{state=\"plexus\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("plexus_daemon_runtime_conf{state=\"none\"} 0\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_plugin_label_is_cut_at_a_character_boundary() {

@@ -41,6 +41,8 @@ NODE_APISERVER_PORT=6443
 APISERVER_ENDPOINT_IP=198.18.0.1
 # Pods of this RuntimeClass (= containerd runtime handler) go through the shim to the node's plexus-daemon.
 THICK_RUNTIME_CLASS=plexus-thick
+# The harness daemons' secureMetricsAddress port, on each node's own address (e2e/tests/monitoring.rs scrapes it).
+NODE_SECURE_METRICS_PORT=9466
 NODE_TIMEOUT=${PLEXUS_E2E_NODE_TIMEOUT:-120}
 # Only pods that tolerate this run on the harness nodes (the runtime-playing tests' pods stay Pending as before).
 NODE_TAINT=plexus.e2e/real-node=true:NoSchedule
@@ -207,7 +209,9 @@ plexus_rbac() {
 - {apiGroups: [k8s.cni.cncf.io], resources: [network-attachment-definitions], verbs: [get, list, watch]}
 - {apiGroups: [""], resources: [events], verbs: [create]}
 - {apiGroups: [resource.k8s.io], resources: [resourceslices], verbs: [list, watch]}
-- {apiGroups: [resource.k8s.io], resources: [resourceclaims/status], verbs: [patch]}'
+- {apiGroups: [resource.k8s.io], resources: [resourceclaims/status], verbs: [patch]}
+- {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
+- {apiGroups: [authorization.k8s.io], resources: [subjectaccessreviews], verbs: [create]}'
   kctl apply -f - >/dev/null <<EOF
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass
@@ -317,7 +321,8 @@ EOF
  "clusterNetwork": "$n/cluster-network/10-pods.conflist",
  "binDir": "$n/cni-bin", "cniDir": "/var/lib/cni/plexus", "confDir": "$n/plexus-net.d",
  "logFile": "$n/plexus-daemon.log", "logToStderr": false,
- "daemonSocketDir": "/run/plexus", "metricsAddress": "127.0.0.1:9464"}
+ "daemonSocketDir": "/run/plexus", "metricsAddress": "127.0.0.1:9464",
+ "secureMetricsAddress": "$(node_ip "$k"):$NODE_SECURE_METRICS_PORT", "runtimeConfDir": "$n/cni-conf-thick"}
 EOF
   cat >"$n/cni-conf-thick/00-plexus.conf" <<EOF
 {"cniVersion": "1.1.0", "name": "plexus", "type": "plexus", "daemonSocketDir": "/run/plexus"}
@@ -730,6 +735,14 @@ nodes_env() {
     echo "export PLEXUS_NODE_VALUES"
   fi
   devices_env
+}
+
+# node_stop <k> <daemon>: stops one daemon of node k (node-restart starts it again).
+node_stop() {
+  local k=$1 daemon=$2
+  alive "node$k-holder" || die "no node $k"
+  case $daemon in plexus-daemon | containerd | kubelet) ;; *) usage ;; esac
+  stop_daemon "node$k-$daemon"
 }
 
 # node_restart <k> containerd|kubelet|plexus-daemon|device-plugin|dra-driver: stops the daemon (SIGTERM) and starts

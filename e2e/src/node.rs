@@ -168,17 +168,26 @@ impl Nodes {
             .collect()
     }
 
-    /// `e2e/cluster node-restart <k> <daemon>` for node `i`.
+    /// `e2e/cluster node-restart <k> <daemon>` for node `i` (also starts a stopped one).
     pub fn restart(&self, i: usize, daemon: &str) {
+        self.cluster("node-restart", i, daemon);
+    }
+
+    /// `e2e/cluster node-stop <k> <daemon>` for node `i`.
+    pub fn stop(&self, i: usize, daemon: &str) {
+        self.cluster("node-stop", i, daemon);
+    }
+
+    fn cluster(&self, command: &str, i: usize, daemon: &str) {
         let state = self.dir.parent().expect("nodes dir has a parent");
         let status = Command::new(crate::repo().join("e2e/cluster"))
-            .args(["node-restart", &(i + 1).to_string(), daemon])
+            .args([command, &(i + 1).to_string(), daemon])
             .env("PLEXUS_E2E_STATE", state)
             .status()
             .expect("run e2e/cluster");
         assert!(
             status.success(),
-            "e2e/cluster node-restart {} {daemon} failed",
+            "e2e/cluster {command} {} {daemon} failed",
             i + 1
         );
     }

@@ -160,6 +160,11 @@ pub struct RecordStore {
 /// Separates the network name from the sandbox in a record's file name; no network name or container id holds it.
 const NETWORK_SEPARATOR: char = '~';
 
+/// A record's file name (lock files and temporary files start with a dot).
+fn is_record_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(".json")
+}
+
 /// A held lock on one sandbox's records. Released on drop.
 pub struct SandboxLock {
     _lock: Flock<File>,
@@ -412,6 +417,19 @@ impl RecordStore {
         Ok(())
     }
 
+    /// How many records `dir` holds, of every network (one for each sandbox and network), unread: the node daemon's
+    /// `plexus_daemon_records` gauge.
+    pub fn count_all(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| is_record_name(&e.file_name().to_string_lossy()))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Every record in `dir`, of any network, each with the store it is in (hot-plug: the node daemon finds a pod's
     /// sandbox by its UID). Unreadable ones are left out.
     pub fn list_all(dir: &Path) -> Vec<(RecordStore, Record)> {
@@ -422,7 +440,7 @@ impl RecordStore {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !name.ends_with(".json") {
+                if !is_record_name(&name) {
                     return None;
                 }
                 Some(match name.split_once(NETWORK_SEPARATOR) {
@@ -457,7 +475,7 @@ impl RecordStore {
                 Some((network, _)) => network == self.network,
                 None => self.network.is_empty(),
             };
-            if !ours || name.starts_with('.') || !name.ends_with(".json") {
+            if !ours || !is_record_name(&name) {
                 continue;
             }
             match crate::files::read(&entry.path()).map(|t| serde_json::from_slice::<Record>(&t)) {
@@ -588,6 +606,12 @@ mod tests {
         };
         assert_eq!(ids(&a), ["c1"]);
         assert_eq!(ids(&b), ["c2"]);
+        assert_eq!(
+            RecordStore::count_all(dir.path()),
+            3,
+            "every network's records, not their locks"
+        );
+        assert_eq!(RecordStore::count_all(&dir.path().join("absent")), 0);
         assert_eq!(
             ids(&unnamed),
             ["c3"],

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod doc_citations;
 pub mod doc_examples;
+pub mod metrics_reference;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -30,24 +30,15 @@ fn disqualified(value: &Value) -> Option<String> {
 /// The cluster network: the first file (by name, as libcni orders them) ending in .conf, .conflist or .json that is
 /// not the installer's own, parses, has plugins with types, and is not a meta-plugin (Plexus, Multus).
 pub fn find_primary(conf_dir: &Path) -> Result<Option<Primary>, InstallError> {
-    let mut names: Vec<PathBuf> = match fs::read_dir(conf_dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_file()
-                    && matches!(
-                        p.extension().and_then(|e| e.to_str()),
-                        Some("conf" | "conflist" | "json")
-                    )
-                    && p.file_name().is_some_and(|n| n != CONF_NAME)
-            })
-            .collect(),
+    let names = match conf_files(conf_dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io("list", conf_dir)(e)),
     };
-    names.sort();
-    for path in names {
+    for path in names
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != CONF_NAME))
+    {
         let Ok(text) = fs::read(&path) else { continue };
         let value: Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
@@ -66,6 +57,62 @@ pub fn find_primary(conf_dir: &Path) -> Result<Option<Primary>, InstallError> {
         }));
     }
     Ok(None)
+}
+
+/// The conf dir's files ending in .conf, .conflist or .json, by name: the order libcni (and containerd's go-cni) read
+/// them in.
+fn conf_files(conf_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = fs::read_dir(conf_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// What the container runtime uses from its CNI conf dir: the first conf by name that is JSON (as libcni and
+/// go-cni choose), which is Plexus's, another plugin's, or none at all. The node daemon exports it as
+/// `plexus_daemon_runtime_conf`, so an alert can say that a node's pods no longer go through Plexus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeConf {
+    Plexus,
+    Other,
+    Missing,
+}
+
+impl RuntimeConf {
+    pub const ALL: [Self; 3] = [Self::Plexus, Self::Other, Self::Missing];
+
+    /// The `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Plexus => "plexus",
+            Self::Other => "other",
+            Self::Missing => "none",
+        }
+    }
+
+    /// Looks at `conf_dir` now.
+    pub fn of(conf_dir: &Path) -> Self {
+        for path in conf_files(conf_dir).unwrap_or_default() {
+            let Some(value) = fs::read(&path)
+                .ok()
+                .and_then(|t| serde_json::from_slice::<Value>(&t).ok())
+            else {
+                continue;
+            };
+            let plexus = value["type"] == BINARY_NAME || value["plugins"][0]["type"] == BINARY_NAME;
+            return if plexus { Self::Plexus } else { Self::Other };
+        }
+        Self::Missing
+    }
 }
 
 /// What the written conflist is made of, besides the cluster network.
@@ -337,5 +384,36 @@ mod tests {
             disqualified(&json!({"cniVersion": "0.3.1", "name": "single", "type": "bridge"})),
             None
         );
+    }
+
+    #[test]
+    fn the_runtime_conf_is_the_first_json_file_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
+        assert_eq!(
+            RuntimeConf::of(&dir.path().join("absent")),
+            RuntimeConf::Missing
+        );
+        assert_eq!(RuntimeConf::of(dir.path()), RuntimeConf::Missing);
+        write("README", "not a conf");
+        write("05-broken.conf", "{");
+        assert_eq!(RuntimeConf::of(dir.path()), RuntimeConf::Missing);
+        write("10-pods.conflist", &bridge("pods").to_string());
+        assert_eq!(RuntimeConf::of(dir.path()), RuntimeConf::Other);
+        write(
+            "00-plexus.conflist",
+            r#"{"name":"plexus","plugins":[{"type":"plexus"}]}"#,
+        );
+        assert_eq!(RuntimeConf::of(dir.path()), RuntimeConf::Plexus);
+        write("00-a.conf", r#"{"name":"x","type":"plexus"}"#);
+        assert_eq!(
+            RuntimeConf::of(dir.path()),
+            RuntimeConf::Plexus,
+            "the .conf form"
+        );
+        write("0-other.json", r#"{"name":"x","type":"bridge"}"#);
+        assert_eq!(RuntimeConf::of(dir.path()), RuntimeConf::Other);
+        let labels: Vec<_> = RuntimeConf::ALL.iter().map(|s| s.label()).collect();
+        assert_eq!(labels, ["plexus", "other", "none"]);
     }
 }

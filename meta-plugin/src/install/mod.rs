@@ -196,7 +196,9 @@ mod credentials;
 mod lifecycle;
 
 pub use binary::{install_binary, write_atomically, write_if_changed};
-pub use conf::{ConfSettings, Primary, find_primary, plexus_conflist, read_plugin_config};
+pub use conf::{
+    ConfSettings, Primary, RuntimeConf, find_primary, plexus_conflist, read_plugin_config,
+};
 pub use credentials::ServiceAccount;
 pub use lifecycle::{Installer, Pass, cleanup, main};
 

@@ -51,8 +51,7 @@ fn pod(ns: &str, name: &str, networks: Option<&str>) -> Value {
     pod
 }
 
-const BRIDGE: &str = r#"{"cniVersion":"1.0.0","type":"bridge","ipam":{"type":"host-local","subnet":"198.18.90.0/24"}}"#;
-const STATIC_IPS: &str = r#"{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","master":"lo","capabilities":{"ips":true},"ipam":{"type":"static"}}]}"#;
+use plexus_e2e::admission::{BRIDGE, STATIC_IPS, TABLE_NADS, bad_pod_rows};
 
 fn refused(object: &Value, want: &str) {
     let err = apply(object).expect_err(&format!("admitted: {object}"));
@@ -166,32 +165,11 @@ fn legal_nads_are_admitted_with_warnings_where_suspicious() {
 fn bad_pods_are_refused_naming_the_element() {
     let ns = KubeNamespace::new("adm-pod");
     let n = &ns.name;
-    apply(&nad(n, "plain", Some(BRIDGE))).unwrap();
-    apply(&nad(n, "fixed", Some(STATIC_IPS))).unwrap();
+    for (name, config) in TABLE_NADS {
+        apply(&nad(n, name, Some(config))).unwrap();
+    }
     apply(&nad(n, "broken-but-off", None)).unwrap();
-    for (i, (networks, want)) in [
-        ("plain,,plain", "networks annotation element 1 ``: the entry is empty"),
-        ("", "the networks annotation is empty"),
-        ("no-such-net", &format!("network {n}/no-such-net: no such NetworkAttachmentDefinition") as &str),
-        ("plain@net2, plain", &format!(r#"network "{n}/plain": interface name "net2" is already used"#)),
-        ("plain@eth0", r#"interface name "eth0" is already used"#),
-        ("plain@a:b", r#"interface name "a:b" is not valid"#),
-        (r#"[{"name":"plain","mac":"zz"}]"#, r#""mac" "zz" is not a 6-byte MAC address"#),
-        (r#"[{"name":"fixed","ips":["nope"]}]"#, r#""ips" entry "nope" is not an IP address or CIDR"#),
-        (
-            r#"[{"name":"plain","default-route":["198.18.91.1"]},{"name":"fixed","default-route":["198.18.91.2"]}]"#,
-            r#"elements 0 and 1 both set "default-route""#,
-        ),
-        (
-            r#"[{"name":"plain","default-route":["198.18.91.1","198.18.91.2"]}]"#,
-            &format!("network {n}/plain: default-route lists two gateways of one family") as &str,
-        ),
-        ("Bad_Name", r#"network name "Bad_Name" is not valid"#),
-        ("[{", "not valid JSON"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (networks, want)) in bad_pod_rows(n).iter().enumerate() {
         let object = pod(n, &format!("bad-{i}"), Some(networks));
         refused(&object, want);
         refused(&object, &format!("metadata.annotations[{NETWORKS}]"));

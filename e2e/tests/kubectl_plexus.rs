@@ -1,7 +1,7 @@
 //! `kubectl plexus` (the `kubectl-plexus` binary) against the real API server and the controller `e2e/cluster up`
 //! started: `validate` on files gives the live webhook's verdicts and messages word for word; `why` names the cause
 //! of each failure: a missing NAD, a NAD in a namespace that namespaceIsolation forbids, an invalid NAD, a pod the
-//! webhook's rules refuse today, and a delegate that fails on a real node (`e2e/cluster up --nodes 1` or more).
+//! webhook's rules refuse today (every row of the webhook's refusal table), and a delegate that fails on a real node (`e2e/cluster up --nodes 1` or more).
 //! Each `why` output is printed (`--nocapture` shows them; docs/operations.md quotes them).
 
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use plexus_e2e::admission::{TABLE_NADS, bad_pod_rows};
 use plexus_e2e::controller::{Replica, WebhookCopy, eventually, self_signed, state_dir};
 use plexus_e2e::node::*;
 use plexus_e2e::*;
@@ -281,6 +282,59 @@ fn why_names_an_invalid_nad_and_a_refusal_of_the_webhooks_rules() {
         "{found:?}"
     );
     assert_eq!(report["webhook"]["verdict"], "refused", "{report}");
+}
+
+/// Every reason in a `why -o json` report: the pod's and each network's.
+fn all_reasons(report: &Value) -> Vec<String> {
+    let of = |findings: &Value| -> Vec<String> {
+        findings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["reason"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut all = of(&report["findings"]);
+    for network in report["networks"].as_array().into_iter().flatten() {
+        all.extend(of(&network["findings"]));
+    }
+    all
+}
+
+#[test]
+fn why_gives_the_webhooks_reason_for_every_pod_of_its_refusal_table() {
+    // The pods are made while admission is off for the namespace, then it is on again: each pod stands as the
+    // webhook would refuse it today (plexus_e2e::admission, the table the controller's tests refuse at creation).
+    let ns = KubeNamespace::without_admission("kp-table");
+    let n = ns.name.as_str();
+    for (name, config) in TABLE_NADS {
+        kubectl(
+            &["create", "-f", "-"],
+            Some(&nad(n, name, config).to_string()),
+        );
+    }
+    let rows = bad_pod_rows(n);
+    for (i, (networks, _)) in rows.iter().enumerate() {
+        kubectl(
+            &["create", "-f", "-"],
+            Some(&pod(n, &format!("bad-{i}"), networks).to_string()),
+        );
+    }
+    kubectl(&["label", "namespace", n, "plexus/admission-"], None);
+    for (i, (networks, want)) in rows.iter().enumerate() {
+        let (code, text, report) = why(n, &format!("bad-{i}"));
+        assert_eq!(code, 1, "{networks}: {text}");
+        assert_eq!(
+            report["webhook"]["verdict"], "refused",
+            "{networks}: {report}"
+        );
+        let reasons = all_reasons(&report);
+        assert!(
+            reasons.iter().any(|r| r.contains(want.as_str())),
+            "{networks}: no reason has {want:?}: {reasons:?}"
+        );
+        assert!(text.contains(want.as_str()), "{networks}: {text}");
+    }
 }
 
 #[test]

@@ -255,7 +255,9 @@ pub fn diagnose(facts: &Facts) -> Report {
         webhook: facts.webhook.clone(),
         events: facts.events.clone(),
     };
-    let Some(annotation) = facts.networks.as_deref().filter(|a| !a.trim().is_empty()) else {
+    // As the plugin (plexus_api::policy::pod_requests): only a missing annotation requests nothing; a present one is
+    // parsed, so an empty one is an error there too.
+    let Some(annotation) = facts.networks.as_deref() else {
         report.findings.push(Finding {
             reason: "the pod requests no networks (no k8s.v1.cni.cncf.io/networks annotation): it has the cluster \
                      network only"
@@ -449,6 +451,27 @@ mod tests {
         assert!(!names_network("network ns/lan2: x", "ns/lan"));
         assert!(!names_network("network xns/lan", "ns/lan"));
         assert!(!names_network("", "ns/lan"));
+    }
+
+    #[test]
+    fn an_empty_annotation_is_not_an_empty_request() {
+        let facts = |networks: Option<&str>| Facts {
+            namespace: "ns".into(),
+            name: "p".into(),
+            networks: networks.map(str::to_owned),
+            ..Facts::default()
+        };
+        assert!(diagnose(&facts(None)).ok);
+        for empty in ["", "  "] {
+            let report = diagnose(&facts(Some(empty)));
+            assert!(!report.ok, "{empty:?}");
+            assert!(
+                report.findings[0]
+                    .reason
+                    .contains("the networks annotation is empty"),
+                "{report:?}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,31 @@ pub fn test_body<'a>(sources: &'a [Source], file: &str, name: &str) -> Option<&'
         .find_map(|s| body_in(&s.text, &needle))
 }
 
+/// The bodies of the `pub fn`s of any source that `body` calls (one level: a test's table kept in a helper, such
+/// as `plexus_e2e::admission::bad_pod_rows`, counts as the test's).
+pub fn helper_bodies<'a>(sources: &'a [Source], body: &str) -> Vec<&'a str> {
+    let mut found = Vec::new();
+    for source in sources {
+        let mut rest = source.text.as_str();
+        while let Some(at) = rest.find("pub fn ") {
+            let after = &rest[at + "pub fn ".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty()
+                && after[name.len()..].starts_with('(')
+                && body.contains(&format!("{name}("))
+                && let Some(helper) = body_in(rest, &format!("fn {name}("))
+            {
+                found.push(helper);
+            }
+            rest = &rest[at + "pub fn ".len()..];
+        }
+    }
+    found
+}
+
 fn body_in<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
     let at = text.find(needle)?;
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -261,7 +286,11 @@ pub fn message_table_problems(
                 problems.push(format!("{doc_name}: {citation} not found"));
                 continue;
             };
-            let asserted = string_literals(body)
+            let mut literals = string_literals(body);
+            for helper in helper_bodies(sources, body) {
+                literals.extend(string_literals(helper));
+            }
+            let asserted = literals
                 .iter()
                 .any(|l| fragments(l).iter().any(|f| message.contains(f)));
             if !asserted {
@@ -282,6 +311,26 @@ pub fn message_table_problems(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tests_table_in_a_public_helper_counts_as_the_tests() {
+        let sources = vec![
+            Source {
+                stem: "admission".into(),
+                text: "pub fn rows(n: &str) -> Vec<String> {\n    vec![\"the entry is empty\".into()]\n}\n\
+                       pub fn unused() {\n    \"other text\";\n}\n"
+                    .into(),
+            },
+            Source {
+                stem: "controller".into(),
+                text: "fn refused_rows() {\n    for row in rows(n) {}\n}\n".into(),
+            },
+        ];
+        let body = test_body(&sources, "controller", "refused_rows").unwrap();
+        let helpers = helper_bodies(&sources, body);
+        assert_eq!(helpers.len(), 1, "{helpers:?}");
+        assert!(helpers[0].contains("the entry is empty"));
+    }
 
     fn source(stem: &str, text: &str) -> Vec<Source> {
         vec![Source {

@@ -477,6 +477,21 @@ impl NetworkSource for CacheSource {
         .await
     }
 
+    /// Absent when the caches have synced and the NAD cache does not hold it (no GET: `clusterNetwork` naming a conf
+    /// would otherwise cost one on every ADD); before that, as [`Self::nad`].
+    async fn nad_or_conf(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NadView>, SourceError> {
+        let key = ObjectRef::new(name).within(namespace);
+        if self.caches.synced() && self.caches.nads.get(&key).is_none() {
+            self.caches.metrics.cache_absent("nad");
+            return Ok(None);
+        }
+        self.nad(namespace, name).await
+    }
+
     /// From the cache of this node's ResourceSlices; a pool not seen there yet is read with one LIST.
     async fn pool_devices(
         &self,

@@ -67,7 +67,8 @@ fn plugin_label(mut plugin: String) -> String {
 pub struct CacheLabels {
     /// `pod` or `nad`.
     pub kind: &'static str,
-    /// `hit` or `miss`.
+    /// `hit`, `miss`, or `absent` (a NAD that `clusterNetwork` or `defaultNetworks` name, not in the synced cache:
+    /// no such NAD, and no request).
     pub result: &'static str,
 }
 
@@ -218,7 +219,8 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Pod and NAD lookups answered from the watch caches (hit) or by the API server (miss)",
+            "Pod and NAD lookups answered from the watch caches (hit), by the API server (miss), or as absent from the \
+             synced cache without a request (absent: a NAD clusterNetwork or defaultNetworks name, which may be a conf)",
             cache_lookups.clone(),
         );
         registry.register(
@@ -281,6 +283,16 @@ impl Metrics {
             .get_or_create(&CacheLabels {
                 kind,
                 result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    /// A lookup the synced cache answered with "no such object".
+    pub fn cache_absent(&self, kind: &'static str) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                kind,
+                result: "absent",
             })
             .inc();
     }

@@ -120,6 +120,82 @@ fn wait_for_file(path: &Path) {
     }
 }
 
+/// A warm ADD reads nothing from the API server whichever form `clusterNetwork` takes: a conf file's path, a conf
+/// name in `confDir` (looked up as a NAD in `multusNamespace` first: absent from the synced cache, so no GET), a NAD
+/// name, or the static `delegates`. Each pod's first ADD warms the caches (the NAD form's retries until the watch has
+/// the NAD); its second ADD, after a DEL, is counted in the audit log.
+#[test]
+fn a_warm_add_reads_nothing_in_every_cluster_network_form() {
+    let daemon = Daemon::start(json!({}));
+    for form in ["path", "conf name", "NAD name", "delegates"] {
+        let global = KubeNamespace::new("thick-global");
+        let pod = NodePod::new(&daemon, "thick-forms", "ptp", json!({}));
+        let sb = &pod.sb;
+        let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "plugins": [
+            {"type": "ptp", "ipam": sb.host_local(&format!("{}.0/24", sb.default_prefix))}
+        ]});
+        let files = tempfile::tempdir().unwrap();
+        let extra = match form {
+            "path" => {
+                let path = files.path().join("pod-net.conflist");
+                std::fs::write(&path, pod_net.to_string()).unwrap();
+                json!({"delegates": [], "clusterNetwork": path})
+            }
+            "conf name" => {
+                std::fs::write(
+                    sb.conf_dir.path().join("10-pod-net.conflist"),
+                    pod_net.to_string(),
+                )
+                .unwrap();
+                json!({"delegates": [], "clusterNetwork": "pod-net", "multusNamespace": global.name})
+            }
+            "NAD name" => {
+                create_nad(&global.name, "pod-net", Some(&pod_net));
+                json!({"delegates": [], "clusterNetwork": "pod-net", "multusNamespace": global.name})
+            }
+            _ => json!({}),
+        };
+        let config = daemon.shim_config(&sb.config(extra));
+        daemon.wait_for("the pod in its cache", |d| {
+            d.metric("plexus_daemon_cached_objects", &["kind=\"pod\""]) >= 1.0
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = sb.call("ADD", &pod.args).run(config.to_string().as_bytes());
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                form == "NAD name" && Instant::now() < deadline,
+                "{form}: first ADD: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sb.call("DEL", &pod.args).ok(&config);
+        let reads = |ns: &str| {
+            plexus_api_requests(ns)
+                .into_iter()
+                .filter(|(verb, _, _)| verb == "get" || verb == "list")
+                .count()
+        };
+        let before = (reads(&pod.ns.name), reads(&global.name));
+        sb.call("ADD", &pod.args).ok(&config);
+        let mut names = sb.netns.link_names();
+        names.sort();
+        assert_eq!(names, ["eth0", "net1"], "{form}");
+        assert_eq!(
+            (reads(&pod.ns.name), reads(&global.name)),
+            before,
+            "{form}: the warm ADD read from the API server: {:?} {:?}",
+            plexus_api_requests(&pod.ns.name),
+            plexus_api_requests(&global.name)
+        );
+        sb.call("DEL", &pod.args).ok(&config);
+        sb.assert_clean();
+    }
+}
+
 #[test]
 fn a_warm_add_reads_nothing_from_the_api_server_and_is_measured() {
     let daemon = Daemon::start(json!({}));

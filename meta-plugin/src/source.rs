@@ -78,6 +78,16 @@ pub trait NetworkSource {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<NadView>, SourceError>>;
+    /// A NAD that may well not exist: `clusterNetwork` and `defaultNetworks` name a NAD or, failing one, a conf file
+    /// in `confDir`, and Multus configs often name a conf. A source whose watch cache has synced answers "absent"
+    /// from it without asking the API server (bounded by the watch's lag); the default asks as [`Self::nad`] does.
+    fn nad_or_conf(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<NadView>, SourceError>> {
+        self.nad(namespace, name)
+    }
     /// The device-network devices of a DRA driver's resource pool ([`plexus_api::devices::slice_devices`]): read only
     /// for pods whose containers use ResourceClaims and that have device networks.
     fn pool_devices(
@@ -619,7 +629,11 @@ pub async fn resolve_one<S: NetworkSource>(
             })
         }
         NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-            let nad = source.nad(namespace, name).await?;
+            let nad = if matches!(reference, NetworkRef::Nad { .. }) {
+                source.nad(namespace, name).await?
+            } else {
+                source.nad_or_conf(namespace, name).await?
+            };
             if nad.is_none() && matches!(reference, NetworkRef::Nad { .. }) {
                 return Err(PolicyError::NoSuchNad {
                     pod: pod.label(),
@@ -682,9 +696,10 @@ pub async fn default_network_configs<S: NetworkSource>(
             NetworkRef::Delegate(_) => continue,
             NetworkRef::Path(path) => load_path(path)?,
             NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-                let spec = match source {
-                    Some(s) => s.nad(namespace, name).await?,
-                    None => None,
+                let spec = match (source, &reference) {
+                    (Some(s), NetworkRef::Nad { .. }) => s.nad(namespace, name).await?,
+                    (Some(s), _) => s.nad_or_conf(namespace, name).await?,
+                    (None, _) => None,
                 };
                 let label = format!("{namespace}/{name}");
                 let from_nad =

@@ -466,7 +466,79 @@ fn a_device_pod_deleted_without_its_record_gives_its_device_back(mode: NodeMode)
     );
 }
 
+/// A file of node `node` changed for one test and put back as it was on drop (also when the test fails).
+struct ChangedFile {
+    path: std::path::PathBuf,
+    original: String,
+}
+
+impl ChangedFile {
+    /// Sets `key` to `value` in the JSON object the file holds.
+    fn set(path: std::path::PathBuf, key: &str, value: Value) -> Self {
+        let original = std::fs::read_to_string(&path).unwrap();
+        let mut config: Value = serde_json::from_str(&original).unwrap();
+        config[key] = value;
+        let next = path.with_extension("next");
+        std::fs::write(&next, config.to_string()).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        Self { path, original }
+    }
+}
+
+impl Drop for ChangedFile {
+    fn drop(&mut self) {
+        let next = self.path.with_extension("next");
+        let _ = std::fs::write(&next, &self.original);
+        let _ = std::fs::rename(&next, &self.path);
+    }
+}
+
+/// The kubelet's PodResources API out of reach (`podResourcesSocket` naming no socket: in the node's conf in thin
+/// mode, in the daemon's file in thick mode): Plexus says so in its log and reads the kubelet device manager's
+/// checkpoint instead, and the pod still gets the device the kubelet allocated to it.
+fn without_the_pod_resources_api_the_checkpoint_names_the_device(mode: NodeMode) {
+    let _alone = NODE_DAEMONS.write().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::from_env();
+    let (conf, log) = match mode {
+        NodeMode::Thin => (nodes.cni_conf(0), nodes.node_dir(0).join("plexus.log")),
+        NodeMode::Thick => (
+            nodes.node_dir(0).join("plexus-daemon.json"),
+            nodes.node_dir(0).join("plexus-daemon.log"),
+        ),
+    };
+    let _changed = ChangedFile::set(
+        conf,
+        "podResourcesSocket",
+        json!("/run/plexus-test/no-such-kubelet.sock"),
+    );
+    let ns = KubeNamespace::new("dev-ckpt");
+    device_nad(&ns.name, "nic");
+    device_pod(mode, &nodes, 0, &ns.name, "p", "nic", &[("app", 1)]);
+    ready(mode, &nodes, &ns.name, "p");
+    let device = allocated(&nodes, 0, &uid(&ns.name, "p"))["app"][0].clone();
+    assert_eq!(
+        devices_in_status(&ns.name, "p"),
+        BTreeMap::from([("net1".to_owned(), device.clone())])
+    );
+    let pod = format!("{}/p", ns.name);
+    let fell_back = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("reading the device manager's checkpoint") && l.contains(&pod));
+    assert!(
+        fell_back,
+        "no checkpoint fallback for {pod} in {}",
+        log.display()
+    );
+    delete_pod(&ns.name, "p");
+    assert!(
+        nodes.links(0).contains(&link_of(&device)),
+        "the device did not come back to the node"
+    );
+}
+
 on_nodes_in_both_modes!(
+    without_the_pod_resources_api_the_checkpoint_names_the_device,
     a_device_pod_deleted_without_its_record_gives_its_device_back,
     device_pods_outlive_kubelet_and_daemon_restarts,
     a_dra_claimed_device_becomes_net1_and_its_claim_says_so,

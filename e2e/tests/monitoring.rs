@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 const SECURE_METRICS_PORT: u16 = 9466;
 const READY: Duration = Duration::from_secs(120);
 /// How long an alert may take to fire or clear: the rules' `for` and windows below, plus scrapes and evaluations.
-const ALERT: Duration = Duration::from_secs(90);
+const ALERT: Duration = Duration::from_secs(120);
 const MODE: NodeMode = NodeMode::Thick;
 
 /// One test at a time: one of them stops a node's daemon.
@@ -305,6 +305,93 @@ fn controller_job() -> Value {
     json!({"job_name": "plexus-controller", "static_configs": [{"targets": [format!("127.0.0.1:{port}")]}]})
 }
 
+/// Records the last minute of `selectors` from `prometheus` (a 1 s step), writes a promtool test of `rules` with
+/// those series as its input and the `fired` alerts (as Prometheus's API gave them: labels and annotations) expected
+/// at the last step, and runs `promtool test rules` on it.
+fn promtool_agrees_on_recorded_series(
+    prometheus: &Prometheus,
+    rules: &Path,
+    selectors: &[&str],
+    fired: &[Value],
+) {
+    // The alerts fired within the last seconds; a few more scrapes and evaluations with the fault still there give
+    // promtool (which evaluates on the 1 s grid of the recording) the same `for` to see.
+    std::thread::sleep(Duration::from_secs(5));
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        // The newest second may not be scraped yet.
+        - 1;
+    let start = end - 60;
+    let steps = (end - start + 1) as usize;
+    let mut input = Vec::new();
+    for selector in selectors {
+        let path = format!("/api/v1/query_range?start={start}&end={end}&step=1");
+        let data = prometheus.api(&path, Some(selector));
+        for series in data["result"].as_array().unwrap() {
+            let labels = series["metric"].as_object().unwrap();
+            let name = labels["__name__"].as_str().unwrap();
+            let rest: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut values = vec!["_".to_owned(); steps];
+            for point in series["values"].as_array().unwrap() {
+                let at = point[0].as_f64().unwrap() as u64;
+                values[(at - start) as usize] = point[1].as_str().unwrap().to_owned();
+            }
+            input.push(json!({
+                "series": format!("{name}{{{}}}", rest.join(",")),
+                "values": values.join(" "),
+            }));
+        }
+    }
+    assert!(!input.is_empty(), "nothing recorded for {selectors:?}");
+    let mut cases: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for alert in fired {
+        let mut labels = alert["labels"].as_object().unwrap().clone();
+        let name = labels
+            .remove("alertname")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cases.entry(name).or_default().push(json!({
+            "exp_labels": labels,
+            "exp_annotations": alert["annotations"],
+        }));
+    }
+    let tests = json!({
+        "rule_files": [rules],
+        "evaluation_interval": "1s",
+        "tests": [{
+            "interval": "1s",
+            "input_series": input,
+            "alert_rule_test": cases.into_iter().map(|(name, alerts)| json!({
+                "eval_time": format!("{}s", steps - 1),
+                "alertname": name,
+                "exp_alerts": alerts,
+            })).collect::<Vec<_>>(),
+        }],
+    });
+    let dir = rules.parent().unwrap();
+    let file = dir.join("recorded-test.json");
+    std::fs::write(&file, tests.to_string()).unwrap();
+    let run = Command::new(promtool())
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "promtool test rules on the recorded series: {}{}\n{tests:#}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// The targets of `job` once each was scraped at least once: (health, lastError) each.
 fn scraped(prometheus: &Prometheus, job: &str, count: usize) -> Vec<(String, String)> {
     wait_until(
@@ -579,19 +666,14 @@ fn alerts_fire_on_a_broken_nad_and_a_stopped_daemon_and_clear_after_the_fix() {
         Some(&rules),
     );
     scraped(&prometheus, "plexus-daemon", nodes.names.len());
+    // The cluster is shared with the suites before this one: their namespaces (and the invalid NADs and stuck pods
+    // some hold on purpose) may still be terminating. Start once none of the alerts below is active.
     for alert in [
         "PlexusDaemonDown",
         "PlexusCNIAddErrors",
         "PlexusInvalidNADs",
     ] {
-        assert!(
-            prometheus
-                .alerts()
-                .iter()
-                .all(|a| a["labels"]["alertname"] != alert),
-            "{alert} before any fault: {:#}",
-            json!(prometheus.alerts())
-        );
+        prometheus.wait_cleared(alert);
     }
 
     // A broken NAD (its plugin type is a path: the controller marks it invalid, the plugin refuses it at ADD; the
@@ -607,6 +689,18 @@ fn alerts_fire_on_a_broken_nad_and_a_stopped_daemon_and_clear_after_the_fix() {
         errors.iter().any(|a| a["labels"]["instance"] == node0
             && a["labels"]["code"].as_str().is_some_and(|c| c != "0")),
         "{errors:#?}"
+    );
+    // The same rules, run by promtool on the series this run recorded, fire the same alerts with the same labels and
+    // annotations.
+    let fired: Vec<Value> = invalid.iter().chain(&errors).cloned().collect();
+    promtool_agrees_on_recorded_series(
+        &prometheus,
+        &rules,
+        &[
+            r#"plexus_daemon_requests_total{command="ADD"}"#,
+            "plexus_controller_invalid_nads",
+        ],
+        &fired,
     );
 
     // The fix: the NAD made valid, the stuck pod replaced by one that gets the network.

@@ -122,10 +122,7 @@ impl DaemonConfig {
             .ok_or("no node name: set nodeName or the environment variable NODE_NAME")?;
         let metrics_address = match text_key(&keys, "metricsAddress")? {
             None => Some(DEFAULT_METRICS_ADDRESS.parse().expect("a valid address")),
-            Some(s) if s.is_empty() => None,
-            Some(s) => Some(s.parse().map_err(|e| {
-                format!("metricsAddress {s:?} is not an address like 127.0.0.1:9464: {e}")
-            })?),
+            Some(s) => address("metricsAddress", &s)?,
         };
         let max_concurrent = match keys.get("maxConcurrentDelegates") {
             None | Some(Value::Null) => DEFAULT_MAX_CONCURRENT,
@@ -144,35 +141,13 @@ impl DaemonConfig {
                     .ok_or_else(|| format!("socketGroup must be a numeric group id, not {v}"))?,
             ),
         };
-        let multus_api_socket_dir = text_key(&keys, "multusApiSocketDir")?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
-        if let Some(dir) = &multus_api_socket_dir
-            && !dir.is_absolute()
-        {
-            return Err(format!(
-                "multusApiSocketDir {:?} must be an absolute path",
-                dir.display().to_string()
-            ));
-        }
+        let multus_api_socket_dir =
+            absolute_dir("multusApiSocketDir", text_key(&keys, "multusApiSocketDir")?)?;
         let secure_metrics_address = match text_key(&keys, "secureMetricsAddress")? {
             None => None,
-            Some(s) if s.is_empty() => None,
-            Some(s) => Some(s.parse().map_err(|e| {
-                format!("secureMetricsAddress {s:?} is not an address like 0.0.0.0:9466: {e}")
-            })?),
+            Some(s) => address("secureMetricsAddress", &s)?,
         };
-        let runtime_conf_dir = text_key(&keys, "runtimeConfDir")?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
-        if let Some(dir) = &runtime_conf_dir
-            && !dir.is_absolute()
-        {
-            return Err(format!(
-                "runtimeConfDir {:?} must be an absolute path",
-                dir.display().to_string()
-            ));
-        }
+        let runtime_conf_dir = absolute_dir("runtimeConfDir", text_key(&keys, "runtimeConfDir")?)?;
         for key in DAEMON_KEYS {
             keys.remove(key);
         }
@@ -253,6 +228,28 @@ impl DaemonConfig {
             other.secure_metrics_address,
             &other.runtime_conf_dir,
         )
+    }
+}
+
+/// An address key's value: empty is none (not served), anything else must be `host:port`.
+fn address(key: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{key} {value:?} is not an address like 127.0.0.1:9464: {e}"))
+}
+
+/// A directory key's value: empty is none, anything else must be an absolute path.
+fn absolute_dir(key: &str, value: Option<String>) -> Result<Option<PathBuf>, String> {
+    match value.filter(|s| !s.is_empty()).map(PathBuf::from) {
+        Some(dir) if !dir.is_absolute() => Err(format!(
+            "{key} {:?} must be an absolute path",
+            dir.display().to_string()
+        )),
+        dir => Ok(dir),
     }
 }
 

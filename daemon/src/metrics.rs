@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -279,21 +279,17 @@ impl Metrics {
     }
 
     pub fn cache(&self, kind: &'static str, hit: bool) {
-        self.cache_lookups
-            .get_or_create(&CacheLabels {
-                kind,
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        self.cache_lookup(kind, if hit { "hit" } else { "miss" });
     }
 
     /// A lookup the synced cache answered with "no such object".
     pub fn cache_absent(&self, kind: &'static str) {
+        self.cache_lookup(kind, "absent");
+    }
+
+    fn cache_lookup(&self, kind: &'static str, result: &'static str) {
         self.cache_lookups
-            .get_or_create(&CacheLabels {
-                kind,
-                result: "absent",
-            })
+            .get_or_create(&CacheLabels { kind, result })
             .inc();
     }
 
@@ -460,7 +456,12 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     tokio::net::TcpListener::bind(address).await
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
+    exposition(&metrics)
+}
+
+/// `/metrics`'s answer: the text exposition format (also `crate::secure_metrics`'s once the caller is allowed).
+pub fn exposition(metrics: &Metrics) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -468,6 +469,7 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
         )],
         metrics.encode(),
     )
+        .into_response()
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

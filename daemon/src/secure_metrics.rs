@@ -98,14 +98,7 @@ impl Listener {
 async fn metrics_text(State(served): State<Arc<Served>>, headers: HeaderMap) -> Response {
     let token = bearer_token(headers.get(header::AUTHORIZATION));
     match served.access.verdict(token).await {
-        Ok(Verdict::Allowed) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            served.metrics.encode(),
-        )
-            .into_response(),
+        Ok(Verdict::Allowed) => crate::metrics::exposition(&served.metrics),
         Ok(Verdict::Unauthenticated) => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

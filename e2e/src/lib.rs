@@ -56,6 +56,27 @@ pub fn tool_bin(tool: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// The documents of one template of the chart (`charts/plexus`), rendered by the pinned helm as release `release`
+/// with `--set` values `sets`.
+pub fn render_chart(release: &str, template: &str, sets: &[String]) -> Vec<Value> {
+    let chart = repo().join("charts/plexus");
+    let mut helm = Command::new(tool_bin("helm").join("helm"));
+    helm.args(["template", release])
+        .arg(&chart)
+        .args(["--show-only", template]);
+    for set in sets {
+        helm.args(["--set", set]);
+    }
+    let out = helm.output().expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple(&String::from_utf8(out.stdout).expect("helm's output is UTF-8"))
+        .expect("the rendered chart parses")
+}
+
 pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
     kubectl_against(&kubeconfig(), args, stdin.unwrap_or(""))
 }

@@ -3,37 +3,21 @@
 //! checks that `docs/install.md` lists the same ones.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::Value;
-
-use crate::{repo, tool_bin};
 
 /// One permission: (API group, resource, verb); the core group is `""`.
 pub type Permission = (String, String, String);
 
 /// The rules of the chart's node ClusterRole, for thick (`true`) or thin mode, as the API server takes them.
 pub fn node_cluster_role_rules(thick: bool) -> Vec<Value> {
-    let chart = repo().join("charts/plexus");
     let mode = format!("node.mode={}", if thick { "thick" } else { "thin" });
-    let out = Command::new(tool_bin("helm").join("helm"))
-        .args(["template", "plexus", &chart.display().to_string()])
-        .args(["--show-only", "templates/node.yaml", "--set", &mode])
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rendered = String::from_utf8(out.stdout).expect("helm's output is UTF-8");
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(&rendered).expect("the rendered chart parses");
+    let documents = crate::render_chart("plexus", "templates/node.yaml", &[mode]);
     let roles: Vec<&Value> = documents
         .iter()
         .filter(|d| d["kind"] == "ClusterRole")
         .collect();
-    assert_eq!(roles.len(), 1, "one node ClusterRole: {rendered}");
+    assert_eq!(roles.len(), 1, "one node ClusterRole: {documents:?}");
     roles[0]["rules"]
         .as_array()
         .expect("the ClusterRole has rules")

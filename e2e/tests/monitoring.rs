@@ -32,15 +32,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The chart's monitoring objects, rendered by the pinned helm in thick mode with the secure metrics port on.
 fn render(release: &str, sets: &[String]) -> Vec<Value> {
-    let chart = repo().join("charts/plexus");
-    let mut args: Vec<String> = vec![
-        "template".into(),
-        release.into(),
-        chart.display().to_string(),
-        "--show-only".into(),
-        "templates/monitoring.yaml".into(),
-    ];
-    for set in [
+    let mut all: Vec<String> = [
         "node.mode=thick",
         "node.daemon.secureMetrics.enabled=true",
         "monitoring.prometheusRule.enabled=true",
@@ -48,22 +40,9 @@ fn render(release: &str, sets: &[String]) -> Vec<Value> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain(sets.iter().cloned())
-    {
-        args.push("--set".into());
-        args.push(set);
-    }
-    let out = Command::new(tool_bin("helm").join("helm"))
-        .args(&args)
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap())
-        .expect("the rendered chart parses")
+    .collect();
+    all.extend_from_slice(sets);
+    render_chart(release, "templates/monitoring.yaml", &all)
 }
 
 fn of_kind<'a>(documents: &'a [Value], kind: &str) -> Vec<&'a Value> {

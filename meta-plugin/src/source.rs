@@ -629,11 +629,7 @@ pub async fn resolve_one<S: NetworkSource>(
             })
         }
         NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-            let nad = if matches!(reference, NetworkRef::Nad { .. }) {
-                source.nad(namespace, name).await?
-            } else {
-                source.nad_or_conf(namespace, name).await?
-            };
+            let nad = read_nad(source, reference, namespace, name).await?;
             if nad.is_none() && matches!(reference, NetworkRef::Nad { .. }) {
                 return Err(PolicyError::NoSuchNad {
                     pod: pod.label(),
@@ -676,6 +672,20 @@ pub async fn resolve_one<S: NetworkSource>(
     }
 }
 
+/// The NAD of a reference: a selected NAD (`Nad`) through [`NetworkSource::nad`], a name that may be a conf instead
+/// (`NadOrConf`: `clusterNetwork`, `defaultNetworks`) through [`NetworkSource::nad_or_conf`].
+async fn read_nad<S: NetworkSource>(
+    source: &S,
+    reference: &NetworkRef,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<NadView>, SourceError> {
+    match reference {
+        NetworkRef::NadOrConf { .. } => source.nad_or_conf(namespace, name).await,
+        _ => source.nad(namespace, name).await,
+    }
+}
+
 /// The configs of the networks Plexus attaches to a pod without being asked (C35: STATUS is passed on to each):
 /// every static delegate, `clusterNetwork` (a path, or a NAD or conf name in `multusNamespace`) and
 /// `defaultNetworks`, each once. NADs are read through `source` when there is one (Kubernetes mode); without one,
@@ -696,10 +706,9 @@ pub async fn default_network_configs<S: NetworkSource>(
             NetworkRef::Delegate(_) => continue,
             NetworkRef::Path(path) => load_path(path)?,
             NetworkRef::Nad { namespace, name } | NetworkRef::NadOrConf { namespace, name } => {
-                let spec = match (source, &reference) {
-                    (Some(s), NetworkRef::Nad { .. }) => s.nad(namespace, name).await?,
-                    (Some(s), _) => s.nad_or_conf(namespace, name).await?,
-                    (None, _) => None,
+                let spec = match source {
+                    Some(s) => read_nad(s, &reference, namespace, name).await?,
+                    None => None,
                 };
                 let label = format!("{namespace}/{name}");
                 let from_nad =

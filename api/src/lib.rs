@@ -18,6 +18,8 @@
 //!   reaches the delegates, and the webhook's checks of it.
 //! * [`nad`] — the NetworkAttachmentDefinition custom resource, how it turns into a delegate config, and the rules a
 //!   NAD must pass at admission.
+//! * [`node_status`] — what each node's installer and daemon publish about themselves (a Lease per node), for
+//!   `kubectl plexus status`.
 //! * [`policy`] — the rules that decide what a pod gets (plan and admission webhook share them).
 //! * [`plugin_rules`] — a cluster admin's rules for which plugin types NADs in which namespaces may use (webhook).
 //! * [`readiness`] — whether a pod's network-status holds the networks it asked for.
@@ -32,6 +34,7 @@ pub mod hotplug;
 pub mod injection;
 pub mod ipam_claim;
 pub mod nad;
+pub mod node_status;
 pub mod plugin_rules;
 pub mod policy;
 pub mod readiness;

@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 32;
 pub const MULTUS_SOCKET_NAME: &str = "multus.sock";
 
 /// The daemon's own keys, removed before the rest is used as a plugin config.
-const DAEMON_KEYS: [&str; 8] = [
+const DAEMON_KEYS: [&str; 9] = [
     "daemonSocketDir",
     "nodeName",
     "metricsAddress",
@@ -28,6 +28,7 @@ const DAEMON_KEYS: [&str; 8] = [
     "multusApiSocketDir",
     "secureMetricsAddress",
     "runtimeConfDir",
+    "nodeStatusNamespace",
 ];
 /// Keys of a request's stdin config that belong to that request (the runtime's conf file and what the runtime adds
 /// per call), besides every `cni.dev/` key (GC's attachments): the only keys a request's config takes from its
@@ -72,6 +73,9 @@ pub struct DaemonConfig {
     /// The container runtime's CNI conf dir, when set: `plexus_daemon_runtime_conf` says whether the conf the runtime
     /// uses there is Plexus's.
     pub runtime_conf_dir: Option<PathBuf>,
+    /// The namespace of the node's status Lease, when set: the daemon publishes its part of it
+    /// (`plexus_api::node_status`, `crate::node_status`).
+    pub node_status_namespace: Option<String>,
     /// The plugin keys of the file: each request's config (see [`DaemonConfig::request_config`]).
     pub plugin_keys: Map<String, Value>,
     /// The same keys, validated with the plugin's rules.
@@ -148,6 +152,12 @@ impl DaemonConfig {
             Some(s) => address("secureMetricsAddress", &s)?,
         };
         let runtime_conf_dir = absolute_dir("runtimeConfDir", text_key(&keys, "runtimeConfDir")?)?;
+        let node_status_namespace = match text_key(&keys, "nodeStatusNamespace")? {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) if plexus_api::validate::valid_dns1123_label(&s) => Some(s),
+            Some(s) => return Err(format!("nodeStatusNamespace {s:?} is not a namespace name")),
+        };
         for key in DAEMON_KEYS {
             keys.remove(key);
         }
@@ -162,6 +172,7 @@ impl DaemonConfig {
             multus_api_socket_dir,
             secure_metrics_address,
             runtime_conf_dir,
+            node_status_namespace,
             plugin_keys: keys,
             plugin,
             source: None,
@@ -218,6 +229,7 @@ impl DaemonConfig {
             &self.multus_api_socket_dir,
             self.secure_metrics_address,
             &self.runtime_conf_dir,
+            &self.node_status_namespace,
         ) != (
             &other.socket_dir,
             &other.node_name,
@@ -227,6 +239,7 @@ impl DaemonConfig {
             &other.multus_api_socket_dir,
             other.secure_metrics_address,
             &other.runtime_conf_dir,
+            &other.node_status_namespace,
         )
     }
 }
@@ -322,6 +335,7 @@ impl ConfigFile {
                 new.multus_api_socket_dir = old.multus_api_socket_dir.clone();
                 new.secure_metrics_address = old.secure_metrics_address;
                 new.runtime_conf_dir = old.runtime_conf_dir.clone();
+                new.node_status_namespace = old.node_status_namespace.clone();
                 tracing::info!(file = %path.display(), "config file changed: its plugin keys apply from now on");
                 current.1 = Arc::new(new);
                 Reload::Applied
@@ -350,10 +364,15 @@ mod tests {
         assert_eq!(c.multus_socket_path(), None, "Multus's API is opt-in");
         assert_eq!(c.secure_metrics_address, None, "secure metrics are opt-in");
         assert_eq!(c.runtime_conf_dir, None);
+        assert_eq!(
+            c.node_status_namespace, None,
+            "no status Lease unless asked"
+        );
         let c = DaemonConfig::parse(
             br#"{"nodeName":"n","metricsAddress":"","daemonSocketDir":"/x","maxConcurrentDelegates":4,
                  "socketGroup":7,"logLevel":"debug","multusApiSocketDir":"/run/multus",
-                 "secureMetricsAddress":"0.0.0.0:9466","runtimeConfDir":"/etc/cni/net.d"}"#,
+                 "secureMetricsAddress":"0.0.0.0:9466","runtimeConfDir":"/etc/cni/net.d",
+                 "nodeStatusNamespace":"plexus-system"}"#,
             None,
         )
         .unwrap();
@@ -372,6 +391,7 @@ mod tests {
             c.runtime_conf_dir.as_deref(),
             Some(Path::new("/etc/cni/net.d"))
         );
+        assert_eq!(c.node_status_namespace.as_deref(), Some("plexus-system"));
         assert_eq!(c.plugin.log.level, "debug");
         assert!(
             c.plugin.ignored_keys.is_empty(),
@@ -394,6 +414,7 @@ mod tests {
         assert!(bad(r#"{"secureMetricsAddress":"all"}"#).contains("secureMetricsAddress"));
         assert!(bad(r#"{"runtimeConfDir":"net.d"}"#).contains("runtimeConfDir"));
         assert!(bad(r#"{"socketGroup":"wheel"}"#).contains("socketGroup"));
+        assert!(bad(r#"{"nodeStatusNamespace":"Plexus System"}"#).contains("nodeStatusNamespace"));
         assert!(bad(r#"{"logLevel":"loud"}"#).contains("logLevel"));
         assert!(bad(r#"{"daemonSocketDir":"run/plexus"}"#).contains("daemonSocketDir"));
         assert!(bad(r#"{"multusApiSocketDir":"run/multus"}"#).contains("multusApiSocketDir"));

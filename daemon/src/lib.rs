@@ -7,7 +7,7 @@
 //! the binary the runtime execs for every request, which stays small and starts fast. The daemon reuses the
 //! library's config, plan, ops, record and source code; it adds only what is its own:
 //! - [`config`]: the daemon's file (the plugin's keys plus `daemonSocketDir`, `nodeName`, `metricsAddress`,
-//!   `maxConcurrentDelegates`, `socketGroup`, `multusApiSocketDir`) and how it is laid over each request's config;
+//!   `maxConcurrentDelegates`, `socketGroup`, `multusApiSocketDir`, `nodeStatusNamespace`, ...) and how it is laid over each request's config;
 //! - [`cache`]: the watch-backed `NetworkSource`;
 //! - [`direct`]: each request thread's own API connection for the network-status PATCH;
 //! - [`server`]: the unix socket;
@@ -15,6 +15,7 @@
 //!   multus-dynamic-networks-controller;
 //! - [`hotplug`]: networks added to and removed from running pods when their annotation changes;
 //! - [`metrics`]: Prometheus metrics, phase timing, `/metrics`, `/healthz`, `/readyz`;
+//! - [`node_status`]: the daemon's part of the node's status Lease (`kubectl plexus status`);
 //! - [`secure_metrics`]: `/metrics` over HTTPS for scrapers off the node, to tokens the API server authorizes.
 
 // Denied, not forbidden: `server::peer_groups` allows it for one getsockopt (SO_PEERGROUPS).
@@ -26,6 +27,7 @@ pub mod direct;
 pub mod hotplug;
 pub mod metrics;
 pub mod multus_api;
+pub mod node_status;
 pub mod secure_metrics;
 pub mod server;
 
@@ -104,6 +106,19 @@ pub async fn run(
         }
         None => None,
     };
+    let status = match &config.node_status_namespace {
+        Some(namespace) => {
+            let client = kube::Client::try_from(kube_config.clone())
+                .map_err(|e| StartError::Client(e.to_string()))?;
+            Some(tokio::spawn(node_status::run(
+                client,
+                namespace.clone(),
+                config.node_name.clone(),
+                metrics.clone(),
+            )))
+        }
+        None => None,
+    };
     let api = cache::ApiThread::start(kube_config).map_err(StartError::Client)?;
     let (pod_changes, changed_pods) = std::sync::mpsc::channel();
     let (caches, events) = Caches::start(
@@ -176,6 +191,9 @@ pub async fn run(
         None => plexus.await,
     }
     events.flush(Duration::from_secs(10)).await;
+    if let Some(status) = status {
+        status.abort();
+    }
     let _ = stop_metrics.send(());
     let _ = stop_secure.send(());
     if let Some(server) = metrics_server {

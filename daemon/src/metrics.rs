@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use plexus_api::node_status::{Failure, prune_failures, push_failure};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -131,6 +132,8 @@ pub struct Metrics {
     records: Gauge,
     runtime_conf: Family<StateLabels, Gauge>,
     node: OnceLock<NodePaths>,
+    /// The last hour's failed requests with their Unix time, newest first (the node's status Lease).
+    failures: Mutex<Vec<(i64, Failure)>>,
 }
 
 impl Metrics {
@@ -247,6 +250,7 @@ impl Metrics {
             cached,
             in_flight,
             ready: AtomicBool::new(false),
+            failures: Mutex::default(),
             ready_gauge,
             records,
             runtime_conf,
@@ -264,7 +268,7 @@ impl Metrics {
         self.ready_gauge
             .set(i64::from(self.ready.load(Ordering::Relaxed)));
         let Some(node) = self.node.get() else { return };
-        let records = plexus_cni::record::RecordStore::count_all(&node.records);
+        let records = self.records();
         self.records.set(i64::try_from(records).unwrap_or(i64::MAX));
         if let Some(dir) = &node.runtime_conf {
             let now = plexus_cni::install::RuntimeConf::of(dir);
@@ -276,6 +280,28 @@ impl Metrics {
                     .set(i64::from(state == now));
             }
         }
+    }
+
+    /// The sandboxes the node holds a record of (0 before [`Self::watch_node`]).
+    pub fn records(&self) -> usize {
+        self.node.get().map_or(0, |node| {
+            plexus_cni::record::RecordStore::count_all(&node.records)
+        })
+    }
+
+    /// A request answered with an error, kept for an hour (at most [`plexus_api::node_status::MAX_FAILURES`]).
+    pub fn failure(&self, failure: Failure) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        push_failure(&mut failures, now, failure);
+    }
+
+    /// The last hour's failures, newest first.
+    pub fn recent_failures(&self) -> Vec<Failure> {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        prune_failures(&mut failures, now);
+        failures.iter().map(|(_, f)| f.clone()).collect()
     }
 
     pub fn cache(&self, kind: &'static str, hit: bool) {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use plexus_api::cni::{CniError, ErrorCode};
+use plexus_api::node_status::{Failure, cut_message};
 use plexus_cni::Logging;
 use plexus_cni::invoke::CniCommand;
 use plexus_cni::shim::{SOCKET_NAME, UntilDeadline, encode_reply, read_request};
@@ -585,6 +586,22 @@ impl Runner<'_> {
             })
         });
         reply(&outcome);
+        if let Err(e) = &outcome {
+            let pod = plexus_cni::plan::PodArgs::from_cni_args(var("CNI_ARGS"))
+                .map(|p| format!("{}/{}", p.namespace, p.name));
+            self.metrics.failure(Failure {
+                at: k8s_openapi::jiff::Timestamp::now().to_string(),
+                pod,
+                container_id: var("CNI_CONTAINERID").chars().take(64).collect(),
+                command: command.to_owned(),
+                code: e.code,
+                message: cut_message(&if e.details.is_empty() {
+                    e.msg.clone()
+                } else {
+                    format!("{}; {}", e.msg, e.details)
+                }),
+            });
+        }
         self.counted(command, &outcome, started);
     }
 

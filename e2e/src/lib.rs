@@ -26,6 +26,35 @@ pub fn kubeconfig() -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The built `kubectl-plexus`: `PLEXUS_KUBECTL_PLEXUS_BIN`, or the one next to the test executable
+/// (target/<profile>/kubectl-plexus, which `scripts/test`'s `cargo build --workspace --bins` makes).
+pub fn kubectl_plexus_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PLEXUS_KUBECTL_PLEXUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join("kubectl-plexus");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p kubectl-plexus` first",
+        bin.display()
+    );
+    bin
+}
+
+/// `kubectl plexus ARGS` against the test control plane.
+pub fn kubectl_plexus(args: &[&str]) -> Output {
+    Command::new(kubectl_plexus_bin())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("run kubectl-plexus")
+}
+
 /// Runs kubectl against the test control plane; panics with its output on failure.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     let out = kubectl_output(args, stdin);

@@ -223,17 +223,18 @@ fn the_chart_renders_seccomp_admission_policies_and_the_network_policy() {
             pods,
             "{mode}: every pod template has the RuntimeDefault profile"
         );
+        // The node's (pods; its status Lease) and the controller's.
         assert_eq!(
             rendered
                 .matches("kind: ValidatingAdmissionPolicy\n")
                 .count(),
-            2
+            3
         );
         assert_eq!(
             rendered
                 .matches("kind: ValidatingAdmissionPolicyBinding\n")
                 .count(),
-            2
+            3
         );
         assert!(!rendered.contains("kind: NetworkPolicy"));
         assert!(rendered.contains(&format!(
@@ -252,7 +253,7 @@ fn the_chart_renders_seccomp_admission_policies_and_the_network_policy() {
         without_controller
             .matches("kind: ValidatingAdmissionPolicy\n")
             .count(),
-        1
+        2
     );
 
     let refused = render(&["--set", "webhook.networkPolicy.enabled=true"]);
@@ -616,6 +617,30 @@ fn chart_lifecycle() {
         assert_eq!(mode & 0o777, 0o600);
     }
     rollout("deployment/plexus-controller");
+
+    // ---- the node's status Lease, as `kubectl plexus status` shows it ----------------------------------------------
+    let row = node_status_until(nodes.name(0), "the installer's status (thin)", |r| {
+        r["plexus"]["install"]["mode"] == "thin"
+    });
+    let install = &row["plexus"]["install"];
+    assert_eq!(install["confInPlace"], true, "{row}");
+    assert_eq!(install["conf"], conf.display().to_string(), "{row}");
+    assert_eq!(
+        install["clusterNetwork"],
+        conf_dir.join("10-pods.conflist").display().to_string(),
+        "{row}"
+    );
+    assert!(
+        install["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))),
+        "{row}"
+    );
+    assert_eq!(row["plexus"]["problems"], Value::Null, "{row}");
+    assert_eq!(
+        row["plexus"]["lease"],
+        format!("{NAMESPACE}/plexus-node-{}", nodes.name(0))
+    );
 
     // ---- the image's own plexus, with arguments: the installer (its readiness probe, `install --check`, passed) ----
     let (node_pod_name, _) = node_pod().expect("one node pod");
@@ -1003,6 +1028,59 @@ fn chart_lifecycle() {
         Some("sample-bridge, sample-macvlan"),
     );
     assert_networks(&ns.name, "thick", &["eth0", "net1", "net2"]);
+    let row = node_status_until(nodes.name(0), "the daemon's status (thick)", |r| {
+        r["plexus"]["install"]["mode"] == "thick" && r["plexus"]["daemon"]["ready"] == true
+    });
+    assert_eq!(row["plexus"]["problems"], Value::Null, "{row}");
+    assert!(
+        row["plexus"]["daemon"]["records"].as_u64().unwrap() >= 1,
+        "{row}"
+    );
+    // A pod whose delegate fails on the node: the daemon says so in its Lease, and `why` shows it.
+    create_nad(
+        &ns.name,
+        "nomaster",
+        Some(
+            &serde_json::json!({"cniVersion": "1.0.0", "name": "nomaster", "plugins": [
+                {"type": "macvlan", "master": "nope0", "ipam": {"type": "host-local", "subnet": "198.19.78.0/24"}}
+            ]}),
+        ),
+    );
+    create_node_pod(&nodes, 0, &ns.name, "failing", Some("nomaster"));
+    let network = format!("{}/nomaster", ns.name);
+    let row = node_status_until(nodes.name(0), "the daemon's failure in its status", |r| {
+        r["plexus"]["daemon"]["failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["pod"] == format!("{}/failing", ns.name)))
+    });
+    let failure = row["plexus"]["daemon"]["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["pod"] == format!("{}/failing", ns.name))
+        .unwrap();
+    assert_eq!(failure["command"], "ADD", "{failure}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("\"{network}\"")) && m.contains("macvlan")),
+        "{failure}"
+    );
+    let why = kubectl_plexus(&["why", "failing", "-n", &ns.name, "-o", "json"]);
+    assert_eq!(why.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&why.stdout).unwrap();
+    assert!(
+        report["daemonFailures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty() && f[0]["pod"] == format!("{}/failing", ns.name)),
+        "{report}"
+    );
+    println!(
+        "$ kubectl plexus why failing -n {}\n{}",
+        ns.name,
+        String::from_utf8_lossy(&kubectl_plexus(&["why", "failing", "-n", &ns.name]).stdout)
+    );
+    force_delete_pod(&ns.name, "failing");
 
     // ---- uninstall: no object but the CRD, no file on the host --------------------------------------------------------
     // The pods created in thin mode are deleted through the daemon (it reads the same records).
@@ -1100,6 +1178,28 @@ fn create_host_network_pod(nodes: &Nodes, namespace: &str, name: &str) {
 }
 
 /// Gone from the API server at once (what a token bound to it needs to stop working).
+/// `kubectl plexus status -o json`'s row of `node`, once `ready` holds for it; the text output is printed.
+fn node_status_until(node: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let text = || String::from_utf8_lossy(&kubectl_plexus(&["status"]).stdout).into_owned();
+    let row = wait_until(
+        what,
+        READY,
+        || {
+            let out = kubectl_plexus(&["status", "-o", "json"]);
+            let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+            status["nodes"]
+                .as_array()?
+                .iter()
+                .find(|r| r["node"] == node)
+                .filter(|r| ready(r))
+                .cloned()
+        },
+        text,
+    );
+    println!("$ kubectl plexus status\n{}", text());
+    row
+}
+
 fn force_delete_pod(namespace: &str, name: &str) {
     kubectl(
         &[
@@ -1262,6 +1362,63 @@ fn admission_policies(nodes: &Nodes, server: &str, kubeconfig_file: &Path, names
         &out,
         "network-status with an unbound token",
         "plexus-node",
+        "a token bound to no node",
+    );
+
+    // The node's status Lease: its own node's only, held by its own node. Server-side apply, as the installer writes
+    // it (the node has no `get` on Leases, so `kubectl patch`, which reads first, can't be used).
+    let own_lease = format!("plexus-node-{}", nodes.name(0));
+    let lease_file = std::env::temp_dir().join(format!("plexus-lease-{}.json", std::process::id()));
+    let lease_apply = |token: &str, name: &str, holder: &str, verb: &str| {
+        std::fs::write(
+            &lease_file,
+            serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": NAMESPACE,
+                    "annotations": {"plexus.io/probe": "1"}},
+                "spec": {"holderIdentity": holder}})
+            .to_string(),
+        )
+        .unwrap();
+        let file = lease_file.display().to_string();
+        let args: Vec<&str> = match verb {
+            "apply" => vec![
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=probe",
+                "-f",
+                &file,
+            ],
+            _ => vec!["create", "-f", &file],
+        };
+        let out = as_token(server, token, &args);
+        let _ = std::fs::remove_file(&lease_file);
+        out
+    };
+    let out = lease_apply(&node_token, &own_lease, nodes.name(0), "apply");
+    assert!(out.status.success(), "its own Lease refused: {out:?}");
+    let only_own_lease = format!(
+        "plexus-node may only write the status Lease of the node its token was issued for ({own_lease})"
+    );
+    let out = lease_apply(&node_token, &own_lease, "elsewhere", "apply");
+    assert_refused(
+        &out,
+        "its Lease held by another node",
+        "plexus-node-status",
+        &only_own_lease,
+    );
+    let out = lease_apply(&node_token, "plexus-node-elsewhere", "elsewhere", "create");
+    assert_refused(
+        &out,
+        "another node's Lease",
+        "plexus-node-status",
+        &only_own_lease,
+    );
+    let out = lease_apply(unbound.trim(), &own_lease, nodes.name(0), "apply");
+    assert_refused(
+        &out,
+        "a Lease with an unbound token",
+        "plexus-node-status",
         "a token bound to no node",
     );
 

@@ -152,6 +152,7 @@ struct Pod {
     _bridge: HostLink,
     bin: tempfile::TempDir,
     args: String,
+    uid: String,
 }
 
 impl Pod {
@@ -229,6 +230,7 @@ impl Pod {
             bridge,
             bin,
             args,
+            uid,
         }
     }
 
@@ -270,6 +272,56 @@ impl Pod {
 
     fn has_network_status(&self) -> bool {
         pod_annotations(&self.ns.name, "victim").contains_key(NETWORK_STATUS)
+    }
+
+    /// `kubectl plexus why` on the victim names the cause of the failed ADD whose CNI error object is `error`, once
+    /// the kubelet has reported it. These faults are made outside a kubelet (the test runs `plexus` as the runtime
+    /// would), so the test writes the kubelet's FailedCreatePodSandBox event itself, in the kubelet's format and with
+    /// the error as libcni renders it (`msg; details`); `kubectl_plexus::why_on_a_real_node_…` has real kubelets'.
+    fn assert_why_names_the_cause(&self, error: &Value) {
+        let mut cause = error["msg"].as_str().expect("msg").to_owned();
+        if let Some(details) = error["details"].as_str().filter(|d| !d.is_empty()) {
+            cause = format!("{cause}; {details}");
+        }
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": "victim.", "namespace": self.ns.name},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "victim", "namespace": self.ns.name,
+                "uid": self.uid},
+            "reason": "FailedCreatePodSandBox",
+            "type": "Warning",
+            "source": {"component": "kubelet", "host": "faults"},
+            "count": 1,
+            "message": format!(
+                "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox \
+                 \"{}\": plugin type=\"plexus\" name=\"plexus\" failed (add): {cause}",
+                self.sb.container_id
+            ),
+        });
+        kubectl(&["create", "-f", "-"], Some(&event.to_string()));
+        let out = kubectl_plexus(&["why", "victim", "-n", &self.ns.name, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reasons: Vec<&str> = report["networks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&report))
+            .flat_map(|n| n["findings"].as_array().into_iter().flatten())
+            .filter_map(|f| f["reason"].as_str())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains(&cause)),
+            "why does not name {cause:?}: {reasons:#?}"
+        );
+        println!(
+            "$ kubectl plexus why victim -n {}\n{}",
+            self.ns.name,
+            String::from_utf8_lossy(
+                &kubectl_plexus(&["why", "victim", "-n", &self.ns.name]).stdout
+            )
+        );
     }
 
     /// The files of a [`Pod::holding`]'s wrapper: the one it creates when reached, the one it waits for.
@@ -378,6 +430,8 @@ fn api_server_fails_during_add(prefix: &str, mode: &Mode, slow: bool) {
     assert_eq!(pod.link_names(), Vec::<String>::new(), "nothing attached");
     assert_eq!(pod.record_state(), None, "no record of the ADD");
     assert!(!pod.has_network_status());
+    // The proxy forwards again for `why` (through the test's own kubeconfig, not the proxy).
+    pod.assert_why_names_the_cause(&e);
     if slow {
         assert!(
             proxy.accepted.load(Ordering::SeqCst) > 0,
@@ -410,6 +464,7 @@ fn api_server_slow_at_the_status_patch(mode: &Mode) {
     assert!(e["msg"].as_str().unwrap().contains("network-status"), "{e}");
     assert_eq!(pod.link_names(), Vec::<String>::new(), "the ADD was undone");
     assert!(!pod.has_network_status());
+    pod.assert_why_names_the_cause(&e);
     pod.call("DEL").ok(&config);
     pod.assert_no_leftovers();
 }
@@ -480,6 +535,7 @@ fn record_unwritable_at_the_end_of_add_publishes_nothing(mode: &Mode) {
         !pod.has_network_status(),
         "a rolled-back ADD wrote network-status"
     );
+    pod.assert_why_names_the_cause(&e);
 
     std::fs::remove_file(records.join(".fill")).unwrap();
     pod.call("DEL").ok(&config);

@@ -6,8 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use plexus_e2e::admission::{TABLE_NADS, bad_pod_rows};
@@ -21,32 +20,8 @@ const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 /// Covers the kubelet's first sandbox attempt and its retries.
 const ON_NODE: Duration = Duration::from_secs(120);
 
-/// The built `kubectl-plexus`: `PLEXUS_KUBECTL_PLEXUS_BIN`, or the one next to the test executable
-/// (target/<profile>/kubectl-plexus, which `scripts/test`'s `cargo build --workspace --bins` makes).
-fn bin() -> PathBuf {
-    if let Ok(p) = std::env::var("PLEXUS_KUBECTL_PLEXUS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .join("kubectl-plexus");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p kubectl-plexus` first",
-        bin.display()
-    );
-    bin
-}
-
 fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .expect("run kubectl-plexus")
+    kubectl_plexus(args)
 }
 
 /// `kubectl plexus why POD -n NS`: (exit code, text, the JSON report).
@@ -506,4 +481,49 @@ fn why_on_a_real_node_names_a_missing_nad_and_a_failing_delegate_and_passes_a_he
         node["sandboxFailuresLastHour"].as_i64().unwrap() >= 2,
         "{status}"
     );
+}
+
+/// A thick-mode pod on a node whose plexus-daemon is stopped: the shim's code 11 reaches the kubelet's event, and `why`
+/// names the daemon's socket as the cause. (The second node, so that the other tests' pods on the first are not held.)
+#[test]
+fn why_on_a_real_node_names_a_stopped_daemon() {
+    let nodes = Nodes::from_env();
+    let node = 1;
+    let ns = KubeNamespace::new("kp-daemon");
+    let n = ns.name.as_str();
+    let (subnet, _) = node_subnet();
+    create_nad(
+        n,
+        "lan",
+        Some(&json!({"cniVersion": "1.0.0", "name": "lan", "plugins": [
+            {"type": "bridge", "bridge": unique("kd"), "ipam": {"type": "host-local", "subnet": subnet}}
+        ]})),
+    );
+    nodes.stop(node, "plexus-daemon");
+    struct Restart<'a>(&'a Nodes, usize);
+    impl Drop for Restart<'_> {
+        fn drop(&mut self) {
+            self.0.restart(self.1, "plexus-daemon");
+        }
+    }
+    let restart = Restart(&nodes, node);
+    create_node_pod_in(NodeMode::Thick, &nodes, node, n, "stranded", Some("lan"));
+    sandbox_failed(n, "stranded", "plexus.sock");
+    let (code, text, report) = why(n, "stranded");
+    assert_eq!(code, 1, "{text}");
+    let found = all_reasons(&report);
+    assert!(
+        found
+            .iter()
+            .any(|r| r.contains("plexus.sock") && r.contains("plexus daemon")),
+        "{found:?}"
+    );
+    // Started again, the daemon attaches the pod at the kubelet's next try, and `why` has nothing to say.
+    drop(restart);
+    wait_ready(n, "stranded", ON_NODE);
+    let (code, text, _) = eventually("NetworksReady on the stranded pod", || {
+        let seen = why(n, "stranded");
+        (seen.2["networksReady"]["status"] == "True").then_some(seen)
+    });
+    assert_eq!(code, 0, "{text}");
 }

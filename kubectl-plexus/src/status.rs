@@ -1,14 +1,21 @@
 //! `kubectl plexus status`: per NetworkAttachmentDefinition, valid or not and the pods attached; per node, what the
-//! API server knows: Ready, the pods that request networks, those whose NetworksReady is False, and the kubelet's
-//! sandbox failures of the last hour (Plexus's CNI errors travel in them).
+//! API server knows: Ready, the pods that request networks, those whose NetworksReady is False, the kubelet's
+//! sandbox failures of the last hour (Plexus's CNI errors travel in them), and what the node's Plexus publishes in
+//! its status Lease (`plexus_api::node_status`): mode, version, the conf and its cluster network, the daemon's
+//! readiness, records and failed requests.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use plexus_api::nad::NetworkAttachmentDefinition;
+use plexus_api::node_status::{
+    DAEMON_ANNOTATION, DaemonStatus, INSTALL_ANNOTATION, InstallStatus, LABEL, is_stale,
+};
 use plexus_api::readiness::NETWORKS_READY_CONDITION;
 use plexus_api::selection::NETWORKS_ANNOTATION;
 use serde::{Deserialize, Serialize};
@@ -42,6 +49,108 @@ pub struct NodeRow {
     pub pods_with_networks: usize,
     pub networks_not_ready: Vec<String>,
     pub sandbox_failures_last_hour: i32,
+    /// What the node's Plexus publishes; `None`: nothing (no installer there, or its Lease can't be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plexus: Option<NodePlexus>,
+}
+
+/// One node's status Lease, judged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlexus {
+    /// `namespace/name` of the Lease.
+    pub lease: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallStatus>,
+    /// The installer's part is older than three heartbeats: its writer stopped.
+    pub install_stale: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonStatus>,
+    pub daemon_stale: bool,
+    /// What is wrong on the node, per this Lease.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl NodePlexus {
+    /// Reads a Lease's two parts and says what is wrong at `now` (Unix seconds).
+    pub fn judge(lease: &Lease, now: i64) -> Self {
+        let annotations = lease.metadata.annotations.clone().unwrap_or_default();
+        let mut out = Self {
+            lease: format!(
+                "{}/{}",
+                lease.metadata.namespace.as_deref().unwrap_or_default(),
+                lease.metadata.name.as_deref().unwrap_or_default()
+            ),
+            ..Self::default()
+        };
+        let stale = |updated: &str| {
+            updated
+                .parse::<Timestamp>()
+                .map_or(true, |t| is_stale(t.as_second(), now))
+        };
+        match annotations
+            .get(INSTALL_ANNOTATION)
+            .map(|v| serde_json::from_str::<InstallStatus>(v))
+        {
+            Some(Ok(install)) => {
+                out.install_stale = stale(&install.updated);
+                if out.install_stale {
+                    out.problems.push(format!(
+                        "the installer has not published since {} (is its pod running?)",
+                        install.updated
+                    ));
+                }
+                if !install.conf_in_place {
+                    out.problems.push(format!(
+                        "the conf {} is not in place{}",
+                        install.conf,
+                        install
+                            .waiting_for
+                            .as_deref()
+                            .map(|w| format!(": waiting for {w}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if let Some(e) = &install.error {
+                    out.problems
+                        .push(format!("the installer's last pass failed: {e}"));
+                }
+                out.install = Some(install);
+            }
+            Some(Err(e)) => out
+                .problems
+                .push(format!("the installer's status can't be read: {e}")),
+            None => out.problems.push("no installer status".to_owned()),
+        }
+        let thick = out.install.as_ref().is_some_and(|i| i.mode == "thick");
+        match annotations
+            .get(DAEMON_ANNOTATION)
+            .map(|v| serde_json::from_str::<DaemonStatus>(v))
+        {
+            Some(Ok(daemon)) => {
+                out.daemon_stale = stale(&daemon.updated);
+                if out.daemon_stale && thick {
+                    out.problems.push(format!(
+                        "plexus-daemon has not published since {} (is it running?)",
+                        daemon.updated
+                    ));
+                } else if !daemon.ready && thick {
+                    out.problems
+                        .push("plexus-daemon is not ready (its caches have not synced)".to_owned());
+                }
+                out.daemon = Some(daemon);
+            }
+            Some(Err(e)) => out
+                .problems
+                .push(format!("the daemon's status can't be read: {e}")),
+            None if thick => out
+                .problems
+                .push("thick mode, but plexus-daemon publishes no status".to_owned()),
+            None => {}
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +159,9 @@ pub struct Status {
     pub ok: bool,
     pub nads: Vec<NadRow>,
     pub nodes: Vec<NodeRow>,
+    /// Why the nodes' status Leases could not be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_error: Option<String>,
 }
 
 pub async fn status(client: &Client, namespace: Option<&str>) -> anyhow::Result<Status> {
@@ -135,6 +247,25 @@ pub async fn status(client: &Client, namespace: Option<&str>) -> anyhow::Result<
             row.ready = ready;
         }
     }
+    match Api::<Lease>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{LABEL}=true")))
+        .await
+    {
+        Ok(list) => {
+            let now = Timestamp::now().as_second();
+            for lease in list.items {
+                let Some(node) = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()) else {
+                    continue;
+                };
+                let judged = NodePlexus::judge(&lease, now);
+                out.ok &= judged.problems.is_empty();
+                let row = nodes.entry(node.clone()).or_default();
+                row.node = node;
+                row.plexus = Some(judged);
+            }
+        }
+        Err(e) => out.lease_error = Some(e.to_string()),
+    }
     let events: Api<Event> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -210,8 +341,73 @@ pub fn render(status: &Status) -> String {
             },
             n.sandbox_failures_last_hour
         );
+        render_plexus(&mut out, n.plexus.as_ref());
+    }
+    if let Some(e) = &status.lease_error {
+        let _ = writeln!(out, "The nodes' status Leases could not be listed: {e}");
     }
     out
+}
+
+/// The lines of one node's Plexus, under its node line.
+fn render_plexus(out: &mut String, plexus: Option<&NodePlexus>) {
+    let Some(p) = plexus else {
+        let _ = writeln!(
+            out,
+            "    plexus: no status published (no Plexus installer on this node, or it cannot write its Lease)"
+        );
+        return;
+    };
+    if let Some(i) = &p.install {
+        let _ = writeln!(
+            out,
+            "    plexus: {} mode, {}; conf {} {}{}{}",
+            i.mode,
+            i.version,
+            i.conf,
+            if i.conf_in_place {
+                "in place"
+            } else {
+                "NOT in place"
+            },
+            i.cluster_network
+                .as_deref()
+                .map(|c| format!(", cluster network {c}"))
+                .unwrap_or_default(),
+            if p.install_stale {
+                format!(" (STALE: last published {})", i.updated)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(d) = &p.daemon {
+        let _ = writeln!(
+            out,
+            "    daemon: {}, {} record(s), {} failed request(s) in the last hour{}{}",
+            if d.ready { "ready" } else { "NOT ready" },
+            d.records,
+            d.failures.len(),
+            d.failures
+                .first()
+                .map(|f| format!(
+                    " (last: {} {}, code {}: {})",
+                    f.command,
+                    f.pod.as_deref().unwrap_or(&f.container_id),
+                    f.code,
+                    f.message
+                ))
+                .unwrap_or_default(),
+            if p.daemon_stale {
+                format!(" (STALE: last published {})", d.updated)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for problem in &p.problems {
+        let _ = writeln!(out, "    problem: {problem}");
+    }
 }
 
 #[cfg(test)]
@@ -242,13 +438,138 @@ mod tests {
                 pods_with_networks: 3,
                 networks_not_ready: vec!["ns/p".into()],
                 sandbox_failures_last_hour: 4,
+                plexus: None,
             }],
+            lease_error: None,
         };
         assert_eq!(
             render(&status),
             "NetworkAttachmentDefinitions:\n  ns/a: valid, 2 pod(s) attached\n  ns/b: NOT valid, ? pod(s) attached: \
              spec.config is not valid JSON\nNodes:\n  n1: Ready, 3 pod(s) with networks, 1 with NetworksReady=False \
-             (ns/p), 4 sandbox failure(s) in the last hour\n"
+             (ns/p), 4 sandbox failure(s) in the last hour\n    plexus: no status published (no Plexus installer \
+             on this node, or it cannot write its Lease)\n"
+        );
+    }
+
+    fn lease(install: Option<&InstallStatus>, daemon: Option<&DaemonStatus>) -> Lease {
+        let mut annotations = BTreeMap::new();
+        if let Some(i) = install {
+            annotations.insert(
+                INSTALL_ANNOTATION.to_owned(),
+                serde_json::to_string(i).unwrap(),
+            );
+        }
+        if let Some(d) = daemon {
+            annotations.insert(
+                DAEMON_ANNOTATION.to_owned(),
+                serde_json::to_string(d).unwrap(),
+            );
+        }
+        let mut lease = Lease::default();
+        lease.metadata.name = Some("plexus-node-n1".into());
+        lease.metadata.namespace = Some("plexus".into());
+        lease.metadata.annotations = Some(annotations);
+        lease
+    }
+
+    const NOW: &str = "2026-12-07T12:00:00Z";
+    fn now() -> i64 {
+        NOW.parse::<Timestamp>().unwrap().as_second()
+    }
+
+    fn install(mode: &str) -> InstallStatus {
+        InstallStatus {
+            mode: mode.into(),
+            version: "0.1.0 (commit abc)".into(),
+            conf: "/etc/cni/net.d/00-plexus.conflist".into(),
+            conf_in_place: true,
+            cluster_network: Some("/etc/cni/net.d/10-pods.conflist".into()),
+            waiting_for: None,
+            error: None,
+            updated: "2026-12-07T11:59:30Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_healthy_thick_node_has_no_problem_and_says_its_last_failure() {
+        let daemon = DaemonStatus {
+            version: "0.1.0 (commit abc)".into(),
+            ready: true,
+            records: 3,
+            failures: vec![plexus_api::node_status::Failure {
+                at: "2026-12-07T11:50:00Z".into(),
+                pod: Some("ns/p".into()),
+                container_id: "c1".into(),
+                command: "ADD".into(),
+                code: 7,
+                message: "no such NetworkAttachmentDefinition".into(),
+            }],
+            updated: "2026-12-07T11:59:55Z".into(),
+        };
+        let judged = NodePlexus::judge(&lease(Some(&install("thick")), Some(&daemon)), now());
+        assert_eq!(judged.problems, Vec::<String>::new());
+        assert_eq!(judged.lease, "plexus/plexus-node-n1");
+        let mut out = String::new();
+        render_plexus(&mut out, Some(&judged));
+        assert_eq!(
+            out,
+            "    plexus: thick mode, 0.1.0 (commit abc); conf /etc/cni/net.d/00-plexus.conflist in place, cluster \
+             network /etc/cni/net.d/10-pods.conflist\n    daemon: ready, 3 record(s), 1 failed request(s) in the last \
+             hour (last: ADD ns/p, code 7: no such NetworkAttachmentDefinition)\n"
+        );
+    }
+
+    #[test]
+    fn what_is_wrong_on_a_node_is_named() {
+        // Thick mode without the daemon's part.
+        let judged = NodePlexus::judge(&lease(Some(&install("thick")), None), now());
+        assert_eq!(
+            judged.problems,
+            ["thick mode, but plexus-daemon publishes no status"]
+        );
+        // Thin mode needs none.
+        assert!(
+            NodePlexus::judge(&lease(Some(&install("thin")), None), now())
+                .problems
+                .is_empty()
+        );
+        // A stale installer, a conf not in place, a failed pass; a daemon not ready.
+        let waiting = InstallStatus {
+            conf_in_place: false,
+            waiting_for: Some("the cluster network's conf file in /etc/cni/net.d".into()),
+            error: Some("boom".into()),
+            updated: "2026-12-07T11:00:00Z".into(),
+            ..install("thick")
+        };
+        let daemon = DaemonStatus {
+            updated: "2026-12-07T11:59:59Z".into(),
+            ..DaemonStatus::default()
+        };
+        let judged = NodePlexus::judge(&lease(Some(&waiting), Some(&daemon)), now());
+        assert!(judged.install_stale && !judged.daemon_stale);
+        assert_eq!(
+            judged.problems,
+            [
+                "the installer has not published since 2026-12-07T11:00:00Z (is its pod running?)",
+                "the conf /etc/cni/net.d/00-plexus.conflist is not in place: waiting for the cluster network's conf \
+                 file in /etc/cni/net.d",
+                "the installer's last pass failed: boom",
+                "plexus-daemon is not ready (its caches have not synced)",
+            ]
+        );
+        // Nothing, or something unreadable.
+        assert_eq!(
+            NodePlexus::judge(&lease(None, None), now()).problems,
+            ["no installer status"]
+        );
+        let mut bad = lease(None, None);
+        bad.metadata.annotations = Some(BTreeMap::from([(
+            INSTALL_ANNOTATION.to_owned(),
+            "{".to_owned(),
+        )]));
+        assert!(
+            NodePlexus::judge(&bad, now()).problems[0]
+                .starts_with("the installer's status can't be read")
         );
     }
 }

@@ -14,9 +14,18 @@
 //! * [`ops`] — one file per verb over a plan or a record; [`invoke`] runs one delegate; [`record`] keeps what was
 //!   attached; [`netns`] the default-route change; [`report`] the network-status and events of an ADD.
 //! * [`install`] — `plexus install`, the node installer (a different program, linked into the same binary);
+//!   [`node_status`] — the node's status Lease, written by the installer and the daemon;
 //!   [`files`] — how files in root-owned directories are opened; [`logging`].
 
 #![forbid(unsafe_code)]
+
+/// `--version`'s text: the package version and the commit built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PLEXUS_COMMIT"),
+    ")"
+);
 
 pub mod config;
 pub mod devices;
@@ -29,6 +38,7 @@ pub mod invoke;
 mod kubernetes;
 pub mod logging;
 pub mod netns;
+pub mod node_status;
 pub mod ops;
 pub mod plan;
 pub mod record;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use plexus_api::node_status::Failure;
 use plexus_api::readiness::{Mismatch, compare};
 use plexus_api::selection::{NetworkSelection, parse_selections};
 use plexus_api::status::{NetworkStatus, parse_statuses};
@@ -82,6 +83,9 @@ pub struct Facts {
     pub webhook: Option<WebhookFact>,
     /// Newest first.
     pub events: Vec<EventFact>,
+    /// The failed requests for this pod that its node's plexus-daemon published, newest first (thick mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daemon_failures: Vec<Failure>,
 }
 
 /// A reason something is wrong, and what to do about it.
@@ -133,6 +137,8 @@ pub struct Report {
     pub webhook: Option<WebhookFact>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventFact>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daemon_failures: Vec<Failure>,
 }
 
 /// Whether `message` names `network` (`namespace/name`) as a whole word, as Plexus's and the webhook's messages do.
@@ -254,6 +260,7 @@ pub fn diagnose(facts: &Facts) -> Report {
         networks_ready: facts.networks_ready.clone(),
         webhook: facts.webhook.clone(),
         events: facts.events.clone(),
+        daemon_failures: facts.daemon_failures.clone(),
     };
     // As the plugin (plexus_api::policy::pod_requests): only a missing annotation requests nothing; a present one is
     // parsed, so an empty one is an error there too.
@@ -340,6 +347,32 @@ pub fn diagnose(facts: &Facts) -> Report {
                 ),
                 fix: "the error is the delegate's (or Plexus's) on the node: fix what it names (the NAD's config, \
                       the node's interfaces or plugins); the kubelet retries the sandbox on its own"
+                    .to_owned(),
+            });
+        }
+        // The daemon's own account, when the kubelet's event does not name the network (aged out, or cut short).
+        if !attached
+            && !attributed_failure
+            && let Some(failure) = facts
+                .daemon_failures
+                .iter()
+                .find(|f| f.command == "ADD" && names_network(&f.message, &network))
+        {
+            attributed_failure = true;
+            findings.push(Finding {
+                reason: format!(
+                    "plexus-daemon on the node{} failed the pod's ADD at {} (CNI error code {}): {}",
+                    facts
+                        .node
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    failure.at,
+                    failure.code,
+                    failure.message
+                ),
+                fix: "the error is the delegate's (or Plexus's) on the node: fix what it names; the kubelet retries \
+                      the sandbox on its own"
                     .to_owned(),
             });
         }
@@ -472,6 +505,56 @@ mod tests {
                 "{report:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_daemons_account_names_the_network_when_the_kubelets_event_is_gone() {
+        let failure = |message: &str| Failure {
+            at: "2026-12-07T10:00:00Z".into(),
+            pod: Some("ns/p".into()),
+            container_id: "c1".into(),
+            command: "ADD".into(),
+            code: 7,
+            message: message.into(),
+        };
+        let facts = Facts {
+            namespace: "ns".into(),
+            name: "p".into(),
+            node: Some("n1".into()),
+            networks: Some("lan".into()),
+            daemon_failures: vec![failure(
+                "network \"ns/lan\" (interface net1): delegate \"macvlan\" ADD failed: Link not found",
+            )],
+            ..Facts::default()
+        };
+        let report = diagnose(&facts);
+        assert!(!report.ok);
+        assert_eq!(
+            report.networks[0].findings[0].reason,
+            "plexus-daemon on the node (n1) failed the pod's ADD at 2026-12-07T10:00:00Z (CNI error code 7): network \
+             \"ns/lan\" (interface net1): delegate \"macvlan\" ADD failed: Link not found"
+        );
+        assert_eq!(report.networks[0].findings.len(), 1, "{report:?}");
+        // A kubelet event that names the network comes first; the daemon's account is not said twice.
+        let with_event = Facts {
+            events: vec![EventFact {
+                reason: SANDBOX_FAILED.into(),
+                message: "... failed (add): network \"ns/lan\" (interface net1): delegate failed"
+                    .into(),
+                warning: true,
+                from: "kubelet".into(),
+                count: 1,
+                last: None,
+            }],
+            ..facts
+        };
+        let report = diagnose(&with_event);
+        assert_eq!(report.networks[0].findings.len(), 1, "{report:?}");
+        assert!(
+            report.networks[0].findings[0]
+                .reason
+                .starts_with("the node (n1) could not attach it")
+        );
     }
 
     #[test]

@@ -94,6 +94,16 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "  fix:    {}", f.fix);
         }
     }
+    if !report.daemon_failures.is_empty() {
+        let _ = writeln!(out, "\nplexus-daemon on the node (newest first):");
+        for f in report.daemon_failures.iter().take(EVENTS_SHOWN) {
+            let _ = writeln!(
+                out,
+                "  {} {} failed (code {}) at {}: {}",
+                f.command, f.container_id, f.code, f.at, f.message
+            );
+        }
+    }
     if !report.events.is_empty() {
         let _ = writeln!(out, "\nEvents (newest first):");
         for e in report.events.iter().take(EVENTS_SHOWN) {

@@ -131,6 +131,13 @@ pub struct InstallArgs {
     /// the installer removes what it wrote; otherwise (restart, upgrade) it leaves everything in place.
     #[arg(long, env = "PLEXUS_DAEMONSET")]
     pub daemonset: Option<String>,
+    /// This node's name (the chart passes the pod's `spec.nodeName`): with it the installer publishes its status
+    /// to the node's status Lease (`kubectl plexus status`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The namespace of the status Lease (default: the service account's, from `namespace` in its dir).
+    #[arg(long, env = "PLEXUS_STATUS_NAMESPACE")]
+    pub status_namespace: Option<String>,
     /// Remove what the installer wrote, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -223,6 +230,8 @@ mod tests {
             interval_seconds: 1.0,
             ready_file: "/run/plexus/installed".into(),
             daemonset: None,
+            node_name: None,
+            status_namespace: None,
             cleanup: false,
             check: false,
         };

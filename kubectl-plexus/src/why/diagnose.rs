@@ -403,6 +403,13 @@ pub fn diagnose(facts: &Facts) -> Report {
                     ),
                     fix: format!("fix {other}; this one is attached with it"),
                 },
+                // A failure that names no network (the API server, the node's disk, the daemon): the pod's reason.
+                None if facts.node.is_some() && !sandbox_failures.is_empty() => Finding {
+                    reason: "held by the pod's sandbox failure (the pod's reason below), which names no network: \
+                             Plexus attaches all of a pod's networks or none"
+                        .to_owned(),
+                    fix: "fix the pod's reason; this one is attached with the others".to_owned(),
+                },
                 None => not_attached_yet(facts),
             });
         }
@@ -554,6 +561,39 @@ mod tests {
             report.networks[0].findings[0]
                 .reason
                 .starts_with("the node (n1) could not attach it")
+        );
+    }
+
+    #[test]
+    fn a_failure_naming_no_network_holds_every_network_and_is_the_pods_reason() {
+        let facts = Facts {
+            namespace: "ns".into(),
+            name: "p".into(),
+            node: Some("n1".into()),
+            networks: Some("lan".into()),
+            events: vec![EventFact {
+                reason: SANDBOX_FAILED.into(),
+                message: "... failed (add): the plexus daemon at /run/plexus/plexus.sock is not running; try again \
+                          later"
+                    .into(),
+                warning: true,
+                from: "kubelet".into(),
+                count: 1,
+                last: None,
+            }],
+            ..Facts::default()
+        };
+        let report = diagnose(&facts);
+        assert!(
+            report.networks[0].findings[0]
+                .reason
+                .starts_with("held by the pod's sandbox failure"),
+            "{report:?}"
+        );
+        assert_eq!(
+            report.findings[0].reason,
+            "the kubelet cannot create the pod's sandbox: the plexus daemon at /run/plexus/plexus.sock is not \
+             running; try again later"
         );
     }
 

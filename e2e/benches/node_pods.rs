@@ -37,6 +37,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use plexus_e2e::node::*;
@@ -238,6 +239,58 @@ fn sandbox_histogram(node: &str) -> Histogram {
     )
 }
 
+/// `plexus-daemon`'s time per phase of its ADD requests so far on node 0, keyed by `phase` (`delegate/<plugin>` for
+/// a delegate's), with `request` for the whole request: (seconds, observations). Read inside the node's network
+/// namespace, where the daemon's `metricsAddress` is; empty when no daemon answers (thin modes).
+fn daemon_add_phases(nodes: &Nodes) -> BTreeMap<String, (f64, f64)> {
+    let out = nodes.exec_output(0, &["curl", "-sf", "http://127.0.0.1:9464/metrics"]);
+    let mut phases: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let label = |key: &str| {
+            labels
+                .trim_end_matches('}')
+                .split("\",")
+                .filter_map(|kv| kv.split_once("=\""))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        if label("command") != "ADD" {
+            continue;
+        }
+        let (key, is_sum) = match name {
+            "plexus_daemon_request_duration_seconds_sum" => ("request".to_owned(), true),
+            "plexus_daemon_request_duration_seconds_count" => ("request".to_owned(), false),
+            "plexus_daemon_phase_duration_seconds_sum"
+            | "plexus_daemon_phase_duration_seconds_count" => {
+                let phase = label("phase");
+                let plugin = label("plugin");
+                let key = if plugin.is_empty() {
+                    phase
+                } else {
+                    format!("{phase}/{plugin}")
+                };
+                (key, name.ends_with("_sum"))
+            }
+            _ => continue,
+        };
+        let entry = phases.entry(key).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    phases
+}
+
 /// What one round measured.
 struct Round {
     ready: Vec<f64>,
@@ -427,6 +480,7 @@ fn main() {
     let mut totals: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     let mut sandboxes: Vec<Histogram> = vec![Histogram::default(); modes.len()];
     let mut calls: Vec<(f64, f64)> = vec![(0.0, 0.0); modes.len()];
+    let mut phases: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); modes.len()];
     for r in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
             switch_mode(
@@ -435,6 +489,12 @@ fn main() {
                 &plexus_conf,
                 &multus_bin.display().to_string(),
             );
+            let thick = mode.starts_with("thick");
+            let phases_before = if thick {
+                daemon_add_phases(&nodes)
+            } else {
+                BTreeMap::new()
+            };
             let Round {
                 ready: times,
                 total,
@@ -448,6 +508,14 @@ fn main() {
                 pod_resources.0,
                 pod_resources.1
             );
+            if thick {
+                for (key, (sum, n)) in daemon_add_phases(&nodes) {
+                    let (sum0, n0) = phases_before.get(&key).copied().unwrap_or_default();
+                    let entry = phases[m].entry(key).or_default();
+                    entry.0 += sum - sum0;
+                    entry.1 += n - n0;
+                }
+            }
             ready[m].extend(times);
             totals[m].push(total);
             sandboxes[m].add(&sandbox);
@@ -498,6 +566,31 @@ fn main() {
                    "pod_resources_per_pod": {"get": get, "list": list},
                    "kubelet_run_podsandbox": {"mean": sb_mean, "p50_le": sb_p50, "p90_le": sb_p90,
                                               "count": sb.count, "sum": sb.sum, "buckets": sb.buckets}}),
+        );
+    }
+    // Thick modes: where plexus-daemon's time per ADD goes (its phase metrics), to tell Plexus's part from the
+    // delegates'. A phase's mean is per ADD request; a delegate runs once per attachment it serves.
+    for (m, mode) in modes.iter().enumerate() {
+        let Some(&(request, adds)) = phases[m].get("request").filter(|(_, n)| *n > 0.0) else {
+            continue;
+        };
+        println!(
+            "\n{mode}: plexus-daemon, ms per ADD request ({adds:.0} ADDs; calls per ADD in brackets):"
+        );
+        println!("  request (socket to reply) {:.1}", 1000.0 * request / adds);
+        for (key, (sum, n)) in phases[m].iter().filter(|(k, _)| *k != "request") {
+            println!("  {key} {:.1} [{:.1}]", 1000.0 * sum / adds, n / adds);
+        }
+        json_out[*mode]["daemon_ms_per_add"] = Value::Object(
+            phases[m]
+                .iter()
+                .map(|(k, (sum, n))| {
+                    (
+                        k.clone(),
+                        json!({"ms": 1000.0 * sum / adds, "calls": n / adds}),
+                    )
+                })
+                .collect(),
         );
     }
     // The device-network targets (issue 23): p50 against the same pods without secondary networks, and against Multus.

@@ -6,7 +6,8 @@
 //! - [`DAEMON_ANNOTATION`] by `plexus-daemon` (thick mode): ready (caches synced), records, the ADDs and DELs that
 //!   failed in the last hour.
 //!
-//! Each part is written when it changes and at least every [`HEARTBEAT_SECONDS`]; a part older than
+//! Each part is written when it changes (the daemon's records count only with the heartbeat) and at least every
+//! [`HEARTBEAT_SECONDS`]; a part older than
 //! [`STALE_AFTER_SECONDS`] is stale (its writer stopped). Nothing is served on a node port: readers need only `list`
 //! on leases. The API server holds each node's writer to its own node's Lease (the chart's admission policy).
 
@@ -125,6 +126,16 @@ impl Part for DaemonStatus {
     fn set_updated(&mut self, at: String) {
         self.updated = at;
     }
+    /// The records count changes with every pod on the node: it goes out with the heartbeat only, so that pod churn
+    /// does not turn into a write per node every few seconds.
+    fn differs(&self, other: &Self) -> bool {
+        let strip = |s: &Self| Self {
+            records: 0,
+            updated: String::new(),
+            ..s.clone()
+        };
+        strip(self) != strip(other)
+    }
 }
 
 /// Cuts `message` to [`MAX_MESSAGE`] bytes at a character boundary.
@@ -213,7 +224,17 @@ mod tests {
             ..a.clone()
         };
         assert!(!a.differs(&b));
-        assert!(a.differs(&DaemonStatus { records: 1, ..b }));
+        assert!(a.differs(&DaemonStatus {
+            ready: false,
+            ..b.clone()
+        }));
+        // The records count waits for the heartbeat.
+        assert!(!a.differs(&DaemonStatus { records: 1, ..b }));
+        let install = InstallStatus::default();
+        assert!(install.differs(&InstallStatus {
+            conf_in_place: true,
+            ..InstallStatus::default()
+        }));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use plexus_daemon::config::DaemonConfig;
 /// `daemonSocketDir`, from watch-backed caches of this node's pods and of all NetworkAttachmentDefinitions.
 /// Stops on SIGTERM or SIGINT after finishing the requests in flight.
 #[derive(Debug, Parser)]
-#[command(name = "plexus-daemon", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PLEXUS_COMMIT"), ")"))]
+#[command(name = "plexus-daemon", version = plexus_cni::VERSION)]
 struct Cli {
     /// The daemon's config file (JSON): every key of the plexus plugin config, plus daemonSocketDir (default
     /// /run/plexus; the socket is plexus.sock in it), nodeName (default: the environment variable NODE_NAME),

@@ -289,11 +289,13 @@ impl Metrics {
         })
     }
 
-    /// A request answered with an error, kept for an hour (at most [`plexus_api::node_status::MAX_FAILURES`]).
-    pub fn failure(&self, failure: Failure) {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    /// A request answered with an error now (its `at` is set here), kept for an hour (at most
+    /// [`plexus_api::node_status::MAX_FAILURES`]).
+    pub fn failure(&self, mut failure: Failure) {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        failure.at = now.to_string();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        push_failure(&mut failures, now, failure);
+        push_failure(&mut failures, now.as_second(), failure);
     }
 
     /// The last hour's failures, newest first.

@@ -590,7 +590,7 @@ impl Runner<'_> {
             let pod = plexus_cni::plan::PodArgs::from_cni_args(var("CNI_ARGS"))
                 .map(|p| format!("{}/{}", p.namespace, p.name));
             self.metrics.failure(Failure {
-                at: k8s_openapi::jiff::Timestamp::now().to_string(),
+                at: String::new(),
                 pod,
                 container_id: var("CNI_CONTAINERID").chars().take(64).collect(),
                 command: command.to_owned(),

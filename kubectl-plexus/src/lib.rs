@@ -2,13 +2,15 @@
 //!
 //! * [`validate`] — the admission webhook's rules on local files, offline (CI).
 //! * [`why`] — why a pod has, or lacks, each network it asked for.
-//! * [`status`] — the NADs' validity and use, and per node what the API server knows.
+//! * [`status`] — the NADs' validity and use, and per node what the API server knows ([`node_lease`]: the nodes'
+//!   status Leases, judged).
 //!
 //! Exit codes: 0 nothing wrong, 1 something is wrong (refused, not attached, invalid), 2 the command could not run.
 
 #![forbid(unsafe_code)]
 
 pub mod manifests;
+pub mod node_lease;
 pub mod status;
 pub mod validate;
 pub mod why;

@@ -7,19 +7,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use plexus_api::nad::NetworkAttachmentDefinition;
-use plexus_api::node_status::{
-    DAEMON_ANNOTATION, DaemonStatus, INSTALL_ANNOTATION, InstallStatus, LABEL, is_stale,
-};
 use plexus_api::readiness::NETWORKS_READY_CONDITION;
 use plexus_api::selection::NETWORKS_ANNOTATION;
 use serde::{Deserialize, Serialize};
 
+use crate::node_lease::{NodePlexus, holder, node_leases};
 use crate::why::diagnose::NadFact;
 use crate::why::gather::nad_fact;
 
@@ -52,105 +49,6 @@ pub struct NodeRow {
     /// What the node's Plexus publishes; `None`: nothing (no installer there, or its Lease can't be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plexus: Option<NodePlexus>,
-}
-
-/// One node's status Lease, judged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodePlexus {
-    /// `namespace/name` of the Lease.
-    pub lease: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub install: Option<InstallStatus>,
-    /// The installer's part is older than three heartbeats: its writer stopped.
-    pub install_stale: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daemon: Option<DaemonStatus>,
-    pub daemon_stale: bool,
-    /// What is wrong on the node, per this Lease.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-}
-
-impl NodePlexus {
-    /// Reads a Lease's two parts and says what is wrong at `now` (Unix seconds).
-    pub fn judge(lease: &Lease, now: i64) -> Self {
-        let annotations = lease.metadata.annotations.clone().unwrap_or_default();
-        let mut out = Self {
-            lease: format!(
-                "{}/{}",
-                lease.metadata.namespace.as_deref().unwrap_or_default(),
-                lease.metadata.name.as_deref().unwrap_or_default()
-            ),
-            ..Self::default()
-        };
-        let stale = |updated: &str| {
-            updated
-                .parse::<Timestamp>()
-                .map_or(true, |t| is_stale(t.as_second(), now))
-        };
-        match annotations
-            .get(INSTALL_ANNOTATION)
-            .map(|v| serde_json::from_str::<InstallStatus>(v))
-        {
-            Some(Ok(install)) => {
-                out.install_stale = stale(&install.updated);
-                if out.install_stale {
-                    out.problems.push(format!(
-                        "the installer has not published since {} (is its pod running?)",
-                        install.updated
-                    ));
-                }
-                if !install.conf_in_place {
-                    out.problems.push(format!(
-                        "the conf {} is not in place{}",
-                        install.conf,
-                        install
-                            .waiting_for
-                            .as_deref()
-                            .map(|w| format!(": waiting for {w}"))
-                            .unwrap_or_default()
-                    ));
-                }
-                if let Some(e) = &install.error {
-                    out.problems
-                        .push(format!("the installer's last pass failed: {e}"));
-                }
-                out.install = Some(install);
-            }
-            Some(Err(e)) => out
-                .problems
-                .push(format!("the installer's status can't be read: {e}")),
-            None => out.problems.push("no installer status".to_owned()),
-        }
-        let thick = out.install.as_ref().is_some_and(|i| i.mode == "thick");
-        match annotations
-            .get(DAEMON_ANNOTATION)
-            .map(|v| serde_json::from_str::<DaemonStatus>(v))
-        {
-            Some(Ok(daemon)) => {
-                out.daemon_stale = stale(&daemon.updated);
-                if out.daemon_stale && thick {
-                    out.problems.push(format!(
-                        "plexus-daemon has not published since {} (is it running?)",
-                        daemon.updated
-                    ));
-                } else if !daemon.ready && thick {
-                    out.problems
-                        .push("plexus-daemon is not ready (its caches have not synced)".to_owned());
-                }
-                out.daemon = Some(daemon);
-            }
-            Some(Err(e)) => out
-                .problems
-                .push(format!("the daemon's status can't be read: {e}")),
-            None if thick => out
-                .problems
-                .push("thick mode, but plexus-daemon publishes no status".to_owned()),
-            None => {}
-        }
-        out
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,14 +145,11 @@ pub async fn status(client: &Client, namespace: Option<&str>) -> anyhow::Result<
             row.ready = ready;
         }
     }
-    match Api::<Lease>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{LABEL}=true")))
-        .await
-    {
-        Ok(list) => {
+    match node_leases(client).await {
+        Ok(leases) => {
             let now = Timestamp::now().as_second();
-            for lease in list.items {
-                let Some(node) = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()) else {
+            for lease in leases {
+                let Some(node) = holder(&lease).map(str::to_owned) else {
                     continue;
                 };
                 let judged = NodePlexus::judge(&lease, now);
@@ -413,6 +308,10 @@ fn render_plexus(out: &mut String, plexus: Option<&NodePlexus>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use plexus_api::node_status::{
+        DAEMON_ANNOTATION, DaemonStatus, INSTALL_ANNOTATION, InstallStatus,
+    };
 
     #[test]
     fn rows_say_what_is_wrong() {

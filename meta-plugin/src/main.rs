@@ -29,7 +29,7 @@ use plexus_cni::shim::{Reply, Shim};
 #[derive(Parser)]
 #[command(
     name = "plexus",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PLEXUS_COMMIT"), ")"),
+    version = plexus_cni::VERSION,
     about = "Plexus, the multi-network CNI meta-plugin. Without arguments: the CNI plugin (a container runtime runs it)."
 )]
 enum Cli {

@@ -484,6 +484,18 @@ fn not_attached_yet(facts: &Facts) -> Finding {
 mod tests {
     use super::*;
 
+    /// The kubelet's FailedCreatePodSandBox event with `message`.
+    fn sandbox_failed(message: &str) -> EventFact {
+        EventFact {
+            reason: SANDBOX_FAILED.into(),
+            message: message.into(),
+            warning: true,
+            from: "kubelet".into(),
+            count: 1,
+            last: None,
+        }
+    }
+
     #[test]
     fn a_network_is_named_as_a_whole_word_only() {
         assert!(names_network("network ns/lan: no such", "ns/lan"));
@@ -544,15 +556,9 @@ mod tests {
         assert_eq!(report.networks[0].findings.len(), 1, "{report:?}");
         // A kubelet event that names the network comes first; the daemon's account is not said twice.
         let with_event = Facts {
-            events: vec![EventFact {
-                reason: SANDBOX_FAILED.into(),
-                message: "... failed (add): network \"ns/lan\" (interface net1): delegate failed"
-                    .into(),
-                warning: true,
-                from: "kubelet".into(),
-                count: 1,
-                last: None,
-            }],
+            events: vec![sandbox_failed(
+                "... failed (add): network \"ns/lan\" (interface net1): delegate failed",
+            )],
             ..facts
         };
         let report = diagnose(&with_event);
@@ -571,16 +577,10 @@ mod tests {
             name: "p".into(),
             node: Some("n1".into()),
             networks: Some("lan".into()),
-            events: vec![EventFact {
-                reason: SANDBOX_FAILED.into(),
-                message: "... failed (add): the plexus daemon at /run/plexus/plexus.sock is not running; try again \
-                          later"
-                    .into(),
-                warning: true,
-                from: "kubelet".into(),
-                count: 1,
-                last: None,
-            }],
+            events: vec![sandbox_failed(
+                "... failed (add): the plexus daemon at /run/plexus/plexus.sock is not running; try again \
+                          later",
+            )],
             ..Facts::default()
         };
         let report = diagnose(&facts);
@@ -605,14 +605,9 @@ mod tests {
             node: Some("n1".into()),
             networks: Some("lan, gone".into()),
             nads: BTreeMap::from([("ns/gone".to_owned(), NadFact::Missing)]),
-            events: vec![EventFact {
-                reason: SANDBOX_FAILED.into(),
-                message: "... failed (add): pod ns/p: network ns/gone: no such NetworkAttachmentDefinition".into(),
-                warning: true,
-                from: "kubelet".into(),
-                count: 1,
-                last: None,
-            }],
+            events: vec![sandbox_failed(
+                "... failed (add): pod ns/p: network ns/gone: no such NetworkAttachmentDefinition",
+            )],
             ..Facts::default()
         };
         let report = diagnose(&facts);

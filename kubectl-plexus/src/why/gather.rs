@@ -2,15 +2,16 @@
 //! admission webhook's verdict today), the pod's Events, and what its node's plexus-daemon says of it (the failed
 //! requests in the node's status Lease). Only GET/LIST and one dry-run create: nothing changes.
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use plexus_api::nad::{NetworkAttachmentDefinition, VALID_CONDITION, validate_nad};
-use plexus_api::node_status::{DAEMON_ANNOTATION, DaemonStatus, Failure, LABEL};
+use plexus_api::node_status::Failure;
 use plexus_api::readiness::NETWORKS_READY_CONDITION;
 use plexus_api::selection::{NETWORKS_ANNOTATION, parse_selections};
 use plexus_api::status::NETWORK_STATUS_ANNOTATION;
+
+use crate::node_lease::{NodePlexus, holder, node_leases};
 
 use super::diagnose::{Condition, EventFact, Facts, NadFact, WebhookFact};
 
@@ -94,22 +95,17 @@ pub async fn gather(client: &Client, namespace: &str, name: &str) -> Result<Fact
     Ok(facts)
 }
 
-/// The failed requests for `pod` that the plexus-daemon of `node` published (its status Lease), newest first; none
-/// when there is no such Lease or it can't be listed.
+/// The failed requests for `pod` that the plexus-daemon of `node` published (its status Lease, read as `status`
+/// reads it), newest first; none when there is no such Lease or it can't be listed.
 async fn daemon_failures(client: &Client, node: &str, pod: &str) -> Vec<Failure> {
-    let Ok(list) = Api::<Lease>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{LABEL}=true")))
-        .await
-    else {
+    let Ok(leases) = node_leases(client).await else {
         return Vec::new();
     };
-    list.items
-        .into_iter()
-        .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(node))
-        .filter_map(|l| {
-            serde_json::from_str::<DaemonStatus>(l.metadata.annotations?.get(DAEMON_ANNOTATION)?)
-                .ok()
-        })
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    leases
+        .iter()
+        .filter(|l| holder(l) == Some(node))
+        .filter_map(|l| NodePlexus::judge(l, now).daemon)
         .flat_map(|d| d.failures)
         .filter(|f| f.pod.as_deref() == Some(pod))
         .collect()

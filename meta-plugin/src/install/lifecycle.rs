@@ -9,28 +9,11 @@ use std::time::Duration;
 use serde_json::Map;
 use tracing::{info, warn};
 
-use plexus_api::node_status::InstallStatus;
-
 use super::conf::{conf_bytes, is_plexus_conf};
 use super::{
-    CONF_NAME, ConfSettings, InstallArgs, InstallError, Layout, Mode, ServiceAccount, find_primary,
+    ConfSettings, InstallArgs, InstallError, Layout, Mode, Pass, ServiceAccount, find_primary,
     install_binary, io, plexus_conflist, read_plugin_config, write_atomically, write_if_changed,
 };
-use crate::VERSION;
-use crate::node_status::Publisher;
-
-/// What one pass changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Pass {
-    pub kubeconfig_written: bool,
-    pub conf_written: bool,
-    /// The conf is in place (written now or earlier).
-    pub conf_present: bool,
-    /// Why the conf is not (yet) written, if it is not.
-    pub waiting_for: Option<String>,
-    /// The cluster network the conf delegates to (a host path, or the configured name), once known.
-    pub cluster_network: Option<String>,
-}
 
 /// The long-running part: everything but the binary, once per interval.
 pub struct Installer {
@@ -195,36 +178,9 @@ pub fn cleanup(layout: &Layout, binary: Option<&Path>) -> Result<Vec<PathBuf>, I
     Ok(removed)
 }
 
-/// The owner reference to the DaemonSet `namespace/name`.
-async fn daemonset_owner(
-    client: &kube::Client,
-    reference: &str,
-) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference, String> {
-    use k8s_openapi::api::apps::v1::DaemonSet;
-    let (namespace, name) = reference
-        .split_once('/')
-        .ok_or_else(|| format!("the DaemonSet {reference:?} is not namespace/name"))?;
-    let api: kube::Api<DaemonSet> = kube::Api::namespaced(client.clone(), namespace);
-    let ds = tokio::time::timeout(Duration::from_secs(10), api.get(name))
-        .await
-        .map_err(|_| format!("no answer about the DaemonSet {reference} within 10s"))?
-        .map_err(|e| format!("reading the DaemonSet {reference}: {e}"))?;
-    Ok(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "DaemonSet".into(),
-            name: name.to_owned(),
-            uid: ds.metadata.uid.unwrap_or_default(),
-            ..Default::default()
-        },
-    )
-}
-
-/// Whether the DaemonSet `namespace/name` is gone (deleted or being deleted), asked with the pod's own service
-/// account. `None` when the API server could not tell (then nothing is removed).
+/// Whether the DaemonSet `namespace/name` is gone (deleted or being deleted). `None` when the API server could not
+/// tell (then nothing is removed).
 async fn daemonset_gone(reference: &str) -> Option<bool> {
-    use k8s_openapi::api::apps::v1::DaemonSet;
-    let (namespace, name) = reference.split_once('/')?;
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -232,118 +188,12 @@ async fn daemonset_gone(reference: &str) -> Option<bool> {
             return None;
         }
     };
-    let api: kube::Api<DaemonSet> = kube::Api::namespaced(client, namespace);
-    match tokio::time::timeout(Duration::from_secs(10), api.get_opt(name)).await {
-        Ok(Ok(None)) => Some(true),
-        Ok(Ok(Some(ds))) => Some(ds.metadata.deletion_timestamp.is_some()),
-        // The release's RBAC or service account already went with it.
-        Ok(Err(kube::Error::Api(status))) if matches!(status.code, 401 | 403 | 404) => Some(true),
-        Ok(Err(e)) => {
-            warn!(error = %e, "could not ask whether the DaemonSet still exists; leaving the files in place");
+    match super::daemonset::read(&client, reference).await {
+        Ok(None) => Some(true),
+        Ok(Some(ds)) => Some(ds.metadata.deletion_timestamp.is_some()),
+        Err(e) => {
+            warn!(error = %e, "leaving the files in place");
             None
-        }
-        Err(_) => {
-            warn!("no answer about the DaemonSet within 10s; leaving the files in place");
-            None
-        }
-    }
-}
-
-/// The installer's part of the node's status Lease (`kubectl plexus status`), when it knows its node and namespace.
-struct StatusWriter {
-    node: Option<String>,
-    /// `namespace/name` of the DaemonSet, the Lease's owner.
-    daemonset: Option<String>,
-    namespace: Option<String>,
-    publisher: Option<Publisher<InstallStatus>>,
-    /// The last failure, said once.
-    failed: Option<String>,
-}
-
-impl StatusWriter {
-    fn new(args: &InstallArgs) -> Self {
-        let namespace = args.status_namespace.clone().or_else(|| {
-            fs::read_to_string(args.service_account_dir.join("namespace"))
-                .ok()
-                .map(|n| n.trim().to_owned())
-        });
-        let node = args.node_name.clone().filter(|n| !n.is_empty());
-        if node.is_none() || namespace.as_deref().is_none_or(str::is_empty) {
-            info!("no node name or namespace: the node's status is not published");
-        }
-        Self {
-            node,
-            daemonset: args.daemonset.clone(),
-            namespace: namespace.filter(|n| !n.is_empty()),
-            publisher: None,
-            failed: None,
-        }
-    }
-
-    async fn write(&mut self, installer: &Installer, pass: &Result<Pass, InstallError>) {
-        let (Some(node), Some(namespace)) = (&self.node, &self.namespace) else {
-            return;
-        };
-        if self.publisher.is_none() {
-            let made = match kube::Client::try_default().await {
-                Ok(client) => {
-                    // Owned by the DaemonSet: the garbage collector removes it with the DaemonSet (uninstall).
-                    let owner = match &self.daemonset {
-                        Some(reference) => match daemonset_owner(&client, reference).await {
-                            Ok(owner) => Some(owner),
-                            Err(e) => return self.failed(e),
-                        },
-                        None => None,
-                    };
-                    Publisher::new(client, namespace, node)
-                        .map(|p| p.making(owner))
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(format!("no API client: {e}")),
-            };
-            match made {
-                Ok(p) => self.publisher = Some(p),
-                Err(e) => return self.failed(e),
-            }
-        }
-        let Some(publisher) = self.publisher.as_mut() else {
-            return;
-        };
-        let conf = installer.layout.host_conf_dir.join(CONF_NAME);
-        let part = InstallStatus {
-            mode: match installer.settings.mode {
-                Mode::Thin => "thin",
-                Mode::Thick => "thick",
-            }
-            .to_owned(),
-            version: VERSION.to_owned(),
-            conf: conf.display().to_string(),
-            conf_in_place: match pass {
-                Ok(p) => p.conf_present,
-                Err(_) => installer.layout.conf().exists(),
-            },
-            cluster_network: pass.as_ref().ok().and_then(|p| p.cluster_network.clone()),
-            waiting_for: pass.as_ref().ok().and_then(|p| p.waiting_for.clone()),
-            error: pass.as_ref().err().map(|e| e.to_string()),
-            updated: String::new(),
-        };
-        match publisher.publish(part).await {
-            Ok(_) => {
-                if self.failed.take().is_some() {
-                    info!(
-                        lease = publisher.lease(),
-                        "publishing the node's status again"
-                    );
-                }
-            }
-            Err(e) => self.failed(e.to_string()),
-        }
-    }
-
-    fn failed(&mut self, error: String) {
-        if self.failed.as_ref() != Some(&error) {
-            warn!(%error, "could not publish the node's status; trying again");
-            self.failed = Some(error);
         }
     }
 }
@@ -423,11 +273,13 @@ async fn run(
     let mut waiting: Option<String> = None;
     let mut last_error: Option<String> = None;
     let mut passive = false;
-    let mut status = StatusWriter::new(&args);
+    let mut status = super::status::StatusWriter::new(&args);
     loop {
         if installer.owns() {
             let result = installer.pass();
-            status.write(&installer, &result).await;
+            status
+                .write(installer.settings.mode, &layout, &result)
+                .await;
             match result {
                 Ok(pass) => {
                     last_error = None;

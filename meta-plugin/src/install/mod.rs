@@ -146,6 +146,19 @@ pub struct InstallArgs {
     pub check: bool,
 }
 
+/// What one pass changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub kubeconfig_written: bool,
+    pub conf_written: bool,
+    /// The conf is in place (written now or earlier).
+    pub conf_present: bool,
+    /// Why the conf is not (yet) written, if it is not.
+    pub waiting_for: Option<String>,
+    /// The cluster network the conf delegates to (a host path, or the configured name), once known.
+    pub cluster_network: Option<String>,
+}
+
 /// The paths the installer reads and writes, as seen in this container, and as the plugin on the host sees them.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -200,14 +213,16 @@ impl Layout {
 mod binary;
 mod conf;
 mod credentials;
+mod daemonset;
 mod lifecycle;
+mod status;
 
 pub use binary::{install_binary, write_atomically, write_if_changed};
 pub use conf::{
     ConfSettings, Primary, RuntimeConf, find_primary, plexus_conflist, read_plugin_config,
 };
 pub use credentials::ServiceAccount;
-pub use lifecycle::{Installer, Pass, cleanup, main};
+pub use lifecycle::{Installer, cleanup, main};
 
 #[cfg(test)]
 mod tests {

@@ -64,9 +64,10 @@ impl Drop for KubeNode {
 
 /// The keys of a caller's config that never go into a daemon's file when it follows its caller: the shim's, the
 /// client's (the daemon has its own) and the logging (the daemon's log is the test's).
-const NOT_FOLLOWED: [&str; 6] = [
+const NOT_FOLLOWED: [&str; 7] = [
     "daemonSocketDir",
     "daemonTimeoutSeconds",
+    "daemonWaitSeconds",
     "kubeconfig",
     "logFile",
     "logLevel",

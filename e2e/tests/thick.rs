@@ -402,11 +402,23 @@ fn sigterm_finishes_the_request_in_flight_then_the_socket_is_gone() {
     names.sort();
     assert_eq!(names, ["eth0", "net1"]);
 
-    // Down: the shim says so at once.
-    let e = pod.call("DEL").err(pod.config.to_string().as_bytes());
+    // Down, with no wait configured: the shim says so at once.
+    let mut no_wait = pod.config.clone();
+    no_wait["daemonWaitSeconds"] = json!(0);
+    let e = pod.call("DEL").err(no_wait.to_string().as_bytes());
     assert_eq!(code(&e), 11, "{e}");
+    // By default it waits for the daemon (daemonWaitSeconds, 60): a DEL made while the daemon is down (as during a
+    // rolling upgrade) finishes once it is back.
+    let del = pod.call("DEL").spawn(pod.config.to_string().as_bytes());
+    std::thread::sleep(Duration::from_secs(1));
     daemon.spawn();
-    pod.call("DEL").ok(&pod.config);
+    let out = del.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        daemon.log()
+    );
     pod.sb.assert_clean();
 }
 
@@ -416,11 +428,18 @@ fn daemon_down_or_silent_is_code_11_within_the_timeout() {
     let args = pod_args("default", "nobody", "u", &sb.container_id);
     // Nothing listens on the socket.
     let empty = tempfile::tempdir().unwrap();
-    let config = shim_config(&sb.config(json!({})), empty.path());
+    // It is waited for daemonWaitSeconds, then code 11 naming the socket and the wait.
+    let config = shim_config(&sb.config(json!({"daemonWaitSeconds": 1})), empty.path());
+    let started = Instant::now();
     let e = sb.call("ADD", &args).err(config.to_string().as_bytes());
+    assert!(started.elapsed() >= Duration::from_secs(1), "{e}");
     assert_eq!(code(&e), 11, "{e}");
     let socket = empty.path().join("plexus.sock").display().to_string();
     assert!(e["msg"].as_str().unwrap().contains(&socket), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("daemonWaitSeconds"),
+        "{e}"
+    );
     assert_eq!(e["cniVersion"], "1.0.0");
 
     // A daemon that accepts but does not answer (stopped): code 11 once daemonTimeoutSeconds are over.

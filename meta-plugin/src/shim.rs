@@ -1,7 +1,10 @@
 //! Thick mode, runtime side: when the stdin config has `daemonSocketDir`, `plexus` forwards the request (the CNI
 //! environment and stdin) to the node daemon's socket `<daemonSocketDir>/plexus.sock` and prints the daemon's reply,
-//! which is exactly what thin mode would have printed. The daemon down, or silent for `daemonTimeoutSeconds`, is a
-//! CNI error with code 11 ("try again later") naming the socket: never a hang.
+//! which is exactly what thin mode would have printed. A daemon that is down (no socket, or nothing listening: it is
+//! restarting, say during a rolling upgrade) is waited for, `daemonWaitSeconds` at most, as multus-shim waits for its
+//! daemon; a daemon still down then, or silent for `daemonTimeoutSeconds`, is a CNI error with code 11 ("try again
+//! later") naming the socket: never a hang. `STATUS` does not wait: the runtime asks it to learn whether the plugin
+//! is ready now.
 //!
 //! This path runs before anything else in `plexus` (no tokio, no kube client, no TLS): a std `UnixStream` and one
 //! small JSON header. The wire format lives here for both ends (the daemon reads with [`read_request`] and answers
@@ -25,6 +28,12 @@ pub const SOCKET_NAME: &str = "plexus.sock";
 /// How long the shim waits for the daemon's whole reply unless `daemonTimeoutSeconds` says otherwise. Longer than
 /// a typical ADD of several networks, shorter than the kubelet's two-minute CRI timeout.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 100.0;
+/// How long the shim waits for a daemon that is down to take the connection unless `daemonWaitSeconds` says
+/// otherwise: multus-shim's wait for its daemon (60 s), within `daemonTimeoutSeconds`. A daemon restarted by its
+/// DaemonSet is back within seconds; one that stays down fails each ADD after this wait.
+pub const DEFAULT_WAIT_SECONDS: f64 = 60.0;
+/// How often the shim tries a daemon that is down again while it waits.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// The CNI variables a request carries.
 pub const FORWARDED_VARIABLES: [&str; 6] = [
     "CNI_COMMAND",
@@ -52,6 +61,8 @@ struct ShimKeys {
     daemon_socket_dir: Option<String>,
     #[serde(default)]
     daemon_timeout_seconds: Option<f64>,
+    #[serde(default)]
+    daemon_wait_seconds: Option<f64>,
 }
 
 /// Where and how long to ask the daemon.
@@ -59,6 +70,8 @@ struct ShimKeys {
 pub struct Shim {
     pub socket: PathBuf,
     pub timeout: Duration,
+    /// How long a daemon that is down is waited for (at most `timeout`).
+    pub wait: Duration,
     cni_version: String,
 }
 
@@ -85,10 +98,10 @@ impl Shim {
         if !dir.starts_with('/') {
             return invalid(format!("daemonSocketDir {dir:?} must be an absolute path"));
         }
+        let max = crate::config::MAX_SECONDS;
         let seconds = keys
             .daemon_timeout_seconds
             .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-        let max = crate::config::MAX_SECONDS;
         let timeout = match Duration::try_from_secs_f64(seconds) {
             Ok(d) if seconds > 0.0 && seconds <= max => d,
             _ => {
@@ -97,9 +110,19 @@ impl Shim {
                 ));
             }
         };
+        let seconds = keys.daemon_wait_seconds.unwrap_or(DEFAULT_WAIT_SECONDS);
+        let wait = match Duration::try_from_secs_f64(seconds) {
+            Ok(d) if seconds <= max => d,
+            _ => {
+                return invalid(format!(
+                    "daemonWaitSeconds must be a number of seconds from 0 to {max}, not {seconds}"
+                ));
+            }
+        };
         Some(Ok(Self {
             socket: Path::new(&dir).join(SOCKET_NAME),
             timeout,
+            wait: wait.min(timeout),
             cni_version,
         }))
     }
@@ -127,20 +150,39 @@ impl Shim {
             .collect();
         let header =
             encode_request_header(env, unix_ms(std::time::SystemTime::now() + self.timeout));
-        let mut stream = connect(&self.socket, self.timeout).map_err(|e| {
-            unavailable(if e.kind() == std::io::ErrorKind::WouldBlock {
-                format!(
-                    "did not take the connection within {}s (daemonTimeoutSeconds)",
-                    self.timeout.as_secs_f64()
-                )
-            } else {
-                format!("can't be reached: {e}")
-            })
-        })?;
         let remaining = |deadline: Instant| {
             deadline
                 .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
+        };
+        // STATUS asks whether the plugin is ready now: it does not wait for a daemon that is down.
+        let wait = match env_lookup("CNI_COMMAND").as_deref() {
+            Some("STATUS") => Duration::ZERO,
+            _ => self.wait,
+        };
+        let stop_waiting = Instant::now() + wait;
+        let mut stream = loop {
+            let left = remaining(deadline).unwrap_or(Duration::from_micros(1));
+            match connect(&self.socket, left) {
+                Ok(stream) => break stream,
+                Err(e) if down(&e) && Instant::now() < stop_waiting => {
+                    let left = stop_waiting.saturating_duration_since(Instant::now());
+                    std::thread::sleep(RETRY_EVERY.min(left));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(unavailable(format!(
+                        "did not take the connection within {}s (daemonTimeoutSeconds)",
+                        self.timeout.as_secs_f64()
+                    )));
+                }
+                Err(e) if !wait.is_zero() => {
+                    return Err(unavailable(format!(
+                        "can't be reached: {e} (waited {}s for it, daemonWaitSeconds)",
+                        wait.as_secs_f64()
+                    )));
+                }
+                Err(e) => return Err(unavailable(format!("can't be reached: {e}"))),
+            }
         };
         let send = (|| {
             stream.set_write_timeout(Some(self.timeout))?;
@@ -196,6 +238,15 @@ impl Shim {
             stdout: String::from_utf8_lossy(stdout).into_owned(),
         })
     }
+}
+
+/// Whether a connect failed because no daemon is there (no socket file, or nothing listening on it), rather than
+/// because one is there and busy.
+fn down(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Connects to the daemon's socket, waiting at most `timeout` for it to take the connection: a daemon whose
@@ -361,11 +412,20 @@ mod tests {
             shim.timeout,
             Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS)
         );
+        assert_eq!(shim.wait, Duration::from_secs_f64(DEFAULT_WAIT_SECONDS));
+        // The wait is part of the timeout.
+        let shim = Shim::from_stdin(
+            br#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":5,"daemonWaitSeconds":60}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(shim.wait, Duration::from_secs(5));
         for bad in [
             r#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":0}"#,
             // Out of range: duration conversion would panic.
             r#"{"daemonSocketDir":"/run/p","daemonTimeoutSeconds":1e308}"#,
             r#"{"daemonSocketDir":"run/p"}"#,
+            r#"{"daemonSocketDir":"/run/p","daemonWaitSeconds":-1}"#,
         ] {
             let e = Shim::from_stdin(bad.as_bytes()).unwrap().unwrap_err();
             assert_eq!(e.code, 7, "{bad}: {e:?}");
@@ -411,11 +471,50 @@ mod tests {
     #[test]
     fn no_daemon_is_code_11_naming_the_socket() {
         let dir = tempfile::tempdir().unwrap();
-        let stdin = format!(r#"{{"daemonSocketDir":"{}"}}"#, dir.path().display());
+        let stdin = format!(
+            r#"{{"daemonSocketDir":"{}","daemonWaitSeconds":0}}"#,
+            dir.path().display()
+        );
         let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
         let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
         assert_eq!(e.code, 11);
         assert!(e.msg.contains(&shim.socket.display().to_string()), "{e}");
+        assert!(!e.msg.contains("daemonWaitSeconds"), "{e}");
+    }
+
+    #[test]
+    fn a_daemon_that_is_down_is_waited_for_daemon_wait_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdin = format!(
+            r#"{{"daemonSocketDir":"{}","daemonWaitSeconds":0.4}}"#,
+            dir.path().display()
+        );
+        let shim = Shim::from_stdin(stdin.as_bytes()).unwrap().unwrap();
+        assert_eq!(shim.wait, Duration::from_millis(400));
+        // Still down when the wait is over: code 11, after the wait, saying so.
+        let started = Instant::now();
+        let e = shim.forward(|_| None, stdin.as_bytes()).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(400), "{e}");
+        assert_eq!(e.code, 11);
+        assert!(e.msg.contains("daemonWaitSeconds"), "{e}");
+        // STATUS does not wait.
+        let started = Instant::now();
+        let status = |k: &str| (k == "CNI_COMMAND").then(|| "STATUS".to_owned());
+        let e = shim.forward(status, stdin.as_bytes()).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(300), "{e}");
+        assert!(!e.msg.contains("daemonWaitSeconds"), "{e}");
+        // Back within the wait (its socket appears 200 ms later): the request goes through.
+        let socket = shim.socket.clone();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let listener = UnixListener::bind(socket).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            read_request(&mut conn).unwrap();
+            conn.write_all(&encode_reply(true, "{}")).unwrap();
+        });
+        let reply = shim.forward(|_| None, stdin.as_bytes()).unwrap();
+        assert!(reply.success);
+        server.join().unwrap();
     }
 
     #[test]

@@ -26,72 +26,37 @@ impl Daemon {
             .stderr(std::fs::File::create(work.join("plexus-daemon.stderr")).unwrap())
             .spawn()
             .unwrap();
-        let url = format!(
-            "http://{}/readyz",
-            config["metricsAddress"].as_str().unwrap()
-        );
+        let port: u16 = config["metricsAddress"]
+            .as_str()
+            .and_then(|a| a.rsplit_once(':')?.1.parse().ok())
+            .expect("metricsAddress 127.0.0.1:PORT");
         Self {
             name: "plexus-daemon",
             child,
             started,
-            ready: Box::new(move || curl_ok(&["-fsS", "-m", "1", &url])),
+            ready: Box::new(move || plexus_e2e::thick::http_get(port, "/readyz").0 == 200),
             log,
         }
     }
 
-    /// `multus-daemon --config FILE` with in-cluster credentials: a service-account token (cluster-admin, as the
-    /// bench needs no finer RBAC) bind-mounted at the in-cluster path inside a mount namespace of its own (mounts
-    /// from the host, such as new netns files, still propagate in). Ready when its socket answers `/healthz`,
-    /// which it serves only after its informers synced.
+    /// `multus-daemon --config FILE` for node `node`, with in-cluster credentials (`credentials`, made once by
+    /// [`multus_credentials`]) bind-mounted at the in-cluster path inside a mount namespace of its own (mounts from
+    /// the host, such as new netns files, still propagate in). Ready when its socket answers `/healthz`, which it
+    /// serves only after its informers synced.
     pub(crate) fn multus(
         bin: &Path,
         work: &Path,
         config: &Value,
         primary: &Value,
-        cluster: &PrivateCluster,
+        credentials: &Path,
         apiserver: &str,
+        node: &str,
     ) -> Self {
-        let secrets = work.join("multus-serviceaccount");
-        if !secrets.exists() {
-            std::fs::create_dir_all(&secrets).unwrap();
-            cluster.kubectl(
-                &["create", "serviceaccount", "multus", "-n", "bench-system"],
-                "",
-            );
-            cluster.kubectl(
-                &[
-                    "create",
-                    "clusterrolebinding",
-                    "bench-multus",
-                    "--clusterrole=cluster-admin",
-                    "--serviceaccount=bench-system:multus",
-                ],
-                "",
-            );
-            let token = cluster.kubectl(
-                &[
-                    "create",
-                    "token",
-                    "multus",
-                    "-n",
-                    "bench-system",
-                    "--duration=12h",
-                ],
-                "",
-            );
-            std::fs::write(secrets.join("token"), token.trim()).unwrap();
-            std::fs::copy(
-                cluster.state.path().join("pki/ca.crt"),
-                secrets.join("ca.crt"),
-            )
-            .unwrap();
-            std::fs::write(secrets.join("namespace"), "bench-system").unwrap();
-            // multus-daemon keeps running only with `multusConfigFile: auto` (with a file of the user's, its main
-            // returns once the server started), which writes a node CNI config from the primary one it finds here.
-            let conf_dir = Path::new(config["cniConfigDir"].as_str().unwrap());
-            std::fs::create_dir_all(conf_dir).unwrap();
-            std::fs::write(conf_dir.join("10-primary.conflist"), primary.to_string()).unwrap();
-        }
+        // multus-daemon keeps running only with `multusConfigFile: auto` (with a file of the user's, its main
+        // returns once the server started), which writes a node CNI config from the primary one it finds here.
+        let conf_dir = Path::new(config["cniConfigDir"].as_str().unwrap());
+        std::fs::create_dir_all(conf_dir).unwrap();
+        std::fs::write(conf_dir.join("10-primary.conflist"), primary.to_string()).unwrap();
         let mount_point = Path::new("/run/secrets/kubernetes.io/serviceaccount");
         std::fs::create_dir_all(mount_point).unwrap();
         let file = work.join("multus-daemon.json");
@@ -102,14 +67,14 @@ impl Daemon {
         let child = Command::new("unshare")
             .args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
             .arg(r#"mount --bind "$0" "$1" && shift && exec "$@""#)
-            .arg(&secrets)
+            .arg(credentials)
             .arg(mount_point)
             .arg(bin)
             .arg("--config")
             .arg(&file)
             .env("KUBERNETES_SERVICE_HOST", host)
             .env("KUBERNETES_SERVICE_PORT", port)
-            .env("MULTUS_NODE_NAME", NODE)
+            .env("MULTUS_NODE_NAME", node)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(work.join("multus-daemon.stdout")).unwrap())
             .stderr(std::fs::File::create(work.join("multus-daemon.stderr")).unwrap())
@@ -120,16 +85,7 @@ impl Daemon {
             name: "multus-daemon",
             child,
             started,
-            ready: Box::new(move || {
-                curl_ok(&[
-                    "-fsS",
-                    "-m",
-                    "1",
-                    "--unix-socket",
-                    socket.to_str().unwrap(),
-                    "http://multus/healthz",
-                ])
-            }),
+            ready: Box::new(move || unix_http_ok(&socket, "/healthz")),
             log,
         }
     }
@@ -380,11 +336,61 @@ plexus-thick, where a request's time goes (means over the measured rounds; milli
     Value::Object(rows)
 }
 
-pub(crate) fn curl_ok(args: &[&str]) -> bool {
-    Command::new("curl")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Credentials for multus-daemons, made once in `work`: a service-account token (cluster-admin, as the bench needs
+/// no finer RBAC), the cluster's CA and the namespace, as the in-cluster path holds them.
+pub(crate) fn multus_credentials(cluster: &PrivateCluster, work: &Path) -> PathBuf {
+    let secrets = work.join("multus-serviceaccount");
+    if secrets.exists() {
+        return secrets;
+    }
+    std::fs::create_dir_all(&secrets).unwrap();
+    cluster.kubectl(
+        &["create", "serviceaccount", "multus", "-n", "bench-system"],
+        "",
+    );
+    cluster.kubectl(
+        &[
+            "create",
+            "clusterrolebinding",
+            "bench-multus",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=bench-system:multus",
+        ],
+        "",
+    );
+    let token = cluster.kubectl(
+        &[
+            "create",
+            "token",
+            "multus",
+            "-n",
+            "bench-system",
+            "--duration=12h",
+        ],
+        "",
+    );
+    std::fs::write(secrets.join("token"), token.trim()).unwrap();
+    std::fs::copy(
+        cluster.state.path().join("pki/ca.crt"),
+        secrets.join("ca.crt"),
+    )
+    .unwrap();
+    std::fs::write(secrets.join("namespace"), "bench-system").unwrap();
+    secrets
+}
+
+/// Whether `GET path` over the unix socket answers 2xx (multus-daemon's API), within a second.
+pub(crate) fn unix_http_ok(socket: &Path, path: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: multus\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 2")
 }

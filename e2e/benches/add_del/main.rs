@@ -51,6 +51,8 @@ mod calls;
 mod concurrency;
 mod daemons;
 mod floor;
+mod hollow;
+mod hollow_api;
 mod report;
 mod scale;
 
@@ -59,6 +61,7 @@ use calls::*;
 use concurrency::*;
 use daemons::*;
 use floor::*;
+use hollow::*;
 use report::*;
 use scale::*;
 
@@ -234,6 +237,20 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     // Made first, so that /run/netns is a mount point before the thick daemons' mount namespaces are made.
     let _first_netns = Netns::new();
+    if std::env::var("BENCH_SECTION").as_deref() == Ok("hollow") {
+        let result = hollow_run(&HollowSetup {
+            cluster: &cluster,
+            apiserver: &apiserver,
+            work: work.path(),
+            plugins: &plugins,
+            plexus: &release,
+            plexus_daemon: &daemon_bin,
+            multus_shim: &multus_thick_dir.join("multus-shim"),
+            multus_daemon: &multus_thick_dir.join("multus-daemon"),
+        });
+        write_json("hollow.json", &result);
+        return;
+    }
     let data = work.path().join("ipam");
     let bridge = unique("plxbb");
     let _bridge = HostLink::adopt(&bridge);
@@ -408,8 +425,9 @@ fn main() {
                     work.path(),
                     &multus_daemon_config,
                     &pod_net,
-                    &cluster,
+                    &multus_credentials(&cluster, work.path()),
                     &apiserver,
+                    NODE,
                 ),
             );
         }

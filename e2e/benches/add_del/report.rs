@@ -158,7 +158,22 @@ pub(crate) fn report(
 }
 
 pub(crate) fn write_doc(doc: &Value) {
-    // target/bench: this bench executable is target/release/deps/add_del-….
+    write_json("add_del.json", doc);
+}
+
+/// Writes `doc` to target/bench/`name` (this bench executable is target/release/deps/add_del-…).
+pub(crate) fn write_json(name: &str, doc: &Value) {
+    let out_dir = bench_dir();
+    std::fs::write(
+        out_dir.join(name),
+        serde_json::to_string_pretty(doc).unwrap(),
+    )
+    .unwrap();
+    println!("written: {}", out_dir.join(name).display());
+}
+
+/// target/bench, made if missing.
+pub(crate) fn bench_dir() -> PathBuf {
     let out_dir = std::env::current_exe()
         .unwrap()
         .ancestors()
@@ -166,10 +181,5 @@ pub(crate) fn write_doc(doc: &Value) {
         .unwrap()
         .join("bench");
     std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(
-        out_dir.join("add_del.json"),
-        serde_json::to_string_pretty(doc).unwrap(),
-    )
-    .unwrap();
-    println!("written: {}", out_dir.join("add_del.json").display());
+    out_dir
 }

@@ -106,10 +106,18 @@ impl Daemon {
             return true;
         }
         if let Ok(Some(status)) = self.child.try_wait() {
+            // The log goes with the bench's temporary dir: its end is in the message.
+            let tail = |file: &Path| {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(10)..].join("\n")
+            };
             panic!(
-                "{} exited ({status}) before it was ready; log {}",
+                "{} exited ({status}) before it was ready; log {}:\n{}\nstderr:\n{}",
                 self.name,
-                self.log.display()
+                self.log.display(),
+                tail(&self.log),
+                tail(&self.log.with_extension("stderr")),
             );
         }
         assert!(

@@ -60,7 +60,7 @@ impl<'a> Fleet<'a> {
             primary: primary.clone(),
             daemons: (0..n).map(|_| None).collect(),
             dirs,
-            ports: (0..n).map(|_| free_port()).collect(),
+            ports: quiet_ports(n),
         }
     }
 
@@ -148,6 +148,15 @@ impl<'a> Fleet<'a> {
             live.map(|d| d.cpu_s().0).sum(),
         )
     }
+}
+
+/// `n` ports nothing listens on, below the kernel's ephemeral range (32768 and up), so that none is taken by an
+/// outgoing connection between now and the daemon's bind (as `e2e/cluster` picks its own, between 20000 and 31999).
+fn quiet_ports(n: usize) -> Vec<u16> {
+    (28000..32000)
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .take(n)
+        .collect()
 }
 
 /// Times (ms) and failures of a set of ADDs.

@@ -53,6 +53,7 @@ mod daemons;
 mod floor;
 mod hollow;
 mod hollow_api;
+mod hollow_model;
 mod report;
 mod scale;
 
@@ -194,6 +195,14 @@ impl Setup {
 }
 
 fn main() {
+    // The scale model again from a saved run (its tables and plots), with no run.
+    if let Some(saved) = std::env::var_os("BENCH_HOLLOW_FROM") {
+        let mut result: Value =
+            serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+        result["model"] = hollow_model::model(&result, &bench_dir());
+        std::fs::write(&saved, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+        return;
+    }
     let iterations = env_usize("BENCH_ITERATIONS", 30);
     let settle = Duration::from_millis(env_usize("BENCH_SETTLE_MS", 200) as u64);
     let warmup = 3;
@@ -248,6 +257,8 @@ fn main() {
             multus_shim: &multus_thick_dir.join("multus-shim"),
             multus_daemon: &multus_thick_dir.join("multus-daemon"),
         });
+        let mut result = result;
+        result["model"] = hollow_model::model(&result, &bench_dir());
         write_json("hollow.json", &result);
         return;
     }

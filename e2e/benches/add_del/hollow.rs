@@ -16,7 +16,9 @@
 //!   ready, the ADDs' waits, failures, the API server's CPU and requests meanwhile.
 //!
 //! Before the daemons, the same churn with no daemon gives the API server's own cost of the churn, which the rows'
-//! per-daemon costs are taken net of. Writes target/bench/hollow.json.
+//! per-daemon costs are taken net of. In each churn, plexus-controller (in the control plane, its webhooks on for the
+//! bench's namespace) is measured too: its RSS and CPU, and its webhooks' calls and mean time as the API server saw
+//! them. Writes target/bench/hollow.json.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,9 +221,8 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
         &["apply", "-f", "-"],
         &nad("bench-system", "hollow-net", &primary).to_string(),
     );
+    // plexus-controller's webhooks review the namespace's NADs and pods, as in a cluster that runs it.
     cluster.kubectl(&["create", "namespace", NS], "");
-    // The controller would reconcile every pod meanwhile; its webhook is off for this namespace.
-    cluster.kubectl(&["label", "namespace", NS, "plexus/admission=off"], "");
     let started = Instant::now();
     apply_all(
         kubeconfig,
@@ -253,8 +254,15 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
 
     // The churn's own cost, with no daemon.
     let before = api_server(cluster);
+    let controller_before = controller(cluster);
     let (changes, nad_changes) = churn(kubeconfig, max_n, pods, nads, churn_s, "base");
     let after = api_server(cluster);
+    let base_controller = controller_window(
+        cluster,
+        (before, controller_before),
+        (after, controller(cluster)),
+    );
+    println!("plexus-controller during the churn with no daemon: {base_controller}");
     let base_cpu_per_change_ms = (after.cpu_s - before.cpu_s) * 1000.0 / changes.max(1) as f64;
     println!(
         "churn with no daemon ({max_n} nodes' rate): {changes} pod changes, {nad_changes} NAD changes in {churn_s:.0} s; \
@@ -265,7 +273,8 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
     );
     let baseline = json!({"nodes_rate": max_n, "pod_changes": changes, "nad_changes": nad_changes,
         "apiserver_cpu_s": after.cpu_s - before.cpu_s, "apiserver_rss_mib": after.rss_mib,
-        "apiserver_watches": after.watches, "apiserver_cpu_ms_per_pod_change": base_cpu_per_change_ms});
+        "apiserver_watches": after.watches, "apiserver_cpu_ms_per_pod_change": base_cpu_per_change_ms,
+        "controller": base_controller});
 
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -326,6 +335,7 @@ fn fleet_run(
     // Churn, with ADDs through three daemons.
     let (_, cpu_before) = fleet.usage();
     let before = api_server(cluster);
+    let controller_before = controller(cluster);
     let stop = Arc::new(AtomicBool::new(false));
     let add_thread = {
         let stop = stop.clone();
@@ -360,6 +370,11 @@ fn fleet_run(
     stop.store(true, Ordering::Relaxed);
     let churn_adds = add_thread.join().unwrap();
     let after = api_server(cluster);
+    let churn_controller = controller_window(
+        cluster,
+        (before, controller_before),
+        (after, controller(cluster)),
+    );
     let (_, cpu_after) = fleet.usage();
     let churn_requests = audit.requests(kind);
     let api_cpu = after.cpu_s - before.cpu_s;
@@ -376,6 +391,7 @@ fn fleet_run(
         daemon_cpu * 1000.0 / (changes.max(1) * n) as f64,
         churn_adds.summary()
     );
+    println!("{kind} × {n} churn: plexus-controller {churn_controller}");
 
     // Rolling restart: each daemon in turn, with an ADD sent while it is down.
     let before = api_server(cluster);
@@ -452,7 +468,8 @@ fn fleet_run(
                    "watches_added": steady.watches - idle.watches},
         "churn": {"seconds": churn_s, "pod_changes": changes, "nad_changes": nad_changes,
                   "apiserver_cpu_s": api_cpu, "apiserver_cpu_s_without_daemons": base_cpu,
-                  "daemons_cpu_s": daemon_cpu, "requests": churn_requests, "adds": churn_adds.summary()},
+                  "daemons_cpu_s": daemon_cpu, "requests": churn_requests, "adds": churn_adds.summary(),
+                  "controller": churn_controller},
         "rolling_restart": rolling,
         "all_at_once": {"all_ready_s": all_again, "ready_p50_s": quantile(&ready_again, 0.5),
                         "apiserver_cpu_s": after.cpu_s - before.cpu_s, "requests": at_once_requests,

@@ -15,6 +15,9 @@ pub(crate) struct ApiServer {
     pub(crate) cpu_s: f64,
     pub(crate) rss_mib: f64,
     pub(crate) watches: f64,
+    /// Time the API server spent calling plexus-controller's admission webhooks, and the calls.
+    pub(crate) webhook_s: f64,
+    pub(crate) webhook_calls: f64,
 }
 
 pub(crate) fn api_server(cluster: &PrivateCluster) -> ApiServer {
@@ -24,7 +27,43 @@ pub(crate) fn api_server(cluster: &PrivateCluster) -> ApiServer {
         cpu_s: sum("process_cpu_seconds_total", &[]),
         rss_mib: sum("process_resident_memory_bytes", &[]) / (1024.0 * 1024.0),
         watches: sum("apiserver_longrunning_requests", &["verb=\"WATCH\""]),
+        webhook_s: sum(
+            "apiserver_admission_webhook_admission_duration_seconds_sum",
+            &["plexus"],
+        ),
+        webhook_calls: sum(
+            "apiserver_admission_webhook_admission_duration_seconds_count",
+            &["plexus"],
+        ),
     }
+}
+
+/// plexus-controller's RSS (MiB) and CPU-seconds so far.
+pub(crate) fn controller(cluster: &PrivateCluster) -> (f64, f64) {
+    let Some(pid) = control_plane_pids(cluster)[2].clone() else {
+        return (0.0, 0.0);
+    };
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0;
+    (rss, process_cpu_s(&pid).map_or(0.0, |(own, _)| own))
+}
+
+/// plexus-controller during a window: its RSS at the end, its CPU, and its admission webhooks as the API server
+/// saw them (calls, mean time per call).
+pub(crate) fn controller_window(
+    cluster: &PrivateCluster,
+    before: (ApiServer, (f64, f64)),
+    after: (ApiServer, (f64, f64)),
+) -> Value {
+    let calls = after.0.webhook_calls - before.0.webhook_calls;
+    json!({"rss_mib": after.1.0, "cpu_s": after.1.1 - before.1.1, "webhook_calls": calls,
+           "webhook_mean_ms": (calls > 0.0).then(|| (after.0.webhook_s - before.0.webhook_s) / calls * 1000.0),
+           "pid_found": control_plane_pids(cluster)[2].is_some()})
 }
 
 /// The audit log read on from where the last read stopped.

@@ -6,8 +6,8 @@
 //! * **start**: all N started at once, the time until each and all are ready (caches synced), the API server's CPU
 //!   and the daemons' requests (from the audit log) meanwhile;
 //! * **steady**: each daemon's RSS, the API server's RSS and its open watches;
-//! * **churn** (`BENCH_HOLLOW_CHURN_S`, default 60 s): pods created and deleted on the N nodes at 10% of their pods
-//!   per minute, a NAD changed every 2 s, and an ADD + DEL (the cluster network only: ptp + host-local, in a netns
+//! * **churn** (`BENCH_HOLLOW_CHURN_S`, default 60 s): pods created on the N nodes at 10% of their pods per minute
+//!   (each deleted a minute after its creation), a NAD changed every 2 s, and an ADD + DEL (the cluster network only: ptp + host-local, in a netns
 //!   of its own) through three daemons' sockets every second: CPU of the API server and of the daemons per pod
 //!   change, ADD latency and failures;
 //! * **rolling restart**: each daemon stopped (SIGTERM), an ADD sent to its socket while it is down, the daemon

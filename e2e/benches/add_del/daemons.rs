@@ -136,13 +136,7 @@ impl Daemon {
 
     /// VmRSS or VmHWM from /proc, in MiB.
     pub(crate) fn rss_mib(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap()
-            / 1024.0
+        proc_rss_mib(&self.child.id().to_string(), field)
     }
 }
 
@@ -160,6 +154,17 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// VmRSS or VmHWM of process `pid` from /proc, in MiB; panics when the process is gone.
+pub(crate) fn proc_rss_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap()
+        / 1024.0
 }
 
 /// Each counter's growth from `before` to `now`.

@@ -1,15 +1,16 @@
 //! Hollow nodes (`scripts/bench scale`): N node daemons on one control plane, each with a node name, socket,
 //! records dir and metrics port of its own and no kubelet, for N in `BENCH_HOLLOW_NODES` (default "10 50 100"), first
 //! N `plexus-daemon`s, then N `multus-daemon`s (the pinned Multus), against the same API objects: `BENCH_HOLLOW_NADS`
-//! NADs (default 1,000) and `BENCH_HOLLOW_PODS` pods per node (default 110, the kubelet's default maximum). For each kind and N:
+//! NADs (default 1,000) and `BENCH_HOLLOW_PODS` pods per node (default 110, the kubelet's default maximum). For each
+//! kind and N:
 //!
 //! * **start**: all N started at once, the time until each and all are ready (caches synced), the API server's CPU
 //!   and the daemons' requests (from the audit log) meanwhile;
 //! * **steady**: each daemon's RSS, the API server's RSS and its open watches;
 //! * **churn** (`BENCH_HOLLOW_CHURN_S`, default 60 s): pods created on the N nodes at 10% of their pods per minute
-//!   (each deleted a minute after its creation), a NAD changed every 2 s, and an ADD + DEL (the cluster network only: ptp + host-local, in a netns
-//!   of its own) through three daemons' sockets every second: CPU of the API server and of the daemons per pod
-//!   change, ADD latency and failures;
+//!   (each deleted a minute after its creation), a NAD changed every 2 s, and an ADD + DEL (the cluster network
+//!   only: ptp + host-local, in a netns of its own) through three daemons' sockets every second: CPU of the API
+//!   server and of the daemons per pod change, ADD latency and failures;
 //! * **rolling restart**: each daemon stopped (SIGTERM), an ADD sent to its socket while it is down, the daemon
 //!   started again; the next one once it is ready: how long it took, how long each ADD waited, failures;
 //! * **all at once**: every daemon stopped, an ADD sent to ten of them, all started again: the time until all are
@@ -150,6 +151,29 @@ impl<'a> Fleet<'a> {
             live.map(|d| d.cpu_s().0).sum(),
         )
     }
+
+    /// One ADD then one DEL of pod `add-<i>` (`uid`) to daemon `i`'s socket through the kind's shim, to run on
+    /// another thread; the ADD's time, or the failure.
+    fn adder(&self, i: usize, uid: &str) -> impl Fn() -> Result<Duration, String> + Send + 'static {
+        let socket_dir = self.socket_dir(i);
+        let (binary, config) = match self.kind {
+            "plexus" => (
+                self.setup.plexus.to_owned(),
+                json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+                       "daemonSocketDir": socket_dir}),
+            ),
+            _ => (
+                self.setup.multus_shim.to_owned(),
+                json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
+                       "daemonSocketDir": socket_dir, "logLevel": "panic",
+                       "logFile": self.dirs[i].join("multus-shim.log")}),
+            ),
+        };
+        let plugins = self.setup.plugins.to_owned();
+        let pod = format!("add-{i}");
+        let uid = uid.to_owned();
+        move || one_add(&binary, &config, &plugins, &pod, &uid)
+    }
 }
 
 /// `n` ports nothing listens on, below the kernel's ephemeral range (32768 and up), so that none is taken by an
@@ -177,13 +201,9 @@ impl Adds {
     }
 
     fn summary(&self) -> Value {
-        let mut sorted = self.took_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
-        };
-        json!({"adds": sorted.len() + self.failures.len(), "failed": self.failures.len(),
-               "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": sorted.last(),
+        let at = |q: f64| (!self.took_ms.is_empty()).then(|| quantile(&self.took_ms, q));
+        json!({"adds": self.took_ms.len() + self.failures.len(), "failed": self.failures.len(),
+               "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0),
                "first_failures": self.failures.iter().take(3).collect::<Vec<_>>()})
     }
 }
@@ -229,7 +249,6 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
         (0..nads)
             .map(|i| nad(NS, &format!("net-{i}"), &nad_config(i, 0)))
             .collect(),
-        false,
     );
     let mut objects: Vec<Value> = (0..max_n)
         .flat_map(|i| {
@@ -243,7 +262,7 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
         })
         .collect();
     objects.extend((0..max_n).map(|i| pod(&format!("add-{i}"), &node_name(i), None)));
-    apply_all(kubeconfig, objects, false);
+    apply_all(kubeconfig, objects);
     let uids: Vec<String> = (0..max_n)
         .map(|i| uid(cluster, &format!("add-{i}")))
         .collect();
@@ -257,11 +276,8 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
     let controller_before = controller(cluster);
     let (changes, nad_changes) = churn(kubeconfig, max_n, pods, nads, churn_s, "base");
     let after = api_server(cluster);
-    let base_controller = controller_window(
-        cluster,
-        (before, controller_before),
-        (after, controller(cluster)),
-    );
+    let base_controller =
+        controller_window((before, controller_before), (after, controller(cluster)));
     println!("plexus-controller during the churn with no daemon: {base_controller}");
     let base_cpu_per_change_ms = (after.cpu_s - before.cpu_s) * 1000.0 / changes.max(1) as f64;
     println!(
@@ -339,19 +355,13 @@ fn fleet_run(
     let stop = Arc::new(AtomicBool::new(false));
     let add_thread = {
         let stop = stop.clone();
-        let calls: Vec<_> = (0..n.min(3))
-            .map(|i| {
-                let (binary, config) = shim(setup, kind, &fleet.socket_dir(i), &fleet.dirs[i]);
-                (binary, config, setup.plugins.to_owned(), i, uids[i].clone())
-            })
-            .collect();
+        let calls: Vec<_> = (0..n.min(3)).map(|i| fleet.adder(i, &uids[i])).collect();
         std::thread::spawn(move || {
             let mut adds = Adds::default();
             let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
                 if !calls.is_empty() {
-                    let (binary, config, plugins, i, uid) = &calls[k % calls.len()];
-                    adds.record(one_add(binary, config, plugins, *i, uid));
+                    adds.record(calls[k % calls.len()]());
                     k += 1;
                 }
                 std::thread::sleep(Duration::from_secs(1));
@@ -370,11 +380,8 @@ fn fleet_run(
     stop.store(true, Ordering::Relaxed);
     let churn_adds = add_thread.join().unwrap();
     let after = api_server(cluster);
-    let churn_controller = controller_window(
-        cluster,
-        (before, controller_before),
-        (after, controller(cluster)),
-    );
+    let churn_controller =
+        controller_window((before, controller_before), (after, controller(cluster)));
     let (_, cpu_after) = fleet.usage();
     let churn_requests = audit.requests(kind);
     let api_cpu = after.cpu_s - before.cpu_s;
@@ -400,12 +407,7 @@ fn fleet_run(
     let mut rolling_ready = Vec::new();
     for (i, uid) in uids.iter().enumerate().take(n) {
         fleet.stop(i);
-        let add = {
-            let (binary, config) = shim(setup, kind, &fleet.socket_dir(i), &fleet.dirs[i]);
-            let plugins = setup.plugins.to_owned();
-            let uid = uid.clone();
-            std::thread::spawn(move || one_add(&binary, &config, &plugins, i, &uid))
-        };
+        let add = std::thread::spawn(fleet.adder(i, uid));
         fleet.start(i);
         let d = fleet.daemons[i].as_mut().unwrap();
         rolling_ready.push(d.wait_ready(Duration::from_secs(600)).as_secs_f64());
@@ -432,12 +434,7 @@ fn fleet_run(
         fleet.stop(i);
     }
     let waiting: Vec<_> = (0..n.min(10))
-        .map(|i| {
-            let (binary, config) = shim(setup, kind, &fleet.socket_dir(i), &fleet.dirs[i]);
-            let plugins = setup.plugins.to_owned();
-            let uid = uids[i].clone();
-            std::thread::spawn(move || one_add(&binary, &config, &plugins, i, &uid))
-        })
+        .map(|i| std::thread::spawn(fleet.adder(i, &uids[i])))
         .collect();
     let started = Instant::now();
     for i in 0..n {
@@ -477,33 +474,17 @@ fn fleet_run(
                         "daemon_rss_mean_mib": rss_after.iter().sum::<f64>() / rss_after.len().max(1) as f64}})
 }
 
-/// The kind's shim and its config for a daemon's socket dir.
-fn shim(setup: &HollowSetup, kind: &str, socket_dir: &Path, dir: &Path) -> (PathBuf, Value) {
-    match kind {
-        "plexus" => (
-            setup.plexus.to_owned(),
-            json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "daemonSocketDir": socket_dir}),
-        ),
-        _ => (
-            setup.multus_shim.to_owned(),
-            json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
-                   "daemonSocketDir": socket_dir, "logLevel": "panic",
-                   "logFile": dir.join("multus-shim.log")}),
-        ),
-    }
-}
-
-/// One ADD then one DEL of pod `add-<i>` (the cluster network only) in a netns of its own; the ADD's time.
+/// One ADD then one DEL of `pod` (the cluster network only) in a netns of its own; the ADD's time.
 fn one_add(
     binary: &Path,
     config: &Value,
     plugins: &Path,
-    i: usize,
+    pod: &str,
     uid: &str,
 ) -> Result<Duration, String> {
     let netns = Netns::new();
     let id = unique("hollow");
-    let args = pod_args(NS, &format!("add-{i}"), uid, &id);
+    let args = pod_args(NS, pod, uid, &id);
     let add = try_exec(
         None,
         binary,

@@ -38,32 +38,26 @@ pub(crate) fn api_server(cluster: &PrivateCluster) -> ApiServer {
     }
 }
 
-/// plexus-controller's RSS (MiB) and CPU-seconds so far.
+/// plexus-controller's RSS (MiB) and CPU-seconds so far (`e2e/cluster up` always starts it).
 pub(crate) fn controller(cluster: &PrivateCluster) -> (f64, f64) {
-    let Some(pid) = control_plane_pids(cluster)[2].clone() else {
-        return (0.0, 0.0);
-    };
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0;
-    (rss, process_cpu_s(&pid).map_or(0.0, |(own, _)| own))
+    let pid = control_plane_pids(cluster)[2]
+        .clone()
+        .expect("plexus-controller runs in the control plane");
+    (
+        proc_rss_mib(&pid, "VmRSS"),
+        process_cpu_s(&pid).map_or(0.0, |(own, _)| own),
+    )
 }
 
 /// plexus-controller during a window: its RSS at the end, its CPU, and its admission webhooks as the API server
 /// saw them (calls, mean time per call).
 pub(crate) fn controller_window(
-    cluster: &PrivateCluster,
     before: (ApiServer, (f64, f64)),
     after: (ApiServer, (f64, f64)),
 ) -> Value {
     let calls = after.0.webhook_calls - before.0.webhook_calls;
     json!({"rss_mib": after.1.0, "cpu_s": after.1.1 - before.1.1, "webhook_calls": calls,
-           "webhook_mean_ms": (calls > 0.0).then(|| (after.0.webhook_s - before.0.webhook_s) / calls * 1000.0),
-           "pid_found": control_plane_pids(cluster)[2].is_some()})
+           "webhook_mean_ms": (calls > 0.0).then(|| (after.0.webhook_s - before.0.webhook_s) / calls * 1000.0)})
 }
 
 /// The audit log read on from where the last read stopped.
@@ -131,8 +125,8 @@ pub(crate) fn by_daemon(e: &Value, kind: &str) -> bool {
     }
 }
 
-/// Creates (or, with `delete`, deletes) objects with up to 16 requests in flight.
-pub(crate) fn apply_all(kubeconfig: &Path, objects: Vec<Value>, delete: bool) {
+/// Creates objects with up to 16 requests in flight.
+pub(crate) fn apply_all(kubeconfig: &Path, objects: Vec<Value>) {
     let kubeconfig = kubeconfig.to_owned();
     runtime().block_on(async move {
         use futures::StreamExt;
@@ -140,7 +134,7 @@ pub(crate) fn apply_all(kubeconfig: &Path, objects: Vec<Value>, delete: bool) {
         futures::stream::iter(objects)
             .for_each_concurrent(16, |object| {
                 let client = client.clone();
-                async move { write_object(&client, &object, delete).await }
+                async move { write_object(&client, &object, false).await }
             })
             .await;
     });
@@ -252,7 +246,9 @@ pub(crate) fn churn(
             let now = started.elapsed();
             let due = (now.as_secs_f64() * per_second) as usize;
             while created < due {
-                let object = pod(&format!("churn-{tag}-{created}"), &node_name(created % n), Some(&format!("net-{}", created % nads)));
+                let name = format!("churn-{tag}-{created}");
+                let networks = format!("net-{}", created % nads);
+                let object = pod(&name, &node_name(created % n), Some(&networks));
                 live.push_back((Instant::now(), object.clone()));
                 let client = client.clone();
                 tasks.spawn(async move { write_object(&client, &object, false).await });

@@ -191,72 +191,68 @@ fn draw(fitted: &[(Costs, Vec<&Value>)], out_dir: &Path) -> Result<(), String> {
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, font)
         .map_err(|_| format!("{FONT} is not a font"))?;
-    type Get = fn(&Costs, &Value) -> (f64, Option<f64>);
-    let charts: [(&str, &str, &str, Get); 3] = [
-        (
-            "scale-daemon-rss.png",
-            "node daemon RSS (MiB) against nodes",
-            "MiB",
-            |c, r| (c.daemon_rss, r["steady"]["daemon_rss_mean_mib"].as_f64()),
-        ),
-        (
-            "scale-apiserver-cpu.png",
-            "API server cores for the daemons under the churn",
-            "cores",
-            |c, r| {
-                let n = r["nodes"].as_f64().unwrap();
-                (
-                    c.extra_churn_cores.at(n).max(0.0),
-                    r.get("churn").map(|_| extra_churn_cores(r)),
-                )
-            },
-        ),
-        (
-            "scale-restart.png",
-            "API server CPU-s to start every daemon at once",
-            "CPU-s",
-            |c, r| {
-                let n = r["nodes"].as_f64().unwrap();
-                (
-                    c.start_cpu.at(n).max(0.0),
-                    r["start"]["apiserver_cpu_s"].as_f64(),
-                )
-            },
-        ),
+    let charts = [
+        Chart {
+            file: "scale-daemon-rss.png",
+            title: "node daemon RSS (MiB) against nodes",
+            unit: "MiB",
+            model: |c, _| c.daemon_rss,
+            measured: |r| r["steady"]["daemon_rss_mean_mib"].as_f64(),
+        },
+        Chart {
+            file: "scale-apiserver-cpu.png",
+            title: "API server cores for the daemons under the churn",
+            unit: "cores",
+            model: |c, n| c.extra_churn_cores.at(n).max(0.0),
+            measured: |r| Some(extra_churn_cores(r)),
+        },
+        Chart {
+            file: "scale-restart.png",
+            title: "API server CPU-s to start every daemon at once",
+            unit: "CPU-s",
+            model: |c, n| c.start_cpu.at(n).max(0.0),
+            measured: |r| r["start"]["apiserver_cpu_s"].as_f64(),
+        },
     ];
-    for (file, title, unit, get) in charts {
-        draw_one(fitted, &out_dir.join(file), title, unit, get)
-            .map_err(|e| format!("{file}: {e}"))?;
-        println!("drawn: {}", out_dir.join(file).display());
+    for chart in &charts {
+        let file = out_dir.join(chart.file);
+        draw_one(fitted, &file, chart).map_err(|e| format!("{}: {e}", chart.file))?;
+        println!("drawn: {}", file.display());
     }
     Ok(())
+}
+
+/// One plot: a kind's model against the number of nodes (a line) and its rows (points).
+struct Chart {
+    file: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    model: fn(&Costs, f64) -> f64,
+    measured: fn(&Value) -> Option<f64>,
 }
 
 fn draw_one(
     fitted: &[(Costs, Vec<&Value>)],
     file: &Path,
-    title: &str,
-    unit: &str,
-    get: fn(&Costs, &Value) -> (f64, Option<f64>),
+    chart_of: &Chart,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     let xs: Vec<f64> = (0..=50)
         .map(|i| 10f64 * 500f64.powf(i as f64 / 50.0))
         .collect();
-    let model_row = |n: f64| json!({"nodes": n});
     let mut top: f64 = 0.0;
     for (c, rows) in fitted {
         for &x in &xs {
-            top = top.max(get(c, &model_row(x)).0);
+            top = top.max((chart_of.model)(c, x));
         }
         for r in rows {
-            top = top.max(get(c, r).1.unwrap_or(0.0));
+            top = top.max((chart_of.measured)(r).unwrap_or(0.0));
         }
     }
     let root = BitMapBackend::new(file, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(chart_of.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -264,20 +260,20 @@ fn draw_one(
     chart
         .configure_mesh()
         .x_desc("nodes (log scale)")
-        .y_desc(unit)
+        .y_desc(chart_of.unit)
         .draw()?;
     for (i, (c, rows)) in fitted.iter().enumerate() {
         let color = if i == 0 { BLUE } else { RED };
         chart
             .draw_series(LineSeries::new(
-                xs.iter().map(|&x| (x, get(c, &model_row(x)).0)),
+                xs.iter().map(|&x| (x, (chart_of.model)(c, x))),
                 color.stroke_width(2),
             ))?
             .label(format!("{} (model)", c.kind))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart.draw_series(rows.iter().filter_map(|r| {
             let n = r["nodes"].as_f64()?;
-            get(c, r).1.map(|y| Circle::new((n, y), 5, color.filled()))
+            (chart_of.measured)(r).map(|y| Circle::new((n, y), 5, color.filled()))
         }))?;
     }
     chart

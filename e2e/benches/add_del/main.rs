@@ -247,7 +247,7 @@ fn main() {
     // Made first, so that /run/netns is a mount point before the thick daemons' mount namespaces are made.
     let _first_netns = Netns::new();
     if std::env::var("BENCH_SECTION").as_deref() == Ok("hollow") {
-        let result = hollow_run(&HollowSetup {
+        let mut result = hollow_run(&HollowSetup {
             cluster: &cluster,
             apiserver: &apiserver,
             work: work.path(),
@@ -257,7 +257,6 @@ fn main() {
             multus_shim: &multus_thick_dir.join("multus-shim"),
             multus_daemon: &multus_thick_dir.join("multus-daemon"),
         });
-        let mut result = result;
         result["model"] = hollow_model::model(&result, &bench_dir());
         write_json("hollow.json", &result);
         return;

@@ -6,11 +6,8 @@
 //! * `plexus` — the checkout's `plexus` (Kubernetes mode, thin), the conflist as `clusterNetwork`;
 //! * `thick`  — the same settings in the node's `plexus-daemon`; the pods' RuntimeClass makes containerd use the shim
 //!   config, which forwards each request to the daemon (e2e/lib/node.sh);
-//! * `multus` — Multus thin (built from source at the pinned version), the same conflist as `clusterNetwork`, named
-//!   by its network name in a `confDir` (Multus v4.3.0 loses the plugins' own keys, host-local's `ranges` among them,
-//!   from the copy it keeps for DEL when `clusterNetwork` is a `.conflist` path: `LoadDelegateNetConfFromConfList`
-//!   re-marshals the list from libcni's typed `PluginConf`, and `CmdDel` hands those bytes to `conflistDel`; a conf
-//!   found by name goes through `LoadDelegateNetConf`, which keeps the raw bytes).
+//! * `multus` — Multus thin (built from source at the pinned version), the same conflist as `clusterNetwork`
+//!   (`plexus_e2e::node_cni::multus_thin_conf` says how, and why by name).
 //!
 //! Besides create → Ready seen from the API server, the kubelet's own sandbox creation time is read from its metrics
 //! (`kubelet_runtime_operations_duration_seconds{operation_type="run_podsandbox"}`, through the API server's node
@@ -38,9 +35,11 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use plexus_e2e::node::*;
+use plexus_e2e::node_cni::{cluster_network, install_conf, multus_thin_conf};
 use plexus_e2e::*;
 use serde_json::{Value, json};
 
@@ -82,61 +81,16 @@ fn pod_resources_calls(node: &str) -> (f64, f64) {
     )
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Makes `mode` the node's CNI config: the conf dir then holds only that file (containerd loads the first one).
-fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &str) {
-    let dir = nodes.node_dir(0);
-    let cluster_net = dir.join("cluster-network/10-pods.conflist");
-    let mode = mode.trim_end_matches("-dev");
-    let (file, conf): (&str, Value) = match mode {
-        "bare" => (
-            "00-bare.conflist",
-            serde_json::from_str(&std::fs::read_to_string(&cluster_net).unwrap()).unwrap(),
-        ),
+fn switch_mode(nodes: &Nodes, mode: &str, plexus_conf: &Value, multus_bin: &Path) {
+    let (file, conf): (&str, Value) = match mode.trim_end_matches("-dev") {
+        "bare" => ("00-bare.conflist", cluster_network(nodes, 0)),
         // Thick pods use the runtime handler whose CNI config is the shim; the node's own config stays plexus.
         "plexus" | "thick" | "devices" => ("00-plexus.conf", plexus_conf.clone()),
-        "multus" => {
-            // Multus thin gets the admin kubeconfig (it also updates pods/status, which Plexus's user may not). Its
-            // clusterNetwork is the conflist's name, found in confDir (see the top of this file for why not the path).
-            let bin_link = dir.join("cni-bin/multus");
-            let _ = std::fs::remove_file(&bin_link);
-            std::os::unix::fs::symlink(multus_bin, &bin_link).unwrap();
-            (
-                "00-multus.conf",
-                json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
-                       "kubeconfig": dir.join("admin.kubeconfig"), "clusterNetwork": "pods",
-                       "confDir": dir.join("cluster-network"),
-                       "binDir": dir.join("cni-bin"), "cniDir": "/var/lib/cni/multus",
-                       "logFile": dir.join("multus.log"), "logLevel": "error"}),
-            )
-        }
+        "multus" => ("00-multus.conf", multus_thin_conf(nodes, 0, multus_bin)),
         _ => unreachable!(),
     };
-    // containerd v2.4.2 ignores Create events in the conf dir (a file renamed in from elsewhere is not loaded): the
-    // new file is renamed within the dir, then the others removed; each Rename/Remove event reloads.
-    let conf_dir = dir.join("cni-conf");
-    let tmp = conf_dir.join("new.tmp");
-    std::fs::write(&tmp, conf.to_string()).unwrap();
-    std::fs::rename(&tmp, conf_dir.join(file)).unwrap();
-    for entry in std::fs::read_dir(&conf_dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap() != file {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
-    // containerd reloads the CNI config on a file event; give it a moment.
-    std::thread::sleep(Duration::from_secs(2));
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    install_conf(&nodes.node_dir(0).join("cni-conf"), file, &conf);
 }
 
 /// A histogram of the kubelet's metrics, summed over its label sets: (sum, count, cumulative count per bucket bound).
@@ -395,18 +349,7 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> Round {
         let status = network_status(&ns.name, "p0");
         assert_eq!(status.len(), 3, "{mode}: three networks in {status:?}");
     }
-    kubectl(
-        &[
-            "delete",
-            "pods",
-            "--all",
-            "-n",
-            &ns.name,
-            "--wait=true",
-            "--timeout=300s",
-        ],
-        None,
-    );
+    delete_all_pods(&ns.name, "300s");
     // The bare cluster network never creates the NADs' bridges (nor do device networks).
     for bridge in bridges
         .iter()
@@ -440,7 +383,7 @@ fn round(nodes: &Nodes, mode: &str, count: usize) -> Round {
 }
 
 fn main() {
-    let rounds = env_or("BENCH_NODE_ROUNDS", 3);
+    let rounds = env_usize("BENCH_NODE_ROUNDS", 3);
     // BENCH_NODE_MODES (space-separated) picks modes; see docs/benchmarks.md for why Multus may be left out.
     let modes: Vec<&str> = match std::env::var("BENCH_NODE_MODES") {
         Ok(v) => MODES
@@ -449,33 +392,19 @@ fn main() {
             .collect(),
         // Device modes need two devices per pod on the node.
         Err(_) => {
-            let pods = env_or("BENCH_NODE_PODS", 30);
-            let devices = env_or("NODE_DEVICE_COUNT", 0);
+            let pods = env_usize("BENCH_NODE_PODS", 30);
+            let devices = env_usize("NODE_DEVICE_COUNT", 0);
             MODES
                 .into_iter()
                 .filter(|m| !with_devices(m) || devices >= 2 * pods)
                 .collect()
         }
     };
-    let count = env_or("BENCH_NODE_PODS", 30);
+    let count = env_usize("BENCH_NODE_PODS", 30);
     let nodes = Nodes::from_env();
     let multus_bin = tool_bin("multus").join("multus");
     let plexus_conf: Value =
         serde_json::from_str(&std::fs::read_to_string(nodes.cni_conf(0)).unwrap()).unwrap();
-    // Multus gets the admin kubeconfig, pointed at the node's forwarder of the API server (127.0.0.1:6443 inside).
-    let admin: String = std::fs::read_to_string(kubeconfig())
-        .unwrap()
-        .lines()
-        .map(|l| match l.trim_start().strip_prefix("server: ") {
-            Some(_) => "    server: https://127.0.0.1:6443\n".to_owned(),
-            None => format!("{l}\n"),
-        })
-        .collect();
-    let admin_path = nodes.node_dir(0).join("admin.kubeconfig");
-    std::fs::write(&admin_path, admin).unwrap();
-    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-    std::fs::set_permissions(&admin_path, mode).unwrap();
-
     let mut ready: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     let mut totals: Vec<Vec<f64>> = vec![vec![]; modes.len()];
     let mut sandboxes: Vec<Histogram> = vec![Histogram::default(); modes.len()];
@@ -483,12 +412,7 @@ fn main() {
     let mut phases: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); modes.len()];
     for r in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
-            switch_mode(
-                &nodes,
-                mode,
-                &plexus_conf,
-                &multus_bin.display().to_string(),
-            );
+            switch_mode(&nodes, mode, &plexus_conf, &multus_bin);
             let thick = mode.starts_with("thick");
             let phases_before = if thick {
                 daemon_add_phases(&nodes)
@@ -523,12 +447,7 @@ fn main() {
             calls[m].1 += pod_resources.1;
         }
     }
-    switch_mode(
-        &nodes,
-        "plexus",
-        &plexus_conf,
-        &multus_bin.display().to_string(),
-    );
+    switch_mode(&nodes, "plexus", &plexus_conf, &multus_bin);
 
     println!("\n{count} pods created at once, {rounds} rounds; create → Ready (s):\n");
     // The kubelet's buckets (0.005 s × 2.5ⁿ: … 3.05, 7.63, 19.07 s) are too coarse for percentiles here: the table

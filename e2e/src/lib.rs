@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod controller;
 pub mod node;
+pub mod node_cni;
 pub mod oci;
 pub mod rbac;
 pub mod thick;
@@ -566,4 +567,35 @@ pub fn user_kubeconfig(user: &str, dir: &Path) -> PathBuf {
     std::fs::write(&out, text).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
     out
+}
+
+/// The p-th percentile (0–100) of `sorted` by nearest rank: the smallest value with at least p% of the values at or
+/// below it.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A bench's size setting: the variable `name` as a number, or `default` when unset or not a number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Deletes every pod of `namespace` and waits until they are gone (their sandboxes torn down: CNI DEL done).
+pub fn delete_all_pods(namespace: &str, timeout: &str) {
+    kubectl(
+        &[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            namespace,
+            "--wait=true",
+            &format!("--timeout={timeout}"),
+        ],
+        None,
+    );
 }

@@ -11,7 +11,7 @@
 //! * each client pings its server's macvlan address until it answers, then logs `reached`: after the pods are Ready
 //!   the bench waits until every client has reached its server over the secondary network (node-density-cni's curl
 //!   readiness, moved out of the Ready time so that probe periods do not quantise it);
-//! * all pods of a round created with one `kubectl create`; Ready seen on a `kubectl get -w` stream as it happens;
+//! * all pods of a round created with one `kubectl create`; Ready seen on a watch (kube's watcher) as it happens;
 //!   then all deleted at once, timed, and each node checked for leftover cluster-network leases and records.
 //!
 //! Modes, rounds interleaved (bare, plexus, thick, multus, multus-thick, bare, …):
@@ -28,8 +28,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,37 +147,61 @@ fn pods(nodes: &Nodes, ns: &str, mode: &str, pairs: usize, prefix: &str) -> Vec<
     out
 }
 
-/// Watches the namespace's pods (`kubectl get -w`) and records when each is first seen Ready, in seconds after
-/// `start`.
+/// Watches the namespace's pods (kube's watcher, which resumes a broken watch) in a thread of its own and records
+/// when each is first seen Ready, in seconds after `start`, until `stop` is set.
 fn watch_ready(
     ns: &str,
     start: Instant,
-) -> (std::process::Child, Arc<Mutex<BTreeMap<String, f64>>>) {
-    let mut child = Command::new("kubectl")
-        .args(["get", "pods", "-n", ns, "-w", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run kubectl get -w");
-    let stdout = child.stdout.take().unwrap();
+    stop: Arc<AtomicBool>,
+) -> Arc<Mutex<BTreeMap<String, f64>>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
     let ready = Arc::new(Mutex::new(BTreeMap::new()));
     let seen = ready.clone();
+    let ns = ns.to_owned();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for pod in
-            serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
-        {
-            let Ok(pod) = pod else { break };
-            let now = start.elapsed().as_secs_f64();
-            let is_ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
-            if is_ready && let Some(name) = pod["metadata"]["name"].as_str() {
-                seen.lock().unwrap().entry(name.to_owned()).or_insert(now);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(kubeconfig()).unwrap(),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap();
+            let pods: kube::Api<Pod> =
+                kube::Api::namespaced(kube::Client::try_from(config).unwrap(), &ns);
+            let mut stream = std::pin::pin!(
+                watcher(pods, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
+            let _ = started_tx.send(());
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(event)) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+                else {
+                    continue;
+                };
+                let Ok(pod) = event else { continue };
+                let now = start.elapsed().as_secs_f64();
+                let is_ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if let (true, Some(name)) = (is_ready, pod.metadata.name) {
+                    seen.lock().unwrap().entry(name).or_insert(now);
+                }
             }
-        }
+        });
     });
-    (child, ready)
+    started_rx.recv().expect("the watch thread started");
+    ready
 }
 
 /// Where the mode's meta-plugin keeps what it needs for DEL on node `i` (the `cniDir`s its configs here set).
@@ -190,6 +213,19 @@ fn records_dir(nodes: &Nodes, i: usize, mode: &str) -> Option<std::path::PathBuf
         "multus-thick" => Some(lib.join("multus-thick/results")),
         _ => None,
     }
+}
+
+/// What node `i` still holds of the round: cluster-network leases, and records (or their lock files) of the mode's
+/// meta-plugin.
+fn leftovers(nodes: &Nodes, i: usize, mode: &str) -> Vec<String> {
+    let mut left: Vec<String> = files_in(&nodes.leases_dir(i, "pods"))
+        .into_iter()
+        .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    if let Some(dir) = records_dir(nodes, i, mode) {
+        left.extend(files_in(&dir));
+    }
+    left
 }
 
 fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
@@ -210,7 +246,8 @@ fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
     let count = items.len();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
     let start = Instant::now();
-    let (mut watch, ready) = watch_ready(&ns.name, start);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = watch_ready(&ns.name, start, stop.clone());
     kubectl(&["create", "-f", "-"], Some(&list));
     loop {
         let done = ready.lock().unwrap().len();
@@ -223,8 +260,7 @@ fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = watch.kill();
-    let _ = watch.wait();
+    stop.store(true, Ordering::Relaxed);
     let ready: Vec<f64> = ready.lock().unwrap().values().copied().collect();
     let all_ready = ready.iter().copied().fold(0.0, f64::max);
     // Every client has reached its server over the macvlan network (their logs say so).
@@ -290,25 +326,47 @@ fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
     let deleting = Instant::now();
     delete_all_pods(&ns.name, "900s");
     let delete_all = deleting.elapsed().as_secs_f64();
-    // Nothing left on the nodes: no cluster-network lease, no record of the mode's meta-plugin.
-    for i in 0..nodes.names.len() {
-        let leases: Vec<String> = files_in(&nodes.leases_dir(i, "pods"))
-            .into_iter()
-            .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+    // Nothing left on the nodes: no cluster-network lease, no record of the mode's meta-plugin. The runtime may still
+    // be running a late DEL of a sandbox whose pod is gone (containerd repeats the teardown when it removes the
+    // sandbox), which holds the sandbox's lock file meanwhile: what is left must be gone within a minute.
+    let settling = Instant::now();
+    loop {
+        let left: Vec<(usize, String)> = (0..nodes.names.len())
+            .flat_map(|i| leftovers(nodes, i, mode).into_iter().map(move |f| (i, f)))
             .collect();
-        assert!(
-            leases.is_empty(),
-            "{mode}: leases left on {}: {leases:?}",
-            nodes.name(i)
-        );
-        if let Some(dir) = records_dir(nodes, i, mode) {
-            let left = files_in(&dir);
-            assert!(
-                left.is_empty(),
-                "{mode}: records left on {}: {left:?}",
-                nodes.name(i)
+        if left.is_empty() {
+            break;
+        }
+        if settling.elapsed() > Duration::from_secs(60) {
+            let logs: Vec<String> = left
+                .iter()
+                .flat_map(|(i, file)| {
+                    let id = file.split(['~', '-']).nth(1).unwrap_or(file).to_owned();
+                    ["plexus.log", "plexus-daemon.log", "containerd.log"]
+                        .iter()
+                        .flat_map(|log| {
+                            {
+                                std::fs::read_to_string(nodes.node_dir(*i).join(log))
+                                    .unwrap_or_default()
+                            }
+                            .lines()
+                            .filter(|l| l.contains(&id))
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "{mode}: left on the nodes a minute after the pods were deleted: {left:?}\nlog lines naming them:\n{}",
+                logs.join("\n")
             );
         }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let settle = settling.elapsed().as_secs_f64();
+    if settle > 0.6 {
+        eprintln!("{mode}: the nodes' leftovers were gone {settle:.1} s after the delete returned");
     }
     Round {
         ready,

@@ -208,15 +208,6 @@ impl Adds {
     }
 }
 
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
-}
-
 pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
     let sizes: Vec<usize> = std::env::var("BENCH_HOLLOW_NODES")
         .unwrap_or_else(|_| "10 50 100".into())
@@ -274,10 +265,12 @@ pub(crate) fn hollow_run(setup: &HollowSetup) -> Value {
     // The churn's own cost, with no daemon.
     let before = api_server(cluster);
     let controller_before = controller(cluster);
-    let (changes, nad_changes) = churn(kubeconfig, max_n, pods, nads, churn_s, "base");
+    let base_churn = churn(kubeconfig, max_n, pods, nads, churn_s, "base");
+    let (changes, nad_changes) = (base_churn.pod_changes, base_churn.nad_changes);
     let after = api_server(cluster);
-    let base_controller =
+    let mut base_controller =
         controller_window((before, controller_before), (after, controller(cluster)));
+    base_controller["reconcile_lag"] = base_churn.reconcile_lag;
     println!("plexus-controller during the churn with no daemon: {base_controller}");
     let base_cpu_per_change_ms = (after.cpu_s - before.cpu_s) * 1000.0 / changes.max(1) as f64;
     println!(
@@ -369,7 +362,11 @@ fn fleet_run(
             adds
         })
     };
-    let (changes, nad_changes) = churn(
+    let Churn {
+        pod_changes: changes,
+        nad_changes,
+        reconcile_lag,
+    } = churn(
         &cluster.kubeconfig,
         n,
         pods,
@@ -380,8 +377,9 @@ fn fleet_run(
     stop.store(true, Ordering::Relaxed);
     let churn_adds = add_thread.join().unwrap();
     let after = api_server(cluster);
-    let churn_controller =
+    let mut churn_controller =
         controller_window((before, controller_before), (after, controller(cluster)));
+    churn_controller["reconcile_lag"] = reconcile_lag;
     let (_, cpu_after) = fleet.usage();
     let churn_requests = audit.requests(kind);
     let api_cpu = after.cpu_s - before.cpu_s;

@@ -2,6 +2,7 @@
 //! metrics, and the daemons' requests read from the audit log.
 
 use super::*;
+use crate::hollow_lag::*;
 
 pub(crate) const NS: &str = "hollow";
 
@@ -221,8 +222,16 @@ pub(crate) fn uid(cluster: &PrivateCluster, name: &str) -> String {
     )
 }
 
+/// What a churn window did, and plexus-controller's reconcile lag in it ([`Lags`]).
+pub(crate) struct Churn {
+    pub(crate) pod_changes: usize,
+    pub(crate) nad_changes: usize,
+    pub(crate) reconcile_lag: Value,
+}
+
 /// Pods created on nodes 0..n at 10% of their `n * pods` per minute, each deleted a minute later, and a NAD changed
-/// every 2 s, for `seconds`; returns (pod changes, NAD changes). Pods still alive then are deleted after the window.
+/// every 2 s (each change a new config, so a new generation), for `seconds`. Pods still alive then are deleted after
+/// the window, once the controller's status for every write was seen (or 30 s passed).
 pub(crate) fn churn(
     kubeconfig: &Path,
     n: usize,
@@ -230,13 +239,17 @@ pub(crate) fn churn(
     nads: usize,
     seconds: f64,
     tag: &str,
-) -> (usize, usize) {
+) -> Churn {
+    // NAD changes are numbered across the run's windows: each changes a NAD not changed before (while fewer than
+    // `nads`), to a config version it never had.
+    static NAD_CHANGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let per_second = (n * pods) as f64 * 0.10 / 60.0;
     let lifetime = 60.0;
     let kubeconfig = kubeconfig.to_owned();
     let tag = tag.to_owned();
     runtime().block_on(async move {
         let client = client(&kubeconfig).await;
+        let mut lags = Lags::watch(&client, NS, &tag);
         let started = Instant::now();
         let (mut created, mut deleted, mut nad_changes) = (0usize, 0usize, 0usize);
         let mut live: std::collections::VecDeque<(Instant, Value)> = Default::default();
@@ -248,8 +261,10 @@ pub(crate) fn churn(
             while created < due {
                 let name = format!("churn-{tag}-{created}");
                 let networks = format!("net-{}", created % nads);
-                let object = pod(&name, &node_name(created % n), Some(&networks));
+                let mut object = pod(&name, &node_name(created % n), Some(&networks));
+                object["metadata"]["labels"] = json!({CHURN_LABEL: &tag});
                 live.push_back((Instant::now(), object.clone()));
+                lags.pod_sent(&name);
                 let client = client.clone();
                 tasks.spawn(async move { write_object(&client, &object, false).await });
                 created += 1;
@@ -264,12 +279,15 @@ pub(crate) fn churn(
                 deleted += 1;
             }
             if now >= next_nad {
-                let i = nad_changes % nads;
+                let change = NAD_CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = change % nads;
+                let name = format!("{tag}-{nad_changes}");
                 let patch = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
                     "metadata": {"name": format!("net-{i}"), "namespace": NS,
                                  "labels": {"bench.plexus.io/patch": "true"},
-                                 "annotations": {"bench.plexus.io/changed": format!("{tag}-{nad_changes}")}},
-                    "spec": {"config": nad_config(i, nad_changes).to_string()}});
+                                 "annotations": {CHANGE_ANNOTATION: &name}},
+                    "spec": {"config": nad_config(i, 1 + change % 199).to_string()}});
+                lags.nad_sent(&name);
                 let client = client.clone();
                 tasks.spawn(async move { write_object(&client, &patch, false).await });
                 nad_changes += 1;
@@ -283,16 +301,22 @@ pub(crate) fn churn(
         while let Some(done) = tasks.join_next().await {
             done.unwrap();
         }
+        let reconcile_lag = lags.finish(Duration::from_secs(30)).await;
         // What is still alive goes now (outside the window).
         for (_, object) in live {
             write_object(&client, &object, true).await;
         }
-        (created + deleted, nad_changes)
+        Churn {
+            pod_changes: created + deleted,
+            nad_changes,
+            reconcile_lag,
+        }
     })
 }
 
+/// NAD `net-{i}`'s config at `version` (0 when created; 1..=199 as changed: each a different `mtu`).
 pub(crate) fn nad_config(i: usize, version: usize) -> Value {
     json!({"cniVersion": "1.0.0", "name": format!("net-{i}"), "type": "macvlan", "master": "eth1",
-           "mtu": 1400 + version % 100,
+           "mtu": 1300 + version % 200,
            "ipam": {"type": "host-local", "subnet": "198.19.0.0/24"}})
 }

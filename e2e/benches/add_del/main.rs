@@ -53,6 +53,7 @@ mod daemons;
 mod floor;
 mod hollow;
 mod hollow_api;
+mod hollow_lag;
 mod hollow_model;
 mod report;
 mod scale;

@@ -183,3 +183,13 @@ pub(crate) fn bench_dir() -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     out_dir
 }
+
+/// The q-th quantile (0–1) of `values`, the nearest rank after sorting; 0 for none.
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}

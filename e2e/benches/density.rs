@@ -22,8 +22,8 @@
 //! * `multus-thick` — multus-daemon v4.3.0 started in each node's namespaces for the mode, the thick handler's config
 //!   switched to multus-shim meanwhile (`plexus_e2e::node_cni::MultusDaemon`).
 //!
-//! Run: `scripts/bench density`. `BENCH_DENSITY_ROUNDS` (default 1), `BENCH_DENSITY_PODS` (per node),
-//! `BENCH_DENSITY_MODES` (space-separated). Writes `target/bench/density.json`.
+//! Run: `scripts/bench density`. `BENCH_DENSITY_ROUNDS` (default 1), `BENCH_DENSITY_WARMUP` (uncounted rounds of the
+//! first mode before them, default 1), `BENCH_DENSITY_PODS` (per node), `BENCH_DENSITY_MODES` (space-separated). Writes `target/bench/density.json`.
 
 #![forbid(unsafe_code)]
 
@@ -49,8 +49,9 @@ struct Round {
     all_reached: Option<f64>,
     /// `kubectl delete pods --all --wait` of the round's pods.
     delete_all: f64,
-    /// FailedCreatePodSandBox events (the kubelet retries; each is a failed CNI ADD or a runtime error).
-    sandbox_failures: usize,
+    /// FailedCreatePodSandBox events (the kubelet retries; each is a failed CNI ADD or a runtime error), by their
+    /// message with sandbox ids and pod names taken out.
+    sandbox_failures: BTreeMap<String, usize>,
 }
 
 /// How many more pods node `name` takes: its allocatable `pods` less the pods bound to it that have not ended.
@@ -228,6 +229,44 @@ fn leftovers(nodes: &Nodes, i: usize, mode: &str) -> Vec<String> {
     left
 }
 
+/// The namespace's FailedCreatePodSandBox events, counted (an event the kubelet repeated carries its count) by
+/// message, with what differs between pods (sandbox ids, pod names, uids) replaced by `…`.
+fn sandbox_failures(ns: &str) -> BTreeMap<String, usize> {
+    let events: Value = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "reason=FailedCreatePodSandBox",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for event in events["items"].as_array().into_iter().flatten() {
+        let message = event["message"].as_str().unwrap_or_default();
+        let shape: String = message
+            .split(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '[' || c == ']')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let varying = w.len() >= 32 && w.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+                    || (w.len() > 1
+                        && (w.starts_with('s') || w.starts_with('c'))
+                        && w[1..].chars().all(|c| c.is_ascii_digit()))
+                    || w.starts_with(ns);
+                if varying { "…" } else { w }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        *out.entry(shape).or_default() += event["count"].as_u64().unwrap_or(1) as usize;
+    }
+    out
+}
+
 fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
     let ns = KubeNamespace::new(&format!("density-{mode}"));
     let (_, prefix) = node_subnet();
@@ -294,24 +333,7 @@ fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
         let status = network_status(&ns.name, "c0");
         assert_eq!(status.len(), 2, "{mode}: two networks in {status:?}");
     }
-    let sandbox_failures = kubectl(
-        &[
-            "get",
-            "events",
-            "-n",
-            &ns.name,
-            "--field-selector",
-            "reason=FailedCreatePodSandBox",
-            "-o",
-            // An event the kubelet repeated carries its count; one without is one.
-            "jsonpath={range .items[*]}x{.count}{\"\\n\"}{end}",
-        ],
-        None,
-    )
-    .lines()
-    .filter_map(|l| l.trim().strip_prefix('x'))
-    .map(|n| n.parse::<usize>().unwrap_or(1))
-    .sum();
+    let sandbox_failures = sandbox_failures(&ns.name);
     // The mode's meta-plugin networked the pods: its records on each node, one or more per pod there.
     for i in 0..nodes.names.len() {
         if let Some(dir) = records_dir(nodes, i, mode) {
@@ -399,6 +421,19 @@ fn main() {
         })
         .collect();
     eprintln!("{per_node} pods per node ({room} fit), 2 nodes, {rounds} round(s), modes {modes:?}");
+    // A warm-up round, not counted: the first pods on fresh nodes pay for what later ones find done (the image's
+    // snapshots, the kubelet's and containerd's first sandboxes, the cluster network's bridge), and whichever mode
+    // came first paid for it (bare, in the first runs: all Ready 79 s against 50 s when warm).
+    let warmup = env_usize("BENCH_DENSITY_WARMUP", 1);
+    for _ in 0..warmup {
+        let daemons = switch_mode(&nodes, modes[0], &plexus_confs);
+        let one = round(&nodes, modes[0], per_node);
+        drop(daemons);
+        eprintln!(
+            "warm-up {}: all Ready {:.1} s (not counted)",
+            modes[0], one.all_ready
+        );
+    }
     let mut results: BTreeMap<&str, Vec<Round>> = BTreeMap::new();
     for r in 0..rounds {
         for mode in &modes {
@@ -410,8 +445,11 @@ fn main() {
                 one.all_ready,
                 one.all_reached.map_or("-".into(), |s| format!("{s:.1} s")),
                 one.delete_all,
-                one.sandbox_failures
+                one.sandbox_failures.values().sum::<usize>()
             );
+            for (message, n) in &one.sandbox_failures {
+                eprintln!("  {n} × {message}");
+            }
             results.entry(mode).or_default().push(one);
         }
     }
@@ -437,7 +475,11 @@ fn main() {
         };
         let reached = median(runs.iter().filter_map(|r| r.all_reached).collect());
         let delete = median(runs.iter().map(|r| r.delete_all).collect()).unwrap();
-        let failures: usize = runs.iter().map(|r| r.sandbox_failures).sum();
+        let mut messages: BTreeMap<&str, usize> = BTreeMap::new();
+        for (message, n) in runs.iter().flat_map(|r| &r.sandbox_failures) {
+            *messages.entry(message).or_default() += n;
+        }
+        let failures: usize = messages.values().sum();
         let (p50, p90, p99, max) = (
             percentile(&ready, 50.0),
             percentile(&ready, 90.0),
@@ -454,7 +496,7 @@ fn main() {
                    "all_ready": runs.iter().map(|r| r.all_ready).collect::<Vec<_>>(),
                    "all_reached": runs.iter().map(|r| r.all_reached).collect::<Vec<_>>(),
                    "delete_all": runs.iter().map(|r| r.delete_all).collect::<Vec<_>>(),
-                   "sandbox_failures": failures}),
+                   "sandbox_failures": failures, "sandbox_failure_messages": messages}),
         );
     }
     let p = |m: &str, k: &str| json_out.get(m).and_then(|v| v[k].as_f64());

@@ -104,11 +104,16 @@ pub fn sync<P: SourceProvider>(
     ifname: &str,
     pod: &PodView,
 ) -> Result<Result<Synced, NotReady>, PlexusError> {
-    let _lock = store.lock(container_id, ifname)?;
+    let lock = store.lock(container_id, ifname)?;
     let mut record = match store.load(container_id, ifname) {
         Loaded::Found(r) if r.state == RecordState::Added => r,
         Loaded::Found(r) => return Ok(Err(NotReady(format!("its record is {:?}", r.state)))),
-        Loaded::Missing => return Ok(Err(NotReady("it has no record".into()))),
+        Loaded::Missing => {
+            // The sandbox's DEL ran since the caller saw its record: the lock file made for this call goes too, as
+            // DEL and CHECK without a record do, so a sync that lost that race leaves nothing behind.
+            store.remove(lock, container_id, ifname)?;
+            return Ok(Err(NotReady("it has no record".into())));
+        }
         Loaded::Corrupt(why) => {
             return Err(PlexusError::Record {
                 path: store.path(container_id, ifname).display().to_string(),
@@ -332,4 +337,38 @@ fn check_names(
                     .map(|a| (a.network.as_str(), a.ifname.as_str())),
             ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_of_a_sandbox_whose_record_is_gone_leaves_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path().join("records"), "net");
+        let pod = PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            ..PodView::default()
+        };
+        let outcome = sync(
+            &source::Connect,
+            &Config::from_raw(crate::config::RawConfig::default()).unwrap(),
+            &store,
+            "c1",
+            "eth0",
+            &pod,
+        )
+        .unwrap();
+        assert!(matches!(outcome, Err(NotReady(ref why)) if why == "it has no record"));
+        let left: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the record dir: {left:?}");
+        // The lock still works for the next holder (an ADD of the same sandbox).
+        drop(store.lock("c1", "eth0").unwrap());
+    }
 }

@@ -408,6 +408,11 @@ fn main() {
     let rounds = env_usize("BENCH_DENSITY_ROUNDS", 1);
     let room = room_on(nodes.name(0)).min(room_on(nodes.name(1)));
     let per_node = env_usize("BENCH_DENSITY_PODS", room).min(room);
+    // Two addresses per pair in one /24 of the macvlan network: .2 to .254.
+    assert!(
+        per_node <= 126,
+        "at most 126 pods per node (one /24 for the pairs), not {per_node}"
+    );
     let modes: Vec<&str> = match std::env::var("BENCH_DENSITY_MODES") {
         Ok(v) => MODES
             .into_iter()

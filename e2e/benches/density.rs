@@ -267,6 +267,26 @@ fn sandbox_failures(ns: &str) -> BTreeMap<String, usize> {
     out
 }
 
+/// The lines of node `i`'s Plexus and containerd logs that name the sandbox of a leftover `file` (its 64-hex
+/// container id; an address for a lease).
+fn log_lines_naming(nodes: &Nodes, i: usize, file: &str) -> Vec<String> {
+    let id = file
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .unwrap_or(file);
+    ["plexus.log", "plexus-daemon.log", "containerd.log"]
+        .iter()
+        .flat_map(|log| {
+            std::fs::read_to_string(nodes.node_dir(i).join(log))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(id))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
     let ns = KubeNamespace::new(&format!("density-{mode}"));
     let (_, prefix) = node_subnet();
@@ -352,40 +372,27 @@ fn round(nodes: &Nodes, mode: &str, pairs: usize) -> Round {
     // be running a late DEL of a sandbox whose pod is gone (containerd repeats the teardown when it removes the
     // sandbox), which holds the sandbox's lock file meanwhile: what is left must be gone within a minute.
     let settling = Instant::now();
-    loop {
-        let left: Vec<(usize, String)> = (0..nodes.names.len())
+    let left_on_nodes = || -> Vec<(usize, String)> {
+        (0..nodes.names.len())
             .flat_map(|i| leftovers(nodes, i, mode).into_iter().map(move |f| (i, f)))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        if settling.elapsed() > Duration::from_secs(60) {
+            .collect()
+    };
+    wait_until(
+        &format!("{mode}: the nodes emptied of the round's leases and records"),
+        Duration::from_secs(60),
+        || left_on_nodes().is_empty().then_some(()),
+        || {
+            let left = left_on_nodes();
             let logs: Vec<String> = left
                 .iter()
-                .flat_map(|(i, file)| {
-                    let id = file.split(['~', '-']).nth(1).unwrap_or(file).to_owned();
-                    ["plexus.log", "plexus-daemon.log", "containerd.log"]
-                        .iter()
-                        .flat_map(|log| {
-                            {
-                                std::fs::read_to_string(nodes.node_dir(*i).join(log))
-                                    .unwrap_or_default()
-                            }
-                            .lines()
-                            .filter(|l| l.contains(&id))
-                            .map(str::to_owned)
-                            .collect::<Vec<_>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|(i, file)| log_lines_naming(nodes, *i, file))
                 .collect();
-            panic!(
-                "{mode}: left on the nodes a minute after the pods were deleted: {left:?}\nlog lines naming them:\n{}",
+            format!(
+                "left {left:?}; the node logs' lines naming them:\n{}",
                 logs.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+            )
+        },
+    );
     let settle = settling.elapsed().as_secs_f64();
     if settle > 0.6 {
         eprintln!("{mode}: the nodes' leftovers were gone {settle:.1} s after the delete returned");

@@ -147,32 +147,28 @@ impl MultusDaemon {
             conf_dir,
             saved,
         };
-        let started = Instant::now();
-        loop {
-            let healthy = Command::new("curl")
-                .args(["-sf", "-m", "2", "--unix-socket"])
-                .arg(&socket)
-                .arg("http://multus/healthz")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if healthy {
-                break;
-            }
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!(
-                    "multus-daemon on {} exited ({status}): {}",
-                    nodes.name(i),
-                    std::fs::read_to_string(dir.join("multus-daemon.stderr")).unwrap_or_default()
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "multus-daemon on {} not healthy after 60 s; log {}",
-                nodes.name(i),
-                dir.join("multus-daemon.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let node = nodes.name(i);
+        crate::node::wait_until(
+            &format!("multus-daemon on {node} answering /healthz"),
+            Duration::from_secs(60),
+            || {
+                if let Ok(Some(status)) = daemon.child.try_wait() {
+                    panic!(
+                        "multus-daemon on {node} exited ({status}): {}",
+                        std::fs::read_to_string(dir.join("multus-daemon.stderr"))
+                            .unwrap_or_default()
+                    );
+                }
+                Command::new("curl")
+                    .args(["-sf", "-m", "2", "--unix-socket"])
+                    .arg(&socket)
+                    .arg("http://multus/healthz")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+                    .then_some(())
+            },
+            || format!("its log is {}", dir.join("multus-daemon.log").display()),
+        );
         install_conf(
             &daemon.conf_dir,
             "00-multus.conf",

@@ -84,8 +84,8 @@ node_tool_bins() {
 
 # plexus and oci-image from this checkout, built if needed (cargo is quick when nothing changed).
 node_rust_bins() {
-  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus -p plexus-daemon \
-    --bin plexus-daemon -p plexus-e2e --bin oci-image >&2) || die "cargo build of plexus, plexus-daemon and oci-image failed"
+  (cd "$PLEXUS_REPO" && nice cargo build --quiet --locked -p plexus-cni --bin plexus --bin plexus-shim -p plexus-daemon \
+    --bin plexus-daemon -p plexus-e2e --bin oci-image >&2) || die "cargo build of plexus, plexus-shim, plexus-daemon and oci-image failed"
   node_rust_bin_paths
 }
 
@@ -94,6 +94,8 @@ node_rust_bin_paths() {
   local target=${CARGO_TARGET_DIR:-$PLEXUS_REPO/target}
   case $target in /*) ;; *) target=$PLEXUS_REPO/$target ;; esac
   PLEXUS_BIN=${PLEXUS_NODE_PLEXUS_BIN:-$target/debug/plexus}
+  # Thick mode's plugin, built beside plexus (scripts/build-plexus-static and cargo alike).
+  PLEXUS_SHIM_BIN=$(dirname "$PLEXUS_BIN")/plexus-shim
   PLEXUS_DAEMON_BIN=${PLEXUS_NODE_DAEMON_BIN:-$target/debug/plexus-daemon}
   OCI_IMAGE_BIN=$target/debug/oci-image
 }
@@ -132,7 +134,7 @@ plexus_image() {
   if [ -z "$dir" ]; then
     dir=$("$PLEXUS_REPO/scripts/build-image-binaries") || die "scripts/build-image-binaries failed"
   fi
-  for bin in plexus plexus-daemon plexus-controller; do
+  for bin in plexus plexus-shim plexus-daemon plexus-controller; do
     [ -x "$dir/$bin" ] || die "no $dir/$bin (scripts/build-image-binaries makes it)"
     entries+=("usr/local/bin/$bin=$dir/$bin")
   done
@@ -299,6 +301,7 @@ write_node_configs() {
   else
     for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
     ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
+    ln -sfn "$PLEXUS_SHIM_BIN" "$n/cni-bin/plexus-shim"
   fi
   cat >"$cluster_network/10-pods.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "pods", "plugins": [
@@ -325,7 +328,7 @@ EOF
  "secureMetricsAddress": "$(node_ip "$k"):$NODE_SECURE_METRICS_PORT", "runtimeConfDir": "$n/cni-conf-thick"}
 EOF
   cat >"$n/cni-conf-thick/00-plexus.conf" <<EOF
-{"cniVersion": "1.1.0", "name": "plexus", "type": "plexus", "daemonSocketDir": "/run/plexus"}
+{"cniVersion": "1.1.0", "name": "plexus", "type": "plexus-shim", "daemonSocketDir": "/run/plexus"}
 EOF
   cat >"$n/containerd.toml" <<EOF
 version = 3

@@ -388,11 +388,13 @@ impl Drop for Daemon {
     }
 }
 
-/// A plugin config made a shim config: without `kubeconfig`, with `daemonSocketDir`.
+/// A plugin config made a shim config as the installer writes one: `type` `plexus-shim` (thick mode's binary, which a
+/// [`Call`] runs for it), without `kubeconfig`, with `daemonSocketDir`.
 pub fn shim_config(config: &Value, socket_dir: &Path) -> Value {
     let mut shim = config.clone();
     if let Some(o) = shim.as_object_mut() {
         o.remove("kubeconfig");
+        o.insert("type".into(), json!("plexus-shim"));
         o.insert("daemonSocketDir".into(), json!(socket_dir));
     }
     shim

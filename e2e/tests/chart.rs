@@ -607,6 +607,8 @@ fn chart_lifecycle() {
     assert_eq!(written["plugins"][0]["type"], "plexus");
     assert_eq!(written["plugins"][0]["delegates"][0]["name"], "pods");
     assert!(bin_dir.join("plexus").is_file());
+    // Thick mode's plugin comes with it, from the image's /usr/local/bin.
+    assert!(bin_dir.join("plexus-shim").is_file());
     let kubeconfig_file = conf_dir.join("plexus.d/plexus.kubeconfig");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1000,7 +1002,7 @@ fn chart_lifecycle() {
         || format!("{:?}", node_pod()),
     );
     let socket_dir = nodes.node_dir(0).join("run/plexus");
-    wait_until(
+    let shim_conf = wait_until(
         "a shim conf pointing at the daemon's socket",
         READY,
         || {
@@ -1010,6 +1012,10 @@ fn chart_lifecycle() {
         || String::from_utf8_lossy(&std::fs::read(&conf).unwrap_or_default()).into_owned(),
     );
     assert!(socket_dir.join("plexus.sock").exists(), "no daemon socket");
+    assert_eq!(
+        shim_conf["plugins"][0]["type"], "plexus-shim",
+        "{shim_conf}"
+    );
     assert!(
         !kubeconfig_file.exists(),
         "thick mode leaves no token on the host"
@@ -1108,7 +1114,12 @@ fn chart_lifecycle() {
     wait_until(
         "the node's files removed",
         READY,
-        || (!conf.exists() && !bin_dir.join("plexus").exists()).then_some(()),
+        || {
+            (!conf.exists()
+                && !bin_dir.join("plexus").exists()
+                && !bin_dir.join("plexus-shim").exists())
+            .then_some(())
+        },
         || format!("{:?}", files_in(&conf_dir)),
     );
     assert_eq!(files_in(&conf_dir), ["10-pods.conflist"]);

@@ -572,10 +572,13 @@ fn a_real_cni_client_drives_plexus(mode: &Mode) {
     );
     let uid = mode.create_pod(&ns.name, "tooled", &[(NETWORKS, "side")]);
 
-    // cnitool (libcni) finds the network config in NETCONFPATH and plexus in CNI_PATH.
+    // cnitool (libcni) finds the network config in NETCONFPATH and plexus (thick mode: plexus-shim) in CNI_PATH.
     let confs = tempfile::tempdir().unwrap();
     let bin = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(plexus_bin(), bin.path().join("plexus")).unwrap();
+    for name in ["plexus", "plexus-shim"] {
+        std::os::unix::fs::symlink(plexus_bin().with_file_name(name), bin.path().join(name))
+            .unwrap();
+    }
     let mut plexus_conf = sb.config(json!({}));
     plexus_conf["name"] = json!("plexus-net");
     let conflist = json!({"cniVersion": "1.0.0", "name": "plexus-net", "plugins": [plexus_conf]});

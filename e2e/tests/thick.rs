@@ -1,5 +1,5 @@
-//! Thick mode against the real control plane: `plexus-daemon` (watch caches, unix socket, metrics) and `plexus` as
-//! its shim, with the real CNI plugins in real network namespaces.
+//! Thick mode against the real control plane: `plexus-daemon` (watch caches, unix socket, metrics) and `plexus-shim`
+//! in front of it (`plexus` with the same config, in one test), with the real CNI plugins in real network namespaces.
 
 #![forbid(unsafe_code)]
 
@@ -327,6 +327,29 @@ fn a_pod_missing_from_the_cache_is_read_with_one_get() {
     assert_eq!(gets.len(), 1, "{gets:?}");
     sb.call("DEL", &args).ok(&config);
     sb.assert_clean();
+}
+
+/// A conf written before `plexus-shim` existed (`"type": "plexus"` with `daemonSocketDir`) still goes to the daemon:
+/// `plexus` forwards it as `plexus-shim` does.
+#[test]
+fn a_conf_naming_plexus_with_daemon_socket_dir_is_forwarded_too() {
+    let daemon = Daemon::start(json!({}));
+    let pod = NodePod::new(&daemon, "plxshim", "ptp", json!({}));
+    let mut config = pod.config.clone();
+    config["type"] = json!("plexus");
+    let served = || daemon.metric("plexus_daemon_requests_total", &["command=\"ADD\""]);
+    let before = served();
+    let result = pod.call("ADD").ok(&config);
+    assert!(
+        result["interfaces"].as_array().is_some_and(|i| i
+            .iter()
+            .any(|i| i["name"] == "eth0" && i["sandbox"].is_string())),
+        "{result}"
+    );
+    assert!(pod.sb.netns.ipv4("net1")[0].starts_with(&format!("{}.", pod.side)));
+    assert_eq!(served(), before + 1.0, "the ADD was not the daemon's");
+    pod.call("DEL").ok(&config);
+    pod.sb.assert_clean();
 }
 
 #[test]

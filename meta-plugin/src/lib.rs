@@ -52,4 +52,5 @@ pub use kubernetes::thread_runtime;
 pub use report::{attach_events, network_statuses, warning_events};
 pub use request::{
     Logging, Output, PHASE_SPANS, guard, install_panic_hook, run, run_until, run_with,
+    version_output,
 };

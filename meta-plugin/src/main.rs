@@ -23,6 +23,8 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use clap::Parser;
+
+mod process;
 use plexus_cni::error::PlexusError;
 use plexus_cni::shim::{Reply, Shim};
 
@@ -41,14 +43,7 @@ enum Cli {
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args = arguments(argc, argv);
-    standard_descriptors();
-    // SAFETY: no other thread exists yet, and SIG_IGN installs no handler code.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigIgn,
-        )
-    };
+    process::start();
     let code = run(args);
     let _ = std::io::stdout().flush();
     code
@@ -72,27 +67,6 @@ fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<OsString> {
                 .then(|| OsStr::from_bytes(unsafe { CStr::from_ptr(arg) }.to_bytes()).to_owned())
         })
         .collect()
-}
-
-/// Descriptors 0, 1 and 2 open: a closed one is opened on `/dev/null`, so that no file or socket `plexus` opens takes
-/// its number (and the result meant for stdout goes to a socket).
-fn standard_descriptors() {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
-    for fd in 0..=2 {
-        // SAFETY: only asked for its flags; a closed descriptor answers EBADF and is not otherwise used.
-        let fd_ref = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if fcntl(fd_ref, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
-            // Opens the lowest free number: this one, as the lower ones are open.
-            let flags = if fd == 0 {
-                OFlag::O_RDONLY
-            } else {
-                OFlag::O_WRONLY
-            };
-            if let Ok(null) = open("/dev/null", flags, nix::sys::stat::Mode::empty()) {
-                std::mem::forget(null);
-            }
-        }
-    }
 }
 
 /// What `plexus` does, and its exit status.
@@ -131,13 +105,5 @@ fn run(args: Vec<OsString>) -> c_int {
         },
         Err(e) => Err(PlexusError::Stdin(e).to_cni()),
     };
-    let reply = reply.unwrap_or_else(|e| Reply {
-        success: false,
-        stdout: e.to_json(),
-    });
-    let mut out = std::io::stdout().lock();
-    if !reply.stdout.is_empty() {
-        let _ = writeln!(out, "{}", reply.stdout);
-    }
-    if reply.success { 0 } else { 1 }
+    process::print(reply)
 }

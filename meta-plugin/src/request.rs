@@ -168,6 +168,12 @@ fn dispatch<P: SourceProvider>(
     }
 }
 
+/// VERSION's output (C36) as a CNI error on bad input: what `plexus-shim` answers itself, like `plexus` in both
+/// modes, with no daemon asked.
+pub fn version_output(stdin: &[u8]) -> Result<String, CniError> {
+    version_reply(stdin).map_err(|e| e.to_cni())
+}
+
 /// VERSION (C36): echo the requested version with the list Plexus speaks.
 fn version_reply(stdin: &[u8]) -> Result<String, PlexusError> {
     let requested = if stdin.iter().all(u8::is_ascii_whitespace) {

@@ -240,6 +240,30 @@ impl Shim {
     }
 }
 
+/// What `plexus-shim` does with one request: VERSION is answered here, as `plexus` answers it in both modes; anything
+/// else goes to the daemon its config names. A config without `daemonSocketDir` is a config error (code 7): this
+/// binary has no thin mode.
+pub fn shim_only(
+    env_lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Reply, CniError> {
+    if env_lookup("CNI_COMMAND").as_deref() == Some("VERSION") {
+        return crate::request::version_output(stdin).map(|stdout| Reply {
+            success: true,
+            stdout,
+        });
+    }
+    match Shim::from_stdin(stdin) {
+        Some(Ok(shim)) => shim.forward(env_lookup, stdin),
+        Some(Err(e)) => Err(e),
+        None => Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "plexus-shim forwards each request to plexus-daemon and needs daemonSocketDir (an absolute path) in its \
+             config; a conf without a node daemon names the plexus plugin instead",
+        )),
+    }
+}
+
 /// Whether a connect failed because no daemon is there (no socket file, or nothing listening on it), rather than
 /// because one is there and busy.
 fn down(e: &std::io::Error) -> bool {
@@ -430,6 +454,34 @@ mod tests {
             let e = Shim::from_stdin(bad.as_bytes()).unwrap().unwrap_err();
             assert_eq!(e.code, 7, "{bad}: {e:?}");
         }
+    }
+
+    #[test]
+    fn plexus_shim_answers_version_itself_and_has_no_thin_mode() {
+        let env =
+            |command: &'static str| move |k: &str| (k == "CNI_COMMAND").then(|| command.to_owned());
+        // No daemon anywhere: VERSION is answered here, whatever the config says.
+        let v = shim_only(
+            env("VERSION"),
+            br#"{"cniVersion":"0.4.0","daemonSocketDir":"/nowhere"}"#,
+        )
+        .unwrap();
+        assert!(v.success);
+        let v: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        // A config without daemonSocketDir is not run some other way: code 7, naming the key.
+        for config in [
+            &br#"{"cniVersion":"1.0.0","name":"x","kubeconfig":"/k"}"#[..],
+            b"not json",
+        ] {
+            let e = shim_only(env("ADD"), config).unwrap_err();
+            assert_eq!(e.code, 7, "{e:?}");
+            assert!(e.msg.contains("daemonSocketDir"), "{e:?}");
+        }
+        // A bad shim key is the same error as `plexus` gives.
+        let e = shim_only(env("ADD"), br#"{"daemonSocketDir":"run/p"}"#).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("absolute"), "{e:?}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
+const PLEXUS_SHIM: &str = env!("CARGO_BIN_EXE_plexus-shim");
 
 struct Host {
     dir: tempfile::TempDir,
@@ -196,6 +197,13 @@ fn installs_waits_for_the_cluster_network_follows_it_and_the_token_and_leaves_ev
         std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777,
         0o755
     );
+    // Thick mode's plugin comes too (from beside the running binary), so that a switch of mode finds it.
+    let shim = host.path("root/opt/cni/bin/plexus-shim");
+    wait_for("the shim binary", || shim.exists());
+    assert_eq!(
+        std::fs::read(&shim).unwrap(),
+        std::fs::read(PLEXUS_SHIM).unwrap()
+    );
     wait_for("the kubeconfig", || host.kubeconfig().exists());
     assert_eq!(
         std::fs::metadata(host.kubeconfig())
@@ -292,6 +300,7 @@ fn cleanup_removes_what_the_installer_wrote_and_nothing_else() {
     let installer = host.start(&[]);
     wait_for("the ready file", || host.path("run/installed").exists());
     installer.stop();
+    assert!(host.path("root/opt/cni/bin/plexus-shim").exists());
     let out = host.command(&["--cleanup"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -339,6 +348,12 @@ fn thick_mode_writes_a_shim_conf_and_removes_the_thin_kubeconfig() {
     });
     let plugin = read_json(&host.conf()).unwrap()["plugins"][0].clone();
     assert!(plugin.get("kubeconfig").is_none(), "{plugin}");
+    // Thick mode's conf names the small shim binary, which the installer put beside `plexus`.
+    assert_eq!(plugin["type"], "plexus-shim", "{plugin}");
+    assert_eq!(
+        std::fs::read(host.path("root/opt/cni/bin/plexus-shim")).unwrap(),
+        std::fs::read(PLEXUS_SHIM).unwrap()
+    );
     assert_eq!(plugin["delegates"][0], bridge("pods", "198.19.4.0/24"));
     // The daemon's own copy of the cluster network (its `clusterNetwork` names it; it takes none from requests).
     assert_eq!(
@@ -348,6 +363,25 @@ fn thick_mode_writes_a_shim_conf_and_removes_the_thin_kubeconfig() {
     wait_for("the thin kubeconfig gone", || !host.kubeconfig().exists());
     thin.stop();
     thick.stop();
+}
+
+#[test]
+fn thick_mode_without_the_shim_binary_writes_no_conf_and_says_which_file() {
+    let host = Host::new();
+    host.write_primary("10-pods.conflist", &bridge("pods", "198.19.5.0/24"));
+    let missing = host.path("nowhere/plexus-shim");
+    let out = host
+        .command(&["--mode", "thick", "--shim-binary"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&*missing.to_string_lossy()), "{err}");
+    assert!(
+        !host.conf().exists(),
+        "a conf naming a plugin that is not there"
+    );
 }
 
 /// `plexus` as the image ships it when scripts/test built it (scripts/build-image-binaries, PLEXUS_NODE_PLEXUS_BIN:

@@ -374,13 +374,21 @@ impl<'a> Call<'a> {
         if let Some(hook) = BEFORE_CALL.get() {
             hook(stdin);
         }
+        // The binary the config's `type` names, as a runtime finds it: thick mode's `plexus-shim` is built beside
+        // `plexus`.
+        let binary = match serde_json::from_slice::<Value>(stdin) {
+            Ok(config) if config["type"] == "plexus-shim" => {
+                plexus_bin().with_file_name("plexus-shim")
+            }
+            _ => plexus_bin(),
+        };
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(plexus_bin());
+                c.args(args).arg(&binary);
                 c
             }
-            None => Command::new(plexus_bin()),
+            None => Command::new(&binary),
         };
         let mut child = command
             .env_clear()

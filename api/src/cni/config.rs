@@ -357,10 +357,11 @@ pub fn valid_network_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Meta-plugins: Plexus itself (the binary the installer puts in binDir), and the Multus binaries it replaces. No
+/// Meta-plugins: Plexus itself (the two binaries the installer puts in binDir: `plexus`, and thick mode's
+/// `plexus-shim`, which hands its stdin to the node daemon), and the Multus binaries it replaces. No
 /// network's plugin (`type`, a conflist member's `type`, `ipam.type`) may be one: a meta-plugin reads its own
 /// config (binary dirs, credentials, record and log paths) from its stdin, which would then be the network author's.
-pub const META_PLUGINS: &[&str] = &["plexus", "multus", "multus-shim"];
+pub const META_PLUGINS: &[&str] = &["plexus", "plexus-shim", "multus", "multus-shim"];
 
 /// C3 plus Plexus's security rules: a plugin `type` is a bare file name, never a path, and never a meta-plugin.
 pub fn check_binary_name(name: &str) -> Result<(), ConfigError> {
@@ -444,6 +445,7 @@ mod tests {
             json!({"name":"n","cniVersion":"1.0.0","type":"plexus","binDir":"/tmp","delegates":[]}),
             json!({"name":"n","cniVersion":"1.0.0","plugins":[{"type":"bridge"},{"type":"multus"}]}),
             json!({"name":"n","cniVersion":"1.0.0","type":"bridge","ipam":{"type":"multus-shim"}}),
+            json!({"name":"n","cniVersion":"1.0.0","plugins":[{"type":"plexus-shim","daemonSocketDir":"/run/plexus"}]}),
         ] {
             assert!(
                 matches!(list(nested.clone()), Err(ConfigError::MetaPlugin(_))),

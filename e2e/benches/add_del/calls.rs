@@ -41,6 +41,8 @@ pub(crate) fn try_exec(
     config: &Value,
 ) -> Result<Call, String> {
     let stdin = config.to_string();
+    // The children this thread waits for are the plugin's process alone (calls run one at a time here).
+    let (_, children_before) = bench_cpu_s();
     let start = Instant::now();
     let mut child = probe
         .map_or_else(|| Command::new(binary), |p| p.command(binary))
@@ -63,6 +65,7 @@ pub(crate) fn try_exec(
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
+    let cpu = Duration::from_secs_f64((bench_cpu_s().1 - children_before).max(0.0));
     if !out.status.success() {
         return Err(format!(
             "{} {command} failed ({}): {}{}",
@@ -74,6 +77,7 @@ pub(crate) fn try_exec(
     }
     Ok(Call {
         took,
+        cpu,
         maxrss_kib: probe.map_or(0, RssProbe::peak_kib),
     })
 }

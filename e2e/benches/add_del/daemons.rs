@@ -193,6 +193,54 @@ pub(crate) fn process_cpu_s(pid: &str) -> Option<(f64, f64)> {
     })
 }
 
+/// The CPU time used so far by process `pid`, all its threads together (those that ended too), to the nanosecond:
+/// its CPU-time clock (`clock_getcpuclockid`). `None` when it is gone.
+pub(crate) fn process_cpu_clock(pid: u32) -> Option<Duration> {
+    // SAFETY: both calls fill values we own; a pid that is gone is an error return, not undefined behaviour.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) != 0 {
+            return None;
+        }
+        let mut t: libc::timespec = std::mem::zeroed();
+        (libc::clock_gettime(clock, &mut t) == 0)
+            .then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+}
+
+/// Per warm thick ADD (medians over the measured rounds): the shim's CPU (its process, exec included), the daemon's
+/// from the ADD's start to the DEL's start, and their sum beyond `trivial_cpu_ms`, the CPU of the trivial static exec
+/// any plugin pays (from [`super::shim_alone`]). The daemon's part includes launching the delegates (the same four
+/// for both daemons) and the client side of its API requests; the delegates' own processes are not in it.
+pub(crate) fn thick_cpu_report(
+    samples: &BTreeMap<&str, ModeSamples>,
+    trivial_cpu_ms: f64,
+) -> Value {
+    println!(
+        "\nCPU per warm thick ADD (medians, ms): shim process, daemon (ADD start to DEL start), sum beyond a trivial \
+         exec ({trivial_cpu_ms:.3})\n{:<14} {:>8} {:>8} {:>14}",
+        "mode", "shim", "daemon", "sum - trivial"
+    );
+    let mut rows = serde_json::Map::new();
+    for mode in ["plexus-thick", "multus-thick"] {
+        let Some(s) = samples.get(mode).filter(|s| !s.daemon_cpu_add.is_empty()) else {
+            continue;
+        };
+        let shim = quantile(&s.add.iter().map(|c| ms(c.cpu)).collect::<Vec<_>>(), 0.5);
+        let daemon = quantile(
+            &s.daemon_cpu_add.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            0.5,
+        );
+        let beyond = shim + daemon - trivial_cpu_ms;
+        println!("{mode:<14} {shim:>8.3} {daemon:>8.3} {beyond:>14.3}");
+        rows.insert(
+            mode.into(),
+            json!({"shim_cpu_ms": shim, "daemon_cpu_ms": daemon, "beyond_trivial_exec_ms": beyond}),
+        );
+    }
+    Value::Object(rows)
+}
+
 /// CPU seconds used so far by this process (which runs the bare mode's delegates, with the same invocation code as
 /// plexus), and by its children it waited for (the plugins or shims it ran).
 pub(crate) fn bench_cpu_s() -> (f64, f64) {

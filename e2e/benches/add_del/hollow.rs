@@ -158,8 +158,8 @@ impl<'a> Fleet<'a> {
         let socket_dir = self.socket_dir(i);
         let (binary, config) = match self.kind {
             "plexus" => (
-                self.setup.plexus.to_owned(),
-                json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+                self.setup.plexus.with_file_name("plexus-shim"),
+                json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus-shim",
                        "daemonSocketDir": socket_dir}),
             ),
             _ => (

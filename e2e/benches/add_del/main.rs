@@ -17,7 +17,8 @@
 //! (thick daemons send them after the reply). Each round ends with the floor of a thick design: exec of a trivial
 //! static binary, then (after a bare ADD's time of busy CPU) one PATCH on a kept-alive connection. After the rounds,
 //! each plugin's peak RSS comes from a pass through a small static helper (`RssProbe`), and plexus-daemon's phase
-//! metrics say where a thick request's time goes; the floor is also measured back to back.
+//! metrics say where a thick request's time goes; the floor is also measured back to back, and the shim alone
+//! (`plexus-shim` and `plexus` against a socket that answers at once, beside the floor's trivial exec).
 //!
 //! Then, unless disabled:
 //! * a concurrency run: `BENCH_CONCURRENCY` sandboxes (default 100) × 3 networks ADDed, then DELeted, with
@@ -57,6 +58,7 @@ mod hollow_lag;
 mod hollow_model;
 mod report;
 mod scale;
+mod shim_alone;
 
 use audit::*;
 use calls::*;
@@ -66,6 +68,7 @@ use floor::*;
 use hollow::*;
 use report::*;
 use scale::*;
+use shim_alone::*;
 
 const ALL_MODES: [&str; 7] = [
     "bare",
@@ -91,10 +94,12 @@ fn env_usize(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// One plugin call: how long it took and the process's peak RSS (KiB; 0 when not a process of its own).
+/// One plugin call: how long it took, the CPU of the process the bench exec'd (user + system; zero for the bare
+/// delegates, which the bench runs itself) and its peak RSS (KiB; 0 when not a process of its own).
 #[derive(Debug, Clone, Copy, Default)]
 struct Call {
     took: Duration,
+    cpu: Duration,
     maxrss_kib: u64,
 }
 
@@ -109,6 +114,9 @@ struct Requests {
 struct ModeSamples {
     add: Vec<Call>,
     del: Vec<Call>,
+    /// Thick modes: the daemon's CPU from each ADD's start to its DEL's start (the reply and what the daemon does
+    /// after it; not its delegates, which are other processes).
+    daemon_cpu_add: Vec<Duration>,
     api_add: Requests,
     api_del: Requests,
 }
@@ -117,6 +125,8 @@ struct ModeSamples {
 struct Setup {
     plugins: PathBuf,
     release: PathBuf,
+    /// Thick mode's plugin, `plexus-shim`, built beside `release`.
+    release_shim: PathBuf,
     /// `BENCH_BASELINE`: another `plexus` binary (say, the previous commit's), run as `plexus-base` and
     /// `plexus-k8s-base` beside the others for a before/after in one run.
     baseline: Option<PathBuf>,
@@ -132,7 +142,8 @@ impl Setup {
     /// The plugin binary a mode execs.
     fn binary(&self, mode: &str) -> &Path {
         match mode {
-            "plexus" | "plexus-k8s" | "plexus-thick" => &self.release,
+            "plexus" | "plexus-k8s" => &self.release,
+            "plexus-thick" => &self.release_shim,
             "plexus-base" | "plexus-k8s-base" => self.baseline.as_deref().expect("BENCH_BASELINE"),
             "multus" | "multus-k8s" => &self.multus,
             "multus-thick" => &self.multus_shim,
@@ -158,10 +169,12 @@ impl Setup {
                 return (
                     Call {
                         took: add,
+                        cpu: Duration::ZERO,
                         maxrss_kib: 0,
                     },
                     Call {
                         took: del,
+                        cpu: Duration::ZERO,
                         maxrss_kib: 0,
                     },
                 );
@@ -386,7 +399,7 @@ fn main() {
     let multus_socket = work.path().join("multus-run");
     configs.insert(
         "plexus-thick",
-        json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus", "daemonSocketDir": plexus_socket}),
+        json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus-shim", "daemonSocketDir": plexus_socket}),
     );
     configs.insert(
         "multus-thick",
@@ -410,6 +423,7 @@ fn main() {
     let setup = Setup {
         plugins: plugins.clone(),
         release: release.clone(),
+        release_shim: release.with_file_name("plexus-shim"),
         baseline,
         multus: multus_dir.join("multus"),
         multus_shim: multus_thick_dir.join("multus-shim"),
@@ -488,7 +502,12 @@ fn main() {
                 .map(|u| (namespace.as_str(), pod_name.as_str(), u[round].as_str()));
             let before = audit_lines(&cluster);
             let mut middle = before;
+            let daemon_pid = daemons.get(mode).map(|d| d.child.id());
+            let daemon_cpu = || daemon_pid.and_then(process_cpu_clock);
+            let cpu_before = daemon_cpu();
+            let mut cpu_middle = None;
             let (add, del) = setup.add_del(mode, &id, &ns.path(), pod, || {
+                cpu_middle = daemon_cpu();
                 middle = audit_lines(&cluster)
             });
             let after = audit_lines(&cluster);
@@ -506,6 +525,9 @@ fn main() {
                 let s = samples.entry(mode).or_default();
                 s.add.push(add);
                 s.del.push(del);
+                if let (Some(a), Some(b)) = (cpu_before, cpu_middle) {
+                    s.daemon_cpu_add.push(b.saturating_sub(a));
+                }
                 if pod.is_some() {
                     let (a, d) = (
                         requests(&cluster, before, middle, &namespace),
@@ -582,6 +604,20 @@ fn main() {
     doc["floor"] = floor_in_run(&floor_samples);
     doc["floor_back_to_back"] = measure_floor(&mut floor);
     doc["add_targets_paired"] = paired_targets(&samples, &floor_samples);
+    // The shim alone, apart from daemon, delegates and API server (thick mode's exec and socket).
+    doc["shim_alone"] = shim_alone(
+        work.path(),
+        &setup.release,
+        &setup.release_shim,
+        &floor.binary,
+    );
+    // Per warm thick ADD: the CPU of the shim and of its daemon, beyond the trivial exec.
+    doc["thick_add_cpu"] = thick_cpu_report(
+        &samples,
+        doc["shim_alone"]["trivial static exec"]["cpu_ms"]
+            .as_f64()
+            .unwrap_or_default(),
+    );
 
     // Concurrency.
     if concurrency > 0 {
@@ -593,6 +629,7 @@ fn main() {
             configs: setup.configs.clone(),
             plugins: setup.plugins.clone(),
             release: setup.release.clone(),
+            release_shim: setup.release_shim.clone(),
             baseline: setup.baseline.clone(),
             multus: setup.multus.clone(),
             multus_shim: setup.multus_shim.clone(),

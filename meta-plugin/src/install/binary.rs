@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{InstallError, Layout, io};
+use super::{InstallError, io};
 use crate::files;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory (named so that libcni ignores it) and a
@@ -48,10 +48,10 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, In
     Ok(true)
 }
 
-/// Copies the binary into the bin dir (atomically, mode 0755) unless the same bytes are there already.
-pub fn install_binary(source: &Path, layout: &Layout) -> Result<bool, InstallError> {
+/// Copies a binary to `target` in the bin dir (atomically, mode 0755) unless the same bytes are there already.
+pub fn install_binary(source: &Path, target: &Path) -> Result<bool, InstallError> {
     let bytes = fs::read(source).map_err(io("read", source))?;
-    write_if_changed(&layout.binary(), &bytes, 0o755)
+    write_if_changed(target, &bytes, 0o755)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plexus_api::cni::NetworkConfigList;
 use serde_json::{Map, Value, json};
 
-use super::{BINARY_NAME, CONF_NAME, InstallError, Mode, NETWORK_NAME, io};
+use super::{BINARY_NAME, CONF_NAME, InstallError, Mode, NETWORK_NAME, SHIM_BINARY_NAME, io};
 use crate::config::Config;
 
 /// The cluster network found in the conf dir: the file and its content.
@@ -108,7 +108,8 @@ impl RuntimeConf {
             else {
                 continue;
             };
-            let plexus = value["type"] == BINARY_NAME || value["plugins"][0]["type"] == BINARY_NAME;
+            let plexus =
+                is_plexus_type(&value["type"]) || is_plexus_type(&value["plugins"][0]["type"]);
             return if plexus { Self::Plexus } else { Self::Other };
         }
         Self::Missing
@@ -139,9 +140,9 @@ pub fn plexus_conflist(
     settings: &ConfSettings,
 ) -> Result<Value, InstallError> {
     let mut plugin = settings.plugin_config.clone();
-    plugin.insert("type".into(), json!(BINARY_NAME));
     match settings.mode {
         Mode::Thin => {
+            plugin.insert("type".into(), json!(BINARY_NAME));
             plugin.remove("daemonSocketDir");
             plugin.insert(
                 "kubeconfig".into(),
@@ -149,6 +150,7 @@ pub fn plexus_conflist(
             );
         }
         Mode::Thick => {
+            plugin.insert("type".into(), json!(SHIM_BINARY_NAME));
             plugin.remove("kubeconfig");
             plugin.insert(
                 "daemonSocketDir".into(),
@@ -239,12 +241,17 @@ pub(super) fn conf_bytes(conflist: &Value) -> Vec<u8> {
     text
 }
 
-/// True when the file at `path` is a conf the installer wrote (its only plugin is `plexus`).
+/// True when the file at `path` is a conf the installer wrote (its only plugin is `plexus`, or `plexus-shim`).
 pub(super) fn is_plexus_conf(path: &Path) -> bool {
     fs::read(path)
         .ok()
         .and_then(|t| serde_json::from_slice::<Value>(&t).ok())
-        .is_some_and(|v| v["plugins"][0]["type"] == BINARY_NAME && v["name"] == NETWORK_NAME)
+        .is_some_and(|v| is_plexus_type(&v["plugins"][0]["type"]) && v["name"] == NETWORK_NAME)
+}
+
+/// Whether a plugin `type` is one of Plexus's two plugins (thin mode's `plexus`, thick mode's `plexus-shim`).
+fn is_plexus_type(t: &Value) -> bool {
+    *t == BINARY_NAME || *t == SHIM_BINARY_NAME
 }
 
 /// Reads the plugin config file (a JSON object).
@@ -337,6 +344,7 @@ mod tests {
         };
         let conf = plexus_conflist(Some(&primary), &s).unwrap();
         let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["type"], "plexus-shim");
         assert_eq!(plugin["daemonSocketDir"], "/run/plexus");
         assert!(plugin.get("kubeconfig").is_none());
         assert_eq!(plugin["delegates"][0], bridge("pods"));

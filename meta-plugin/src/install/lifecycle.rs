@@ -153,9 +153,9 @@ impl Installer {
 }
 
 /// Removes what the installer writes: the conf (when it is Plexus's), the installer's directory (kubeconfig,
-/// owner), and the binary when it holds the bytes of `binary` (the one the installer copied). Anything else in the
-/// dirs stays. Returns the paths removed.
-pub fn cleanup(layout: &Layout, binary: Option<&Path>) -> Result<Vec<PathBuf>, InstallError> {
+/// owner), and each binary when it holds the bytes of the one the installer copied there (`binaries`: `plexus` and
+/// `plexus-shim`). Anything else in the dirs stays. Returns the paths removed.
+pub fn cleanup(layout: &Layout, binaries: &Binaries) -> Result<Vec<PathBuf>, InstallError> {
     let mut removed = Vec::new();
     let conf = layout.conf();
     if is_plexus_conf(&conf) {
@@ -167,15 +167,57 @@ pub fn cleanup(layout: &Layout, binary: Option<&Path>) -> Result<Vec<PathBuf>, I
         fs::remove_dir_all(&state).map_err(io("remove", &state))?;
         removed.push(state);
     }
-    let installed = layout.binary();
-    if let Some(source) = binary
-        && let (Ok(ours), Ok(there)) = (fs::read(source), fs::read(&installed))
-        && ours == there
-    {
-        fs::remove_file(&installed).map_err(io("remove", &installed))?;
-        removed.push(installed);
+    for (source, installed) in [
+        (&binaries.plexus, layout.binary()),
+        (&binaries.shim, layout.shim_binary()),
+    ] {
+        if let (Ok(ours), Ok(there)) = (fs::read(source), fs::read(&installed))
+            && ours == there
+        {
+            fs::remove_file(&installed).map_err(io("remove", &installed))?;
+            removed.push(installed);
+        }
     }
     Ok(removed)
+}
+
+/// The binaries the installer copies into the bin dir, where it copies them from.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `plexus` (default: the running binary).
+    pub plexus: PathBuf,
+    /// `plexus-shim` (default: beside `plexus`).
+    pub shim: PathBuf,
+}
+
+impl Binaries {
+    /// From the command line: `--binary` or the running binary, `--shim-binary` or `plexus-shim` beside it.
+    pub fn of(args: &InstallArgs) -> Result<Self, InstallError> {
+        let plexus = match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().map_err(io("find", Path::new("the running binary")))?,
+        };
+        let shim = args
+            .shim_binary
+            .clone()
+            .unwrap_or_else(|| plexus.with_file_name(super::SHIM_BINARY_NAME));
+        Ok(Self { plexus, shim })
+    }
+
+    /// Copies both into the bin dir (each only when its bytes changed). `plexus-shim` is needed in thick mode, whose
+    /// conf names it; in thin mode it is copied when it is there (so that a switch to thick mode finds it).
+    pub fn install(&self, layout: &Layout, mode: Mode) -> Result<(), InstallError> {
+        if install_binary(&self.plexus, &layout.binary())? {
+            info!(binary = %layout.binary().display(), "installed the plexus binary");
+        }
+        if mode == Mode::Thin && !self.shim.exists() {
+            return Ok(());
+        }
+        if install_binary(&self.shim, &layout.shim_binary())? {
+            info!(binary = %layout.shim_binary().display(), "installed the plexus-shim binary");
+        }
+        Ok(())
+    }
 }
 
 /// Whether the DaemonSet `namespace/name` is gone (deleted or being deleted). `None` when the API server could not
@@ -219,12 +261,9 @@ pub fn main(args: InstallArgs) -> Result<(), InstallError> {
         .with_ansi(false)
         .try_init();
     let layout = Layout::new(&args);
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(io("find", Path::new("the running binary")))?,
-    };
+    let binaries = Binaries::of(&args)?;
     if args.cleanup {
-        let removed = cleanup(&layout, Some(&binary))?;
+        let removed = cleanup(&layout, &binaries)?;
         info!(?removed, "removed what the installer wrote");
         return Ok(());
     }
@@ -250,14 +289,14 @@ pub fn main(args: InstallArgs) -> Result<(), InstallError> {
         .enable_all()
         .build()
         .map_err(|e| InstallError::Runtime(e.to_string()))?;
-    runtime.block_on(run(args, layout, settings, binary))
+    runtime.block_on(run(args, layout, settings, binaries))
 }
 
 async fn run(
     args: InstallArgs,
     layout: Layout,
     settings: ConfSettings,
-    binary: PathBuf,
+    binaries: Binaries,
 ) -> Result<(), InstallError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term =
@@ -266,9 +305,7 @@ async fn run(
         signal(SignalKind::interrupt()).map_err(|e| InstallError::Runtime(e.to_string()))?;
     let installer = Installer::new(layout.clone(), settings, args.service_account_dir.clone());
     installer.claim()?;
-    if install_binary(&binary, &layout)? {
-        info!(binary = %layout.binary().display(), "installed the plexus binary");
-    }
+    binaries.install(&layout, installer.settings.mode)?;
     let interval = Duration::from_secs_f64(args.interval_seconds);
     let mut waiting: Option<String> = None;
     let mut last_error: Option<String> = None;
@@ -322,7 +359,7 @@ async fn run(
         && installer.owns()
         && daemonset_gone(ds).await == Some(true)
     {
-        let removed = cleanup(&layout, Some(&binary))?;
+        let removed = cleanup(&layout, &binaries)?;
         info!(
             ?removed,
             "the DaemonSet is gone (uninstall): removed what the installer wrote"

@@ -1,6 +1,6 @@
 //! The node installer, `plexus install`: what the Helm chart's DaemonSet runs on every node (thin mode).
 //!
-//! - copies the `plexus` binary into the host's CNI bin dir atomically (a temporary file in the same dir, then a
+//! - copies the `plexus` binary (and `plexus-shim`, thick mode's plugin) into the host's CNI bin dir atomically (a temporary file in the same dir, then a
 //!   rename: a runtime calling `plexus` meanwhile runs either the old or the new file, never a half-written one, and
 //!   never hits "text file busy");
 //! - writes the plugin's kubeconfig (mode 0600) from the pod's service account (token, CA, KUBERNETES_SERVICE_HOST
@@ -13,7 +13,7 @@
 //!   networks); [`cleanup`] removes what the installer wrote, and only that (the chart runs it when the DaemonSet
 //!   itself is gone, i.e. on `helm uninstall`).
 //!
-//! Thick mode (`--mode thick`): the conf makes `plexus` a shim that forwards each request to the node daemon's socket
+//! Thick mode (`--mode thick`): the conf names `plexus-shim`, which forwards each request to the node daemon's socket
 //! (`daemonSocketDir`); no kubeconfig is written (the daemon has its own credentials), and one left by thin mode is
 //! removed.
 //!
@@ -30,8 +30,11 @@ pub const KUBECONFIG_NAME: &str = "plexus.kubeconfig";
 /// Thick mode: the cluster network's conf, copied for the daemon (the chart's `clusterNetwork` of the daemon names it).
 pub const CLUSTER_NETWORK_NAME: &str = "cluster-network.conflist";
 const OWNER_NAME: &str = "owner";
-/// The name of the binary in the CNI bin dir (what the conf's `type` names).
+/// The name of the binary in the CNI bin dir (what the conf's `type` names in thin mode).
 pub const BINARY_NAME: &str = "plexus";
+/// Thick mode's plugin in the CNI bin dir (what the conf's `type` names in thick mode): the shim alone, a small
+/// binary of its own (`src/bin/plexus-shim.rs`).
+pub const SHIM_BINARY_NAME: &str = "plexus-shim";
 /// The network name of the written conflist.
 pub const NETWORK_NAME: &str = "plexus-cni-network";
 
@@ -96,6 +99,10 @@ pub struct InstallArgs {
     /// The binary to copy (default: the running one).
     #[arg(long, env = "PLEXUS_BINARY")]
     pub binary: Option<PathBuf>,
+    /// The `plexus-shim` binary to copy (default: `plexus-shim` beside the binary above). Needed in thick mode, whose
+    /// conf names it; in thin mode copied when it is there.
+    #[arg(long, env = "PLEXUS_SHIM_BINARY")]
+    pub shim_binary: Option<PathBuf>,
     /// A JSON file with more keys of Plexus's config (namespaceIsolation, logLevel, ...), merged into the plugin.
     #[arg(long, env = "PLEXUS_PLUGIN_CONFIG")]
     pub plugin_config: Option<PathBuf>,
@@ -205,6 +212,9 @@ impl Layout {
     pub fn binary(&self) -> PathBuf {
         self.bin_dir.join(BINARY_NAME)
     }
+    pub fn shim_binary(&self) -> PathBuf {
+        self.bin_dir.join(SHIM_BINARY_NAME)
+    }
     fn owner(&self) -> PathBuf {
         self.state_dir().join(OWNER_NAME)
     }
@@ -222,7 +232,7 @@ pub use conf::{
     ConfSettings, Primary, RuntimeConf, find_primary, plexus_conflist, read_plugin_config,
 };
 pub use credentials::ServiceAccount;
-pub use lifecycle::{Installer, cleanup, main};
+pub use lifecycle::{Binaries, Installer, cleanup, main};
 
 #[cfg(test)]
 mod tests {
@@ -237,6 +247,7 @@ mod tests {
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             binary: None,
+            shim_binary: None,
             plugin_config: None,
             cluster_network: None,
             readiness_indicator_file: Some("/run/flannel/ready".into()),

@@ -1,0 +1,131 @@
+//! The shim alone: what a thick ADD pays to exec its shim and cross the socket, apart from any daemon, delegate or
+//! API server. A unix socket server thread of the bench reads each request and answers at once; `plexus-shim`, `plexus`
+//! with the same shim config, and the floor's trivial static binary are exec'd in turn (rotated each round), each
+//! timed from spawn to exit, with its CPU from `wait4`'s rusage (user + system, the kernel's exec and page faults
+//! included).
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::ExitStatusExt;
+
+use super::*;
+
+/// Rounds of the three programs, after as many warm-up rounds as a tenth of them.
+const ROUNDS: usize = 300;
+
+/// One exec: wall time from spawn to exit, and the child's CPU.
+struct Exec {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Spawns `binary` with the CNI variables of an ADD and `stdin`, and reaps it with `wait4` (for its rusage, which
+/// `Child::wait` does not give: hence no `wait` on the `Child`).
+#[allow(clippy::zombie_processes)]
+fn exec(binary: &Path, stdin: &[u8]) -> Exec {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "shim-alone")
+        .env("CNI_NETNS", "/run/netns/none")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nowhere")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A program that does not read its stdin (the trivial one) closes the pipe: not an error here.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let mut status = 0;
+    // SAFETY: wait4 fills the struct we own; the child is ours and reaped exactly once (Child never waits here).
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+        usage
+    };
+    let wall = started.elapsed();
+    let exit = std::process::ExitStatus::from_raw(status);
+    assert!(
+        exit.code().is_some(),
+        "{} ended by a signal",
+        binary.display()
+    );
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Exec {
+        wall,
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+    }
+}
+
+/// Runs the three programs `ROUNDS` times each and prints and returns their medians (wall and CPU) and the shims'
+/// excess over the trivial exec.
+pub(crate) fn shim_alone(work: &Path, plexus: &Path, shim: &Path, trivial: &Path) -> Value {
+    let dir = work.join("shim-alone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = UnixListener::bind(dir.join(plexus_cni::shim::SOCKET_NAME)).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            // The whole request (the shim shuts its writing half down), then the reply of a successful ADD.
+            let mut request = Vec::new();
+            let _ = conn.read_to_end(&mut request);
+            let _ = conn.write_all(&plexus_cni::shim::encode_reply(
+                true,
+                r#"{"cniVersion":"1.0.0"}"#,
+            ));
+        }
+    });
+    let config = |kind: &str| {
+        json!({"cniVersion": "1.0.0", "name": "plexus", "type": kind, "daemonSocketDir": dir})
+            .to_string()
+            .into_bytes()
+    };
+    let programs: [(&str, &Path, Vec<u8>); 3] = [
+        ("plexus-shim", shim, config("plexus-shim")),
+        ("plexus", plexus, config("plexus")),
+        ("trivial static exec", trivial, config("none")),
+    ];
+    let mut samples: Vec<Vec<Exec>> = programs.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS + ROUNDS / 10 {
+        for k in 0..programs.len() {
+            let i = (round + k) % programs.len();
+            let (_, binary, stdin) = &programs[i];
+            let e = exec(binary, stdin);
+            if round >= ROUNDS / 10 {
+                samples[i].push(e);
+            }
+        }
+    }
+    let median = |v: Vec<f64>| quantile(&v, 0.5);
+    let medians: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            (
+                median(s.iter().map(|e| ms(e.wall)).collect()),
+                median(s.iter().map(|e| ms(e.cpu)).collect()),
+            )
+        })
+        .collect();
+    let (trivial_wall, trivial_cpu) = medians[2];
+    println!(
+        "\nthe shim alone (a socket answering at once; {ROUNDS} execs each, rotated; medians, ms)\n{:<22} {:>8} {:>8} {:>14} {:>13}",
+        "program", "wall", "CPU", "wall - trivial", "CPU - trivial"
+    );
+    let mut rows = serde_json::Map::new();
+    for ((name, _, _), (wall, cpu)) in programs.iter().zip(&medians) {
+        println!(
+            "{name:<22} {wall:>8.3} {cpu:>8.3} {:>14.3} {:>13.3}",
+            wall - trivial_wall,
+            cpu - trivial_cpu
+        );
+        rows.insert(
+            (*name).into(),
+            json!({"wall_ms": wall, "cpu_ms": cpu, "wall_over_trivial_ms": wall - trivial_wall,
+                   "cpu_over_trivial_ms": cpu - trivial_cpu}),
+        );
+    }
+    Value::Object(rows)
+}

@@ -1,11 +1,9 @@
 //! The shim alone: what a thick ADD pays to exec its shim and cross the socket, apart from any daemon, delegate or
-//! API server. A unix socket server thread of the bench reads each request and answers at once; `plexus-shim`, `plexus`
+//! API server. A small static C server reads each request and answers at once; `plexus-shim`, `plexus`
 //! with the same shim config, and the floor's trivial static binary are exec'd in turn (rotated each round), each
 //! timed from spawn to exit, with its CPU from `wait4`'s rusage (user + system, the kernel's exec and page faults
 //! included).
 
-use std::io::Read;
-use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 
 use super::*;
@@ -65,19 +63,37 @@ fn exec(binary: &Path, stdin: &[u8]) -> Exec {
 pub(crate) fn shim_alone(work: &Path, plexus: &Path, shim: &Path, trivial: &Path) -> Value {
     let dir = work.join("shim-alone");
     std::fs::create_dir_all(&dir).unwrap();
-    let listener = UnixListener::bind(dir.join(plexus_cni::shim::SOCKET_NAME)).unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            // The whole request (the shim shuts its writing half down), then the reply of a successful ADD.
-            let mut request = Vec::new();
-            let _ = conn.read_to_end(&mut request);
-            let _ = conn.write_all(&plexus_cni::shim::encode_reply(
-                true,
-                r#"{"cniVersion":"1.0.0"}"#,
-            ));
-        }
-    });
+    let socket = dir.join(plexus_cni::shim::SOCKET_NAME);
+    // The socket's other end is a small static C server of its own (not a thread of this large, busy process):
+    // it reads each request to its end (the shim shuts its writing half down) and answers a successful ADD.
+    let server = gcc_static(
+        work,
+        "shim-alone-server",
+        r#"#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 64)) return 1;
+  static const char reply[] = "\0{\"cniVersion\":\"1.0.0\"}";
+  char buf[65536];
+  for (;;) {
+    int c = accept(s, 0, 0);
+    if (c < 0) continue;
+    while (read(c, buf, sizeof buf) > 0) {}
+    (void)!write(c, reply, sizeof reply - 1);
+    close(c);
+  }
+}
+"#,
+    );
+    let mut server = Command::new(server).arg(&socket).spawn().unwrap();
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let config = |kind: &str| {
         json!({"cniVersion": "1.0.0", "name": "plexus", "type": kind, "daemonSocketDir": dir})
             .to_string()
@@ -109,6 +125,8 @@ pub(crate) fn shim_alone(work: &Path, plexus: &Path, shim: &Path, trivial: &Path
             )
         })
         .collect();
+    let _ = server.kill();
+    let _ = server.wait();
     let (trivial_wall, trivial_cpu) = medians[2];
     println!(
         "\nthe shim alone (a socket answering at once; {ROUNDS} execs each, rotated; medians, ms)\n{:<22} {:>8} {:>8} {:>14} {:>13}",

@@ -124,7 +124,7 @@ node_images() {
   if bare; then plexus_image; fi
 }
 
-# The image the chart runs (bare clusters): the three binaries of scripts/build-image-binaries, the recipe the
+# The image the chart runs (bare clusters): the four binaries of scripts/build-image-binaries, the recipe the
 # Dockerfile runs (PLEXUS_IMAGE_BIN_DIR: built already, as scripts/test does; else built here), with the shared
 # libraries plexus-daemon and plexus-controller link (this machine's Debian 12 glibc: what the Dockerfile's base
 # image provides; plexus is static), rebuilt at each `up` into the state dir.
@@ -301,6 +301,7 @@ write_node_configs() {
   else
     for p in "$CNI_BIN"/*; do ln -sfn "$p" "$n/cni-bin/${p##*/}"; done
     ln -sfn "$PLEXUS_BIN" "$n/cni-bin/plexus"
+    [ -x "$PLEXUS_SHIM_BIN" ] || die "no $PLEXUS_SHIM_BIN (thick mode's plugin, built beside $PLEXUS_BIN)"
     ln -sfn "$PLEXUS_SHIM_BIN" "$n/cni-bin/plexus-shim"
   fi
   cat >"$cluster_network/10-pods.conflist" <<EOF

@@ -16,20 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{free_port, kubectl, kubectl_output, plexus_bin, unique};
+use crate::{built_beside_plexus, free_port, kubectl, kubectl_output, unique};
 
 /// The built `plexus-daemon` (`PLEXUS_DAEMON_BIN`, else next to `plexus`).
 pub fn daemon_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PLEXUS_DAEMON_BIN") {
         return PathBuf::from(p);
     }
-    let bin = plexus_bin().with_file_name("plexus-daemon");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
+    built_beside_plexus("plexus-daemon")
 }
 
 /// A Node object (no kubelet behind it) for a daemon's pods, deleted on drop. Pods bound to a node that does not

@@ -575,9 +575,8 @@ fn a_real_cni_client_drives_plexus(mode: &Mode) {
     // cnitool (libcni) finds the network config in NETCONFPATH and plexus (thick mode: plexus-shim) in CNI_PATH.
     let confs = tempfile::tempdir().unwrap();
     let bin = tempfile::tempdir().unwrap();
-    for name in ["plexus", "plexus-shim"] {
-        std::os::unix::fs::symlink(plexus_bin().with_file_name(name), bin.path().join(name))
-            .unwrap();
+    for (binary, name) in [(plexus_bin(), "plexus"), (plexus_shim_bin(), "plexus-shim")] {
+        std::os::unix::fs::symlink(binary, bin.path().join(name)).unwrap();
     }
     let mut plexus_conf = sb.config(json!({}));
     plexus_conf["name"] = json!("plexus-net");

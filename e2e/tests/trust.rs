@@ -297,6 +297,11 @@ fn the_webhook_refuses_meta_plugins_and_what_the_node_refuses() {
             "\"multus-shim\" is a meta-plugin",
         ),
         (
+            "plexus-shim",
+            json!({"cniVersion": "1.0.0", "type": "plexus-shim", "daemonSocketDir": "/run/plexus"}),
+            "\"plexus-shim\" is a meta-plugin",
+        ),
+        (
             "too-big",
             json!({"cniVersion": "1.0.0", "type": "bridge", "pad": "x".repeat(70 * 1024)}),
             "more than the limit of 65536",

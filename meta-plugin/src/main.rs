@@ -26,7 +26,7 @@ use clap::Parser;
 
 mod process;
 use plexus_cni::error::PlexusError;
-use plexus_cni::shim::{Reply, Shim};
+use plexus_cni::shim::Reply;
 
 #[derive(Parser)]
 #[command(
@@ -93,16 +93,12 @@ fn run(args: Vec<OsString>) -> c_int {
     let env = |k: &str| std::env::var(k).ok();
     let reply = match std::io::stdin().read_to_end(&mut stdin) {
         // Thick mode first, before any async runtime or client exists; VERSION is answered here in both modes.
-        Ok(_) => match Shim::from_stdin(&stdin)
-            .filter(|_| env("CNI_COMMAND").as_deref() != Some("VERSION"))
-        {
-            Some(Ok(shim)) => shim.forward(env, &stdin),
-            Some(Err(e)) => Err(e),
-            None => plexus_cni::run(env, &stdin).map(|output| Reply {
+        Ok(_) => plexus_cni::shim::forward_if_shim(env, &stdin).unwrap_or_else(|| {
+            plexus_cni::run(env, &stdin).map(|output| Reply {
                 success: true,
                 stdout: output.unwrap_or_default(),
-            }),
-        },
+            })
+        }),
         Err(e) => Err(PlexusError::Stdin(e).to_cni()),
     };
     process::print(reply)

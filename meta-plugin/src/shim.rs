@@ -1,4 +1,5 @@
-//! Thick mode, runtime side: when the stdin config has `daemonSocketDir`, `plexus` forwards the request (the CNI
+//! Thick mode, runtime side: when the stdin config has `daemonSocketDir`, `plexus-shim` (the installer's thick conf
+//! names it; `src/bin/plexus-shim.rs`), or `plexus` given the same config, forwards the request (the CNI
 //! environment and stdin) to the node daemon's socket `<daemonSocketDir>/plexus.sock` and prints the daemon's reply,
 //! which is exactly what thin mode would have printed. A daemon that is down (no socket, or nothing listening: it is
 //! restarting, say during a rolling upgrade) is waited for, `daemonWaitSeconds` at most, as multus-shim waits for its
@@ -240,28 +241,44 @@ impl Shim {
     }
 }
 
-/// What `plexus-shim` does with one request: VERSION is answered here, as `plexus` answers it in both modes; anything
-/// else goes to the daemon its config names. A config without `daemonSocketDir` is a config error (code 7): this
-/// binary has no thin mode.
+/// The shim's part of a request, for both binaries: the daemon's reply when `stdin` is a shim config, `None` when it
+/// is not (or for VERSION, which is never forwarded: the caller answers it, as in thin mode).
+pub fn forward_if_shim(
+    env_lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Option<Result<Reply, CniError>> {
+    if env_lookup("CNI_COMMAND").as_deref() == Some("VERSION") {
+        return None;
+    }
+    Shim::from_stdin(stdin).map(|shim| shim.and_then(|shim| shim.forward(env_lookup, stdin)))
+}
+
+/// What `plexus-shim` does with one request: [`forward_if_shim`], VERSION answered here as `plexus` answers it. It has
+/// no thin mode: stdin that is not JSON is code 6 and a config without `daemonSocketDir` code 7, as `plexus` would
+/// report them.
 pub fn shim_only(
     env_lookup: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
 ) -> Result<Reply, CniError> {
+    if let Some(reply) = forward_if_shim(&env_lookup, stdin) {
+        return reply;
+    }
     if env_lookup("CNI_COMMAND").as_deref() == Some("VERSION") {
         return crate::request::version_output(stdin).map(|stdout| Reply {
             success: true,
             stdout,
         });
     }
-    match Shim::from_stdin(stdin) {
-        Some(Ok(shim)) => shim.forward(env_lookup, stdin),
-        Some(Err(e)) => Err(e),
-        None => Err(CniError::new(
-            ErrorCode::InvalidConfig,
-            "plexus-shim forwards each request to plexus-daemon and needs daemonSocketDir (an absolute path) in its \
-             config; a conf without a node daemon names the plexus plugin instead",
-        )),
-    }
+    let cni_version = match serde_json::from_slice::<serde_json::Value>(stdin) {
+        Ok(config) => config["cniVersion"].as_str().unwrap_or_default().to_owned(),
+        Err(e) => return Err(crate::error::PlexusError::Decode(e.to_string()).to_cni()),
+    };
+    Err(CniError::new(
+        ErrorCode::InvalidConfig,
+        "plexus-shim forwards each request to plexus-daemon and needs daemonSocketDir (an absolute path) in its \
+         config; a conf without a node daemon names the plexus plugin instead",
+    )
+    .with_version(cni_version))
 }
 
 /// Whether a connect failed because no daemon is there (no socket file, or nothing listening on it), rather than
@@ -470,14 +487,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
         assert_eq!(v["cniVersion"], "0.4.0");
         // A config without daemonSocketDir is not run some other way: code 7, naming the key.
-        for config in [
-            &br#"{"cniVersion":"1.0.0","name":"x","kubeconfig":"/k"}"#[..],
-            b"not json",
-        ] {
-            let e = shim_only(env("ADD"), config).unwrap_err();
-            assert_eq!(e.code, 7, "{e:?}");
-            assert!(e.msg.contains("daemonSocketDir"), "{e:?}");
-        }
+        let e = shim_only(
+            env("ADD"),
+            br#"{"cniVersion":"1.0.0","name":"x","kubeconfig":"/k"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7, "{e:?}");
+        assert!(e.msg.contains("daemonSocketDir"), "{e:?}");
+        assert_eq!(e.cni_version, "1.0.0", "{e:?}");
+        // Not JSON at all: the decoding error `plexus` gives.
+        assert_eq!(shim_only(env("ADD"), b"not json").unwrap_err().code, 6);
         // A bad shim key is the same error as `plexus` gives.
         let e = shim_only(env("ADD"), br#"{"daemonSocketDir":"run/p"}"#).unwrap_err();
         assert_eq!(e.code, 7);

@@ -69,6 +69,22 @@ pub fn plexus_bin() -> PathBuf {
     bin
 }
 
+/// Thick mode's `plexus-shim`, built beside [`plexus_bin`].
+pub fn plexus_shim_bin() -> PathBuf {
+    built_beside_plexus("plexus-shim")
+}
+
+/// A binary of the workspace built beside [`plexus_bin`] (the same cargo build of `--workspace --bins`).
+pub fn built_beside_plexus(name: &str) -> PathBuf {
+    let bin = plexus_bin().with_file_name(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
 /// The directory of the pinned CNI reference plugins, built once by the project's script.
 pub fn plugins_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -377,9 +393,7 @@ impl<'a> Call<'a> {
         // The binary the config's `type` names, as a runtime finds it: thick mode's `plexus-shim` is built beside
         // `plexus`.
         let binary = match serde_json::from_slice::<Value>(stdin) {
-            Ok(config) if config["type"] == "plexus-shim" => {
-                plexus_bin().with_file_name("plexus-shim")
-            }
+            Ok(config) if config["type"] == "plexus-shim" => plexus_shim_bin(),
             _ => plexus_bin(),
         };
         let mut command = match wrapper.split_first() {

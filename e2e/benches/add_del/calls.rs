@@ -41,7 +41,8 @@ pub(crate) fn try_exec(
     config: &Value,
 ) -> Result<Call, String> {
     let stdin = config.to_string();
-    // The children this thread waits for are the plugin's process alone (calls run one at a time here).
+    // The CPU of the children reaped meanwhile: the plugin's process alone when calls run one at a time (the
+    // interleaved rounds, the only ones that read `Call::cpu`); meaningless in the concurrency run.
     let (_, children_before) = bench_cpu_s();
     let start = Instant::now();
     let mut child = probe

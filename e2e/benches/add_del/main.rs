@@ -6,7 +6,7 @@
 //! * `plexus-k8s`    — `plexus` in Kubernetes mode: the pod + 3 NADs read from a real kube-apiserver, network-status
 //!   written back, one event per network;
 //! * `multus-k8s`    — Multus in Kubernetes mode against the same API server, same pod shape and NADs;
-//! * `plexus-thick`  — `plexus` as a shim (`daemonSocketDir`) in front of `plexus-daemon` (watch caches);
+//! * `plexus-thick`  — `plexus-shim` (`daemonSocketDir`) in front of `plexus-daemon` (watch caches);
 //! * `multus-thick`  — `multus-shim` in front of `multus-daemon` (same version as the thin Multus), in-cluster
 //!   service-account credentials, in a mount namespace of its own that holds the token.
 //!
@@ -95,7 +95,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 }
 
 /// One plugin call: how long it took, the CPU of the process the bench exec'd (user + system; zero for the bare
-/// delegates, which the bench runs itself) and its peak RSS (KiB; 0 when not a process of its own).
+/// delegates, which the bench runs itself; only for calls made one at a time) and its peak RSS (KiB; 0 when not a process of its own).
 #[derive(Debug, Clone, Copy, Default)]
 struct Call {
     took: Duration,
@@ -114,8 +114,9 @@ struct Requests {
 struct ModeSamples {
     add: Vec<Call>,
     del: Vec<Call>,
-    /// Thick modes: the daemon's CPU from each ADD's start to its DEL's start (the reply and what the daemon does
-    /// after it; not its delegates, which are other processes).
+    /// Thick modes: the daemon's CPU from each ADD's start to its DEL's start (the reply included; its events, which
+    /// plexus-daemon holds back while a request is in flight, and the watch events its PATCH causes mostly not; not
+    /// its delegates, which are other processes).
     daemon_cpu_add: Vec<Duration>,
     api_add: Requests,
     api_del: Requests,

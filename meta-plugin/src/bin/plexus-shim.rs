@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_int};
 use std::io::Read;
 
-use plexus_api::cni::{CniError, ErrorCode};
+use plexus_cni::error::PlexusError;
 
 #[path = "../process.rs"]
 mod process;
@@ -23,11 +23,7 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     let mut stdin = Vec::new();
     let reply = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => plexus_cni::shim::shim_only(|k| std::env::var(k).ok(), &stdin),
-        // `PlexusError::Stdin`'s code and words, without linking thin mode's error type.
-        Err(e) => Err(CniError::new(
-            ErrorCode::Io,
-            format!("reading stdin failed: {e}"),
-        )),
+        Err(e) => Err(PlexusError::Stdin(e).to_cni()),
     };
     process::print(reply)
 }

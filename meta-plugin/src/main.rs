@@ -23,10 +23,10 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use clap::Parser;
-
-mod process;
 use plexus_cni::error::PlexusError;
 use plexus_cni::shim::Reply;
+
+mod process;
 
 #[derive(Parser)]
 #[command(

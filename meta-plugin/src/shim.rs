@@ -254,8 +254,8 @@ pub fn forward_if_shim(
 }
 
 /// What `plexus-shim` does with one request: [`forward_if_shim`], VERSION answered here as `plexus` answers it. It has
-/// no thin mode: stdin that is not JSON is code 6 and a config without `daemonSocketDir` code 7, as `plexus` would
-/// report them.
+/// no thin mode: stdin that is not JSON is code 6 (as `plexus` reports it), and a config without `daemonSocketDir`,
+/// which `plexus` would run in thin mode, is code 7.
 pub fn shim_only(
     env_lookup: impl Fn(&str) -> Option<String>,
     stdin: &[u8],

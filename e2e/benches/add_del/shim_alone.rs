@@ -1,59 +1,13 @@
 //! The shim alone: what a thick ADD pays to exec its shim and cross the socket, apart from any daemon, delegate or
 //! API server. A small static C server reads each request and answers at once; `plexus-shim`, `plexus`
-//! with the same shim config, and the floor's trivial static binary are exec'd in turn (rotated each round), each
-//! timed from spawn to exit, with its CPU from `wait4`'s rusage (user + system, the kernel's exec and page faults
-//! included).
-
-use std::os::unix::process::ExitStatusExt;
+//! with the same shim config, and the floor's trivial static binary are exec'd in turn (rotated each round) as the
+//! bench execs every plugin ([`super::try_exec`]: an ADD's variables, timed from spawn to exit, its CPU the children's
+//! rusage across the call, user + system, the kernel's exec and page faults included; a failure stops the bench).
 
 use super::*;
 
 /// Rounds of the three programs, after as many warm-up rounds as a tenth of them.
 const ROUNDS: usize = 300;
-
-/// One exec: wall time from spawn to exit, and the child's CPU.
-struct Exec {
-    wall: Duration,
-    cpu: Duration,
-}
-
-/// Spawns `binary` with the CNI variables of an ADD and `stdin`, and reaps it with `wait4` (for its rusage, which
-/// `Child::wait` does not give: hence no `wait` on the `Child`).
-#[allow(clippy::zombie_processes)]
-fn exec(binary: &Path, stdin: &[u8]) -> Exec {
-    let started = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "shim-alone")
-        .env("CNI_NETNS", "/run/netns/none")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nowhere")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // A program that does not read its stdin (the trivial one) closes the pipe: not an error here.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let mut status = 0;
-    // SAFETY: wait4 fills the struct we own; the child is ours and reaped exactly once (Child never waits here).
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
-        assert_eq!(pid, child.id() as libc::pid_t, "wait4");
-        usage
-    };
-    let wall = started.elapsed();
-    let exit = std::process::ExitStatus::from_raw(status);
-    // A shim that failed (no server, a bad config) would be timed as if it had answered.
-    assert!(exit.success(), "{}: {exit}", binary.display());
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Exec {
-        wall,
-        cpu: time(usage.ru_utime) + time(usage.ru_stime),
-    }
-}
 
 /// Runs the three programs `ROUNDS` times each and prints and returns their medians (wall and CPU) and the shims'
 /// excess over the trivial exec.
@@ -101,22 +55,27 @@ int main(int argc, char **argv) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let config = |kind: &str| {
-        json!({"cniVersion": "1.0.0", "name": "plexus", "type": kind, "daemonSocketDir": dir})
-            .to_string()
-            .into_bytes()
-    };
-    let programs: [(&str, &Path, Vec<u8>); 3] = [
+    let config = |kind: &str| json!({"cniVersion": "1.0.0", "name": "plexus", "type": kind, "daemonSocketDir": dir});
+    let programs: [(&str, &Path, Value); 3] = [
         ("plexus-shim", shim, config("plexus-shim")),
         ("plexus", plexus, config("plexus")),
         ("trivial static exec", trivial, config("none")),
     ];
-    let mut samples: Vec<Vec<Exec>> = programs.iter().map(|_| Vec::new()).collect();
+    let mut samples: Vec<Vec<Call>> = programs.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS + ROUNDS / 10 {
         for k in 0..programs.len() {
             let i = (round + k) % programs.len();
-            let (_, binary, stdin) = &programs[i];
-            let e = exec(binary, stdin);
+            let (_, binary, config) = &programs[i];
+            let e = exec(
+                None,
+                binary,
+                "ADD",
+                "shim-alone",
+                "/run/netns/none",
+                Path::new("/nowhere"),
+                "",
+                config,
+            );
             if round >= ROUNDS / 10 {
                 samples[i].push(e);
             }
@@ -127,7 +86,7 @@ int main(int argc, char **argv) {
         .iter()
         .map(|s| {
             (
-                median(s.iter().map(|e| ms(e.wall)).collect()),
+                median(s.iter().map(|e| ms(e.took)).collect()),
                 median(s.iter().map(|e| ms(e.cpu)).collect()),
             )
         })

@@ -1,8 +1,8 @@
 //! The node installer, `plexus install`: what the Helm chart's DaemonSet runs on every node (thin mode).
 //!
-//! - copies the `plexus` binary (and `plexus-shim`, thick mode's plugin) into the host's CNI bin dir atomically (a temporary file in the same dir, then a
-//!   rename: a runtime calling `plexus` meanwhile runs either the old or the new file, never a half-written one, and
-//!   never hits "text file busy");
+//! - copies the `plexus` binary (and `plexus-shim`, thick mode's plugin) into the host's CNI bin dir atomically (a
+//!   temporary file in the same dir, then a rename: a runtime calling either meanwhile runs the old or the new file,
+//!   never a half-written one, and never hits "text file busy");
 //! - writes the plugin's kubeconfig (mode 0600) from the pod's service account (token, CA, KUBERNETES_SERVICE_HOST
 //!   and _PORT) and writes it again whenever the projected token changes (the kubelet rotates it well before it
 //!   expires);
